@@ -1,0 +1,14 @@
+//! The GPU backend: the only module that names wgpu types. One context
+//! (instance, adapter, device, queue, limits), a kernel cache, device arrays,
+//! one readback pattern, and the bulk kernels.
+
+mod adapter;
+mod array;
+mod context;
+mod unary;
+
+pub use adapter::{ADAPTER_NAME_VARIABLE, BACKEND_VARIABLE};
+pub use array::GpuArray;
+pub use context::{
+    AdapterReport, ContextOptions, DeviceLimits, GpuContext, LimitsOverride, survey_adapters,
+};

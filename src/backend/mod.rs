@@ -1,0 +1,77 @@
+//! Backends execute plans: `gpu` on a wgpu device, `cpu` in f64 as the
+//! reference and as the fallback where no adapter exists. [`Backend`] lets a
+//! caller hold either.
+
+pub mod cpu;
+pub mod gpu;
+
+use crate::error::{Error, Result};
+use crate::ops::UnaryOp;
+
+/// Values and derivatives of a bulk element-wise call, index for index.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UnaryOutput {
+    /// f(x_i).
+    pub values: Vec<f32>,
+    /// f'(x_i).
+    pub derivatives: Vec<f32>,
+}
+
+/// Either backend, chosen at run time.
+#[derive(Debug)]
+pub enum Backend {
+    /// A GPU through wgpu.
+    Gpu(std::sync::Arc<gpu::GpuContext>),
+    /// The f64 reference on the host.
+    Cpu(cpu::CpuBackend),
+}
+
+impl Backend {
+    /// The GPU chosen by `options`, or the CPU backend when none can be opened.
+    /// The second value is the one-line notice to show the user when the
+    /// fallback was taken; errors in the options themselves (a misspelt
+    /// WGPU_BACKEND) are returned, not papered over.
+    pub fn gpu_or_cpu(options: &gpu::ContextOptions) -> Result<(Backend, Option<String>)> {
+        match gpu::GpuContext::new(options) {
+            Ok(context) => Ok((Backend::Gpu(std::sync::Arc::new(context)), None)),
+            Err(error @ crate::Error::BadEnvironment { .. }) => Err(error),
+            Err(error) => Ok((
+                Backend::Cpu(cpu::CpuBackend),
+                Some(format!(
+                    "chainrule: no GPU ({error}); falling back to the CPU backend (f64 reference, much slower)"
+                )),
+            )),
+        }
+    }
+
+    /// A short description: the adapter and its API, or "cpu".
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Gpu(context) => {
+                let adapter = context.adapter();
+                format!("{} ({})", adapter.name, adapter.backend)
+            }
+            Backend::Cpu(_) => "cpu (f64 reference)".to_string(),
+        }
+    }
+
+    /// Values and derivatives of `op` at every element of `xs`.
+    pub fn unary(&self, op: UnaryOp, xs: &[f32]) -> Result<UnaryOutput> {
+        match self {
+            Backend::Gpu(context) => context.unary(op, xs),
+            Backend::Cpu(cpu) => cpu.unary(op, xs),
+        }
+    }
+}
+
+/// A zero-filled host vector, or an error (not an abort) when memory is short.
+pub(crate) fn host_vec(len: usize, what: &str) -> Result<Vec<f32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| Error::TooLarge {
+        what: format!("{what} in host memory"),
+        needed: (len as u64).saturating_mul(4),
+        limit: 0,
+    })?;
+    v.resize(len, 0.0);
+    Ok(v)
+}

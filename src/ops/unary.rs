@@ -1,0 +1,400 @@
+//! Element-wise unary operations: value and derivative in f64.
+//!
+//! Each function here mirrors one in `shaders/activations.wgsl`: same name
+//! (with `_vd` in WGSL), same stable formula, same policy for the edges:
+//!
+//! - NaN in gives NaN out, for the value and the derivative.
+//! - +-Inf in gives the limit of f and of f' as x goes to +-Inf where it exists
+//!   (sigmoid(+Inf) = 1 with derivative 0, exp(-Inf) = 0, ...), NaN where it
+//!   does not (sin and cos at +-Inf, ln and sqrt of -Inf).
+//! - A finite input whose true result is finite gives a finite output; a true
+//!   result beyond the f32 range gives +-Inf (exp(100)).
+//! - Outside a function's domain the result is NaN (ln(-1), sqrt(-1), a
+//!   fractional power of a negative number); at a pole it is the signed
+//!   infinity IEEE 754 gives (ln(0) = -Inf, 1/-0 = -Inf).
+//! - At kinks the derivative follows JAX: relu'(0) = 0, abs'(0) = 0,
+//!   leaky_relu'(0) = 1, elu'(0) = alpha.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+
+/// An element-wise unary operation, with its parameter where it has one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum UnaryOp {
+    /// x, derivative 1.
+    Identity,
+    /// max(x, 0); derivative 1 for x > 0, else 0 (relu'(0) = 0).
+    Relu,
+    /// x for x >= 0, alpha x below; derivative 1 for x >= 0, alpha below.
+    LeakyRelu {
+        /// Slope for negative x (commonly 0.01).
+        alpha: f32,
+    },
+    /// x for x > 0, alpha (e^x - 1) below; derivative 1 for x > 0, alpha e^x below.
+    Elu {
+        /// Scale of the negative branch (commonly 1).
+        alpha: f32,
+    },
+    /// 1 / (1 + e^-x); derivative s (1 - s).
+    Sigmoid,
+    /// tanh x; derivative 1 - tanh^2 x.
+    Tanh,
+    /// ln(1 + e^x); derivative sigmoid(x).
+    Softplus,
+    /// x sigmoid(x); derivative s (1 + x (1 - s)).
+    Silu,
+    /// The tanh form 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+    Gelu,
+    /// e^x; derivative e^x.
+    Exp,
+    /// ln x; derivative 1/x.
+    Ln,
+    /// sin x; derivative cos x.
+    Sin,
+    /// cos x; derivative -sin x.
+    Cos,
+    /// sqrt x; derivative 1 / (2 sqrt x).
+    Sqrt,
+    /// |x|; derivative sign(x), abs'(0) = 0.
+    Abs,
+    /// x^2; derivative 2x.
+    Square,
+    /// 1/x; derivative -1/x^2.
+    Reciprocal,
+    /// x^p for a constant p; derivative p x^(p-1).
+    Pow {
+        /// The constant exponent.
+        exponent: f32,
+    },
+}
+
+/// sqrt(2 / pi), the scale inside gelu's tanh form.
+const GELU_K: f64 = 0.797_884_560_802_865_4;
+/// The cubic coefficient of gelu's tanh form.
+const GELU_C: f64 = 0.044_715;
+
+impl UnaryOp {
+    /// Every operation with its customary parameter, in the order tables list them.
+    pub fn catalogue() -> Vec<UnaryOp> {
+        use UnaryOp::*;
+        vec![
+            Identity,
+            Relu,
+            LeakyRelu { alpha: 0.01 },
+            Elu { alpha: 1.0 },
+            Sigmoid,
+            Tanh,
+            Softplus,
+            Silu,
+            Gelu,
+            Exp,
+            Ln,
+            Sin,
+            Cos,
+            Sqrt,
+            Abs,
+            Square,
+            Reciprocal,
+            Pow { exponent: 3.0 },
+        ]
+    }
+
+    /// The operation's name in the text language, without its parameter.
+    pub fn name(&self) -> &'static str {
+        match self {
+            UnaryOp::Identity => "identity",
+            UnaryOp::Relu => "relu",
+            UnaryOp::LeakyRelu { .. } => "leaky_relu",
+            UnaryOp::Elu { .. } => "elu",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Softplus => "softplus",
+            UnaryOp::Silu => "silu",
+            UnaryOp::Gelu => "gelu",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Ln => "ln",
+            UnaryOp::Sin => "sin",
+            UnaryOp::Cos => "cos",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Abs => "abs",
+            UnaryOp::Square => "square",
+            UnaryOp::Reciprocal => "reciprocal",
+            UnaryOp::Pow { .. } => "pow",
+        }
+    }
+
+    /// The parameter passed to the kernel (alpha or the exponent), if any.
+    pub fn parameter(&self) -> Option<f32> {
+        match *self {
+            UnaryOp::LeakyRelu { alpha } | UnaryOp::Elu { alpha } => Some(alpha),
+            UnaryOp::Pow { exponent } => Some(exponent),
+            _ => None,
+        }
+    }
+
+    /// The derivative as a formula, for tables and `--help`.
+    pub fn derivative_formula(&self) -> &'static str {
+        match self {
+            UnaryOp::Identity => "1",
+            UnaryOp::Relu => "1 if x > 0 else 0 (0 at x = 0)",
+            UnaryOp::LeakyRelu { .. } => "1 if x >= 0 else alpha (1 at x = 0)",
+            UnaryOp::Elu { .. } => "1 if x > 0 else alpha e^x (alpha at x = 0)",
+            UnaryOp::Sigmoid => "s (1 - s), s = sigmoid(x)",
+            UnaryOp::Tanh => "1 - tanh(x)^2",
+            UnaryOp::Softplus => "sigmoid(x)",
+            UnaryOp::Silu => "s (1 + x (1 - s)), s = sigmoid(x)",
+            UnaryOp::Gelu => "s + 2 x s (1 - s) k (1 + 3c x^2), s = sigmoid(2k (x + c x^3))",
+            UnaryOp::Exp => "e^x",
+            UnaryOp::Ln => "1/x",
+            UnaryOp::Sin => "cos x",
+            UnaryOp::Cos => "-sin x",
+            UnaryOp::Sqrt => "1 / (2 sqrt x)",
+            UnaryOp::Abs => "sign(x) (0 at x = 0)",
+            UnaryOp::Square => "2x",
+            UnaryOp::Reciprocal => "-1/x^2",
+            UnaryOp::Pow { .. } => "p x^(p-1)",
+        }
+    }
+
+    /// Checks the parameter: it must be finite.
+    pub fn validate(&self) -> Result<()> {
+        match self.parameter() {
+            Some(p) if !p.is_finite() => Err(Error::InvalidArgument(format!(
+                "the parameter of {} must be finite, got {p}",
+                self.name()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Value and derivative at `x`, in f64: the reference.
+    pub fn value_and_derivative(&self, x: f64) -> (f64, f64) {
+        if x.is_nan() {
+            return (f64::NAN, f64::NAN);
+        }
+        match *self {
+            UnaryOp::Identity => (x, 1.0),
+            UnaryOp::Relu => relu(x),
+            UnaryOp::LeakyRelu { alpha } => leaky_relu(x, f64::from(alpha)),
+            UnaryOp::Elu { alpha } => elu(x, f64::from(alpha)),
+            UnaryOp::Sigmoid => sigmoid(x),
+            UnaryOp::Tanh => tanh(x),
+            UnaryOp::Softplus => softplus(x),
+            UnaryOp::Silu => silu(x),
+            UnaryOp::Gelu => gelu(x),
+            UnaryOp::Exp => (x.exp(), x.exp()),
+            UnaryOp::Ln => ln(x),
+            UnaryOp::Sin => sin(x),
+            UnaryOp::Cos => cos(x),
+            UnaryOp::Sqrt => sqrt(x),
+            UnaryOp::Abs => abs(x),
+            UnaryOp::Square => (x * x, 2.0 * x),
+            UnaryOp::Reciprocal => (1.0 / x, -1.0 / (x * x)),
+            UnaryOp::Pow { exponent } => pow(x, f64::from(exponent)),
+        }
+    }
+}
+
+impl fmt::Display for UnaryOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.parameter() {
+            Some(p) => write!(f, "{}({p})", self.name()),
+            None => f.write_str(self.name()),
+        }
+    }
+}
+
+impl FromStr for UnaryOp {
+    type Err = Error;
+
+    /// Parses `sigmoid`, `leaky_relu(0.2)`, `pow(3)`; `leaky_relu` alone means
+    /// alpha 0.01 and `elu` alone alpha 1, as in JAX.
+    fn from_str(text: &str) -> Result<Self> {
+        let text = text.trim();
+        let (name, argument) = match text.split_once('(') {
+            Some((name, rest)) => {
+                let inner = rest.strip_suffix(')').ok_or_else(|| {
+                    Error::InvalidArgument(format!("`{text}`: missing closing parenthesis"))
+                })?;
+                let value: f32 = inner.trim().parse().map_err(|_| {
+                    Error::InvalidArgument(format!("`{text}`: `{inner}` is not a number"))
+                })?;
+                (name.trim(), Some(value))
+            }
+            None => (text, None),
+        };
+        let op = match (name, argument) {
+            ("leaky_relu", a) => UnaryOp::LeakyRelu {
+                alpha: a.unwrap_or(0.01),
+            },
+            ("elu", a) => UnaryOp::Elu {
+                alpha: a.unwrap_or(1.0),
+            },
+            ("pow", Some(exponent)) => UnaryOp::Pow { exponent },
+            ("pow", None) => {
+                return Err(Error::InvalidArgument(
+                    "pow needs its exponent, e.g. pow(3)".into(),
+                ));
+            }
+            (name, None) => UnaryOp::catalogue()
+                .into_iter()
+                .find(|op| op.name() == name && op.parameter().is_none())
+                .ok_or_else(|| {
+                    let known: Vec<&str> = UnaryOp::catalogue().iter().map(UnaryOp::name).collect();
+                    Error::InvalidArgument(format!(
+                        "unknown operation `{name}`; known: {}",
+                        known.join(", ")
+                    ))
+                })?,
+            (name, Some(_)) => {
+                return Err(Error::InvalidArgument(format!(
+                    "`{name}` takes no parameter"
+                )));
+            }
+        };
+        op.validate()?;
+        Ok(op)
+    }
+}
+
+fn relu(x: f64) -> (f64, f64) {
+    if x > 0.0 { (x, 1.0) } else { (0.0, 0.0) }
+}
+
+fn leaky_relu(x: f64, alpha: f64) -> (f64, f64) {
+    if x >= 0.0 {
+        (x, 1.0)
+    } else if alpha == 0.0 {
+        // 0 * -Inf would be NaN; the limit of 0 * x is 0.
+        (0.0, 0.0)
+    } else {
+        (alpha * x, alpha)
+    }
+}
+
+fn elu(x: f64, alpha: f64) -> (f64, f64) {
+    if x > 0.0 {
+        (x, 1.0)
+    } else {
+        (alpha * x.exp_m1(), alpha * x.exp())
+    }
+}
+
+/// sigmoid and its derivative from e^-|x|, which never overflows.
+fn sigmoid(x: f64) -> (f64, f64) {
+    let e = (-x.abs()).exp();
+    let s = if x >= 0.0 {
+        1.0 / (1.0 + e)
+    } else {
+        e / (1.0 + e)
+    };
+    (s, e / ((1.0 + e) * (1.0 + e)))
+}
+
+/// tanh from expm1(2|x|), saturated where tanh is 1 to working precision
+/// so that Inf / Inf never happens.
+fn tanh(x: f64) -> (f64, f64) {
+    let a = x.abs();
+    if a > 40.0 {
+        return (x.signum(), 4.0 * (-2.0 * a).exp());
+    }
+    let m = (2.0 * a).exp_m1();
+    let t = m / (m + 2.0);
+    let e = (-2.0 * a).exp();
+    (t.copysign(x), 4.0 * e / ((1.0 + e) * (1.0 + e)))
+}
+
+/// max(x, 0) + ln(1 + e^-|x|): never overflows.
+fn softplus(x: f64) -> (f64, f64) {
+    let value = x.max(0.0) + (-x.abs()).exp().ln_1p();
+    (value, sigmoid(x).0)
+}
+
+fn silu(x: f64) -> (f64, f64) {
+    if x == f64::NEG_INFINITY {
+        return (0.0, 0.0);
+    }
+    let s = sigmoid(x).0;
+    // 1 - s = sigmoid(-x), computed directly so it keeps its precision for large x.
+    let one_minus_s = sigmoid(-x).0;
+    if x == f64::INFINITY {
+        return (x, 1.0);
+    }
+    (x * s, s * (1.0 + x * one_minus_s))
+}
+
+/// gelu(x) = x sigmoid(2u), u = k (x + c x^3), the tanh form rewritten so the
+/// tails saturate without overflow; beyond |x| = 12 it equals relu to f64 precision.
+fn gelu(x: f64) -> (f64, f64) {
+    if x.abs() > 12.0 {
+        return relu(x);
+    }
+    let u = GELU_K * (x + GELU_C * x * x * x);
+    let du = GELU_K * (1.0 + 3.0 * GELU_C * x * x);
+    let (s, ds) = sigmoid(2.0 * u);
+    (x * s, s + x * ds * 2.0 * du)
+}
+
+fn ln(x: f64) -> (f64, f64) {
+    if x < 0.0 {
+        (f64::NAN, f64::NAN)
+    } else if x == 0.0 {
+        (f64::NEG_INFINITY, f64::INFINITY)
+    } else {
+        (x.ln(), 1.0 / x)
+    }
+}
+
+fn sin(x: f64) -> (f64, f64) {
+    if x.is_infinite() {
+        return (f64::NAN, f64::NAN);
+    }
+    (x.sin(), x.cos())
+}
+
+fn cos(x: f64) -> (f64, f64) {
+    if x.is_infinite() {
+        return (f64::NAN, f64::NAN);
+    }
+    (x.cos(), -x.sin())
+}
+
+fn sqrt(x: f64) -> (f64, f64) {
+    if x < 0.0 {
+        (f64::NAN, f64::NAN)
+    } else {
+        let r = x.sqrt();
+        // sqrt(-0) is -0 in IEEE; its derivative is +Inf either way.
+        (r, 0.5 / r.abs())
+    }
+}
+
+fn abs(x: f64) -> (f64, f64) {
+    let d = if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else {
+        0.0
+    };
+    (x.abs(), d)
+}
+
+/// x^p with the real-valued conventions: a negative base needs an integer
+/// exponent (NaN otherwise); 0^p is 0, 1 or +Inf as p is positive, zero or negative.
+fn pow(x: f64, p: f64) -> (f64, f64) {
+    if p == 0.0 {
+        return (1.0, 0.0);
+    }
+    if p == 1.0 {
+        return (x, 1.0);
+    }
+    let integer = p.fract() == 0.0;
+    if x < 0.0 && !integer {
+        return (f64::NAN, f64::NAN);
+    }
+    (x.powf(p), p * x.powf(p - 1.0))
+}

@@ -1,0 +1,45 @@
+//! The registry of WGSL sources: every file in `shaders/` is loaded here and
+//! nowhere else, and kernels are composed from them as text.
+
+use crate::ops::UnaryOp;
+
+/// Bit-level classification and accurate exp, expm1, ln, log1p.
+pub const COMMON: &str = include_str!("../shaders/common.wgsl");
+/// sin and cos with exact range reduction for every finite f32.
+pub const TRIG: &str = include_str!("../shaders/trig.wgsl");
+/// Value and derivative of every unary operation.
+pub const ACTIVATIONS: &str = include_str!("../shaders/activations.wgsl");
+/// The bulk unary kernel's entry point.
+pub const UNARY_KERNEL: &str = include_str!("../shaders/unary.wgsl");
+
+/// Every file with its name, in the order a kernel concatenates them, so a
+/// test can validate each one in the context it is used in.
+pub const FILES: [(&str, &str); 4] = [
+    ("common.wgsl", COMMON),
+    ("trig.wgsl", TRIG),
+    ("activations.wgsl", ACTIVATIONS),
+    ("unary.wgsl", UNARY_KERNEL),
+];
+
+/// The WGSL call that evaluates `op` at `x`, with `p` its parameter.
+pub fn unary_call(op: UnaryOp) -> String {
+    match op.parameter() {
+        Some(_) => format!("{}_vd(x, p)", op.name()),
+        None => format!("{}_vd(x)", op.name()),
+    }
+}
+
+/// The library every element-wise kernel starts with.
+pub fn library() -> String {
+    [COMMON, TRIG, ACTIVATIONS].join("\n")
+}
+
+/// The full source of the bulk kernel for `op`. Parameters are passed at run
+/// time, so one kernel serves every alpha or exponent.
+pub fn unary_kernel(op: UnaryOp) -> String {
+    format!(
+        "{}\nfn unary_vd(x: f32, p: f32) -> vec2<f32> {{\n    return {};\n}}\n{UNARY_KERNEL}",
+        library(),
+        unary_call(op)
+    )
+}

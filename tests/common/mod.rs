@@ -1,0 +1,156 @@
+//! Shared test helpers: seeded random inputs with the seed printed, a GPU
+//! context that fails (not skips) under CHAINRULE_REQUIRE_GPU=1, and one
+//! comparison against the f64 reference that treats NaN and Inf explicitly.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses its own subset of the helpers"
+)]
+
+use std::sync::{Arc, OnceLock};
+
+use chainrule::{ContextOptions, GpuContext, UnaryOp};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// The accuracy contract for single operations.
+pub const ATOL: f64 = 1e-6;
+pub const RTOL: f64 = 1e-5;
+
+/// A generator seeded from CHAINRULE_SEED or the clock; the seed is printed
+/// so that a failure can be replayed with CHAINRULE_SEED=<seed>.
+pub fn rng(test: &str) -> StdRng {
+    let seed = std::env::var("CHAINRULE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+    println!("{test}: seed {seed} (replay with CHAINRULE_SEED={seed})");
+    StdRng::seed_from_u64(seed)
+}
+
+pub fn uniform(rng: &mut StdRng, n: usize, low: f32, high: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(low..high)).collect()
+}
+
+/// The edges every operation is checked on (subnormal results are not asserted).
+pub fn edge_inputs() -> Vec<f32> {
+    let magnitudes = [
+        0.0,
+        1e-8,
+        1e-4,
+        0.5,
+        1.0,
+        9.0,
+        20.0,
+        44.0,
+        88.7,
+        89.0,
+        100.0,
+        1e30,
+        f32::MAX,
+        f32::INFINITY,
+    ];
+    let mut xs: Vec<f32> = magnitudes.iter().flat_map(|&m| [m, -m]).collect();
+    xs.push(f32::NAN);
+    xs
+}
+
+pub fn require_gpu() -> bool {
+    std::env::var("CHAINRULE_REQUIRE_GPU").is_ok_and(|v| v == "1")
+}
+
+/// One context for the whole test binary, or `None` (with a printed reason)
+/// when there is no adapter and CHAINRULE_REQUIRE_GPU is not 1.
+pub fn gpu() -> Option<Arc<GpuContext>> {
+    static CONTEXT: OnceLock<Result<Arc<GpuContext>, String>> = OnceLock::new();
+    let context = CONTEXT.get_or_init(|| {
+        GpuContext::new(&ContextOptions::default())
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
+    });
+    match context {
+        Ok(context) => Some(Arc::clone(context)),
+        Err(error) if require_gpu() => {
+            panic!("CHAINRULE_REQUIRE_GPU=1 but no GPU context: {error}")
+        }
+        Err(error) => {
+            println!(
+                "SKIPPED: no GPU adapter ({error}); set CHAINRULE_REQUIRE_GPU=1 to fail instead"
+            );
+            None
+        }
+    }
+}
+
+/// Largest errors seen in a comparison.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Errors {
+    pub max_abs: f64,
+    pub max_rel: f64,
+}
+
+/// Whether `actual` (f32 from the device) meets the contract for `expected`
+/// (the f64 reference): NaN where the reference is NaN, the same infinity
+/// where the reference rounds to one in f32, else within atol + rtol |expected|.
+/// Where the reference is subnormal in f32, only the absolute bound applies.
+pub fn meets_contract(actual: f32, expected: f64) -> bool {
+    let rounded = expected as f32;
+    if expected.is_nan() {
+        return actual.is_nan();
+    }
+    if rounded.is_infinite() {
+        return actual == rounded;
+    }
+    if !actual.is_finite() {
+        return false;
+    }
+    (f64::from(actual) - expected).abs() <= ATOL + RTOL * expected.abs()
+}
+
+/// Checks every element against the contract; panics listing the first
+/// failures (index, input, actual, expected, tolerance) and returns the
+/// largest finite errors.
+pub fn check(label: &str, xs: &[f32], actual: &[f32], expected: &[f64]) -> Errors {
+    assert_eq!(actual.len(), expected.len(), "{label}: length");
+    let mut errors = Errors::default();
+    let mut failures = Vec::new();
+    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+        if !meets_contract(a, e) {
+            failures.push(format!(
+                "  [{i}] x = {:e}: actual {a:e}, expected {e:e}, tolerance {:e}",
+                xs[i],
+                ATOL + RTOL * e.abs()
+            ));
+        } else if a.is_finite() && e.is_finite() {
+            let abs = (f64::from(a) - e).abs();
+            errors.max_abs = errors.max_abs.max(abs);
+            if e.abs() > 1e-30 {
+                errors.max_rel = errors.max_rel.max(abs / e.abs());
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{label}: {} of {} elements outside the contract:\n{}",
+        failures.len(),
+        actual.len(),
+        failures
+            .iter()
+            .take(12)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    errors
+}
+
+/// The f64 reference values and derivatives of `op` at `xs`.
+pub fn reference(op: UnaryOp, xs: &[f32]) -> (Vec<f64>, Vec<f64>) {
+    xs.iter()
+        .map(|&x| op.value_and_derivative(f64::from(x)))
+        .unzip()
+}
