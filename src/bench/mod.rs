@@ -1,4 +1,213 @@
-//! Support for the benchmark binary `jacobench`: timing, the measured
-//! ceilings, and the SVG plot.
+//! Support for the benchmark binary `jacobench`: records in the format of
+//! the reference workloads, timing, error statistics against the f64
+//! reference, the measured ceilings, and the SVG plot. Speed is only ever
+//! measured here, never asserted in a test.
 
 pub mod plot;
+pub mod w1;
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::backend::Backend;
+use crate::error::Result;
+
+/// One figure, as `jacobench --json` writes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Record {
+    /// w1 .. w5, or "ceilings".
+    pub workload: String,
+    /// e.g. "sigmoid".
+    pub case: String,
+    /// gpu-end-to-end, gpu-resident, cpu or floor.
+    pub path: String,
+    /// e.g. "elements_per_s", "max_rel_error", "copy_bandwidth".
+    pub metric: String,
+    /// The figure.
+    pub value: f64,
+    /// Its unit: "elem/s", "B/s", "1".
+    pub unit: String,
+    /// The adapter's name, or "cpu".
+    pub adapter: String,
+    /// The adapter's API, or "cpu".
+    pub backend: String,
+}
+
+/// Where figures were measured, stamped on every record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    /// The adapter's name, or "cpu".
+    pub adapter: String,
+    /// The adapter's API, or "cpu".
+    pub backend: String,
+}
+
+impl Machine {
+    /// Describes `backend`.
+    pub fn of(backend: &Backend) -> Self {
+        match backend {
+            Backend::Gpu(context) => Machine {
+                adapter: context.adapter().name.clone(),
+                backend: context.adapter().backend.clone(),
+            },
+            Backend::Cpu(_) => Machine {
+                adapter: "cpu".into(),
+                backend: "cpu".into(),
+            },
+        }
+    }
+
+    /// A record stamped with this machine.
+    pub fn record(
+        &self,
+        workload: &str,
+        case: &str,
+        path: &str,
+        metric: &str,
+        value: f64,
+        unit: &str,
+    ) -> Record {
+        Record {
+            workload: workload.into(),
+            case: case.into(),
+            path: path.into(),
+            metric: metric.into(),
+            value,
+            unit: unit.into(),
+            adapter: self.adapter.clone(),
+            backend: self.backend.clone(),
+        }
+    }
+}
+
+/// How hard to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Shrink every size 16-fold.
+    pub quick: bool,
+    /// Timed repeats per figure; the median is reported.
+    pub repeats: usize,
+    /// Elements for W1 instead of the workload's 2^24 (2^20 when quick).
+    pub elements: Option<usize>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            quick: false,
+            repeats: 3,
+            elements: None,
+        }
+    }
+}
+
+/// The median wall time in seconds of `repeats` runs of `work`, after one
+/// untimed warm-up run (which compiles kernels and fills caches).
+pub fn median_seconds<T>(repeats: usize, mut work: impl FnMut() -> Result<T>) -> Result<f64> {
+    work()?;
+    let mut times = Vec::with_capacity(repeats.max(1));
+    for _ in 0..repeats.max(1) {
+        let start = Instant::now();
+        work()?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Host memory copy bandwidth in bytes per second (read plus write), the
+/// floor of the CPU path; best of `repeats` copies of `elements` f32.
+pub fn host_copy_bandwidth(elements: usize, repeats: usize) -> f64 {
+    let source: Vec<f32> = (0..elements).map(|i| i as f32).collect();
+    let mut target = vec![0f32; elements];
+    let mut best = 0f64;
+    for _ in 0..=repeats.max(1) {
+        let start = Instant::now();
+        target.copy_from_slice(&source);
+        std::hint::black_box(&mut target);
+        let seconds = start.elapsed().as_secs_f64().max(1e-9);
+        best = best.max(2.0 * 4.0 * elements as f64 / seconds);
+    }
+    best
+}
+
+/// Largest errors of a result against the f64 reference.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct ErrorStats {
+    /// Largest |actual - reference| over finite pairs.
+    pub max_abs: f64,
+    /// Largest |actual - reference| / |reference| where |reference| >= 1e-6.
+    pub max_rel: f64,
+    /// Largest |actual - reference| / (1e-6 + 1e-5 |reference|): at most 1
+    /// when every element meets the accuracy contract.
+    pub contract: f64,
+    /// Elements whose NaN or infinity disagrees with the reference's.
+    pub special_mismatches: usize,
+}
+
+impl ErrorStats {
+    /// Adds one element.
+    pub fn add(&mut self, actual: f32, reference: f64) {
+        let rounded = reference as f32;
+        if reference.is_nan() || rounded.is_infinite() || !actual.is_finite() {
+            let agrees = if reference.is_nan() {
+                actual.is_nan()
+            } else {
+                actual == rounded
+            };
+            if !agrees {
+                self.special_mismatches += 1;
+            }
+            return;
+        }
+        let error = (f64::from(actual) - reference).abs();
+        self.max_abs = self.max_abs.max(error);
+        if reference.abs() >= 1e-6 {
+            self.max_rel = self.max_rel.max(error / reference.abs());
+        }
+        self.contract = self.contract.max(error / (1e-6 + 1e-5 * reference.abs()));
+    }
+
+    /// The worse of two.
+    pub fn merge(self, other: ErrorStats) -> ErrorStats {
+        ErrorStats {
+            max_abs: self.max_abs.max(other.max_abs),
+            max_rel: self.max_rel.max(other.max_rel),
+            contract: self.contract.max(other.contract),
+            special_mismatches: self.special_mismatches + other.special_mismatches,
+        }
+    }
+}
+
+/// Today's date (UTC) as YYYY-MM-DD, for the plot and the records.
+pub fn today() -> String {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400) as i64;
+    // Howard Hinnant's civil-from-days algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// A number with three significant digits and an SI prefix: 1.23G.
+pub fn si(value: f64) -> String {
+    if !value.is_finite() || value <= 0.0 {
+        return "-".into();
+    }
+    let prefixes = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")];
+    for (scale, prefix) in prefixes {
+        if value >= scale {
+            return format!("{:.3}{prefix}", value / scale);
+        }
+    }
+    format!("{value:.3}")
+}

@@ -2,6 +2,8 @@
 //! its value and derivative in f64 (the reference every GPU result is checked
 //! against) and the name of its WGSL mirror in `shaders/`.
 
+#[cfg(test)]
+mod trig_f32;
 mod unary;
 
 pub use unary::UnaryOp;

@@ -4,11 +4,13 @@
 
 mod adapter;
 mod array;
+mod ceilings;
 mod context;
 mod unary;
 
 pub use adapter::{ADAPTER_NAME_VARIABLE, BACKEND_VARIABLE};
 pub use array::GpuArray;
+pub use ceilings::Bandwidths;
 pub use context::{
     AdapterReport, ContextOptions, DeviceLimits, GpuContext, LimitsOverride, survey_adapters,
 };
