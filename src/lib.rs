@@ -32,3 +32,8 @@ pub use backend::gpu::{
 pub use backend::{Backend, UnaryOutput};
 pub use error::{Error, Result};
 pub use ops::UnaryOp;
+
+/// The README's example compiles and runs as a doc test.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -345,3 +345,69 @@ fn the_edge_policy_holds_on_the_gl_backend_too() {
         );
     }
 }
+
+/// The GPU derivative against central differences of the f64 value, so the
+/// derivative is checked against the function itself, not only the formula.
+#[test]
+fn gpu_derivatives_match_central_differences() {
+    let Some(context) = gpu() else { return };
+    let mut rng = rng("gpu finite differences");
+    let xs = uniform(&mut rng, 4099, 0.01, 20.0);
+    let xs: Vec<f32> = xs
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| if i % 2 == 0 { x } else { -x })
+        .collect();
+    for op in UnaryOp::catalogue() {
+        let out = context.unary(op, &xs).expect("unary runs");
+        for (i, &x) in xs.iter().enumerate() {
+            let x = f64::from(x);
+            let smooth = match op {
+                UnaryOp::Ln | UnaryOp::Sqrt => x > 1e-3,
+                _ => x.abs() > 1e-3,
+            };
+            if !smooth {
+                continue;
+            }
+            let h = 1e-5 * x.abs().max(1.0);
+            let f = |x: f64| op.value_and_derivative(x).0;
+            let fd = (f(x + h) - f(x - h)) / (2.0 * h);
+            // Central differences carry about 1e-9 relative error here, far
+            // inside the contract's own tolerance.
+            assert!(
+                common::meets_contract(out.derivatives[i], fd),
+                "{op}' at x = {x:e}: gpu {:e}, central difference {fd:e}",
+                out.derivatives[i]
+            );
+        }
+    }
+}
+
+/// Where no adapter exists the CPU backend runs instead; it must give the
+/// same answers within the contract.
+#[test]
+fn the_cpu_fallback_gives_the_same_answers() {
+    let Some(context) = gpu() else { return };
+    let mut rng = rng("fallback");
+    let mut xs = uniform(&mut rng, 10_000, -20.0, 20.0);
+    xs.extend(edge_inputs());
+    let gpu_backend = chainrule::Backend::Gpu(context);
+    let cpu_backend = chainrule::Backend::Cpu(chainrule::CpuBackend);
+    for op in UnaryOp::catalogue() {
+        let on_gpu = gpu_backend.unary(op, &xs).expect("gpu");
+        let on_cpu = cpu_backend.unary(op, &xs).expect("cpu");
+        let as_f64 = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+        check(
+            &format!("{op} gpu vs cpu"),
+            &xs,
+            &on_gpu.values,
+            &as_f64(&on_cpu.values),
+        );
+        check(
+            &format!("{op}' gpu vs cpu"),
+            &xs,
+            &on_gpu.derivatives,
+            &as_f64(&on_cpu.derivatives),
+        );
+    }
+}

@@ -1,0 +1,188 @@
+//! The two binaries as a user runs them: `chainrule info` and `ops`, and
+//! `jacobench` on the GPU and on the CPU fallback, including a machine whose
+//! Vulkan driver cannot be found (a bogus ICD path): an error or a clear
+//! fallback, never a panic.
+
+mod common;
+
+use std::process::{Command, Output};
+
+fn run(binary: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(binary);
+    command.args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("the binary starts")
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// No Vulkan driver at all: the loader is pointed at a file that does not exist.
+const NO_DRIVER: [(&str, &str); 3] = [
+    ("VK_ICD_FILENAMES", "/nonexistent/chainrule-no-driver.json"),
+    ("VK_DRIVER_FILES", "/nonexistent/chainrule-no-driver.json"),
+    ("WGPU_BACKEND", "vulkan"),
+];
+
+#[test]
+fn ops_lists_every_operation() {
+    let output = run(env!("CARGO_BIN_EXE_chainrule"), &["ops"], &[]);
+    let (stdout, _) = text(&output);
+    assert!(output.status.success());
+    for op in chainrule::UnaryOp::catalogue() {
+        assert!(
+            stdout.contains(&op.to_string()),
+            "{op} missing from:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn info_names_the_chosen_adapter() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let output = run(env!("CARGO_BIN_EXE_chainrule"), &["info"], &[]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("chosen: "), "{stdout}");
+    assert!(
+        stdout.contains("max_storage_buffer_binding_size"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn info_without_a_driver_is_an_error_not_a_panic() {
+    let output = run(env!("CARGO_BIN_EXE_chainrule"), &["info"], &NO_DRIVER);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("no GPU adapter found"), "{stderr}");
+    assert!(
+        stderr.contains("mesa-vulkan-drivers"),
+        "says what to install: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_misspelt_backend_is_refused_not_ignored() {
+    let output = run(
+        env!("CARGO_BIN_EXE_chainrule"),
+        &["info"],
+        &[("WGPU_BACKEND", "vulkna")],
+    );
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr.contains("WGPU_BACKEND=\"vulkna\" is not understood"),
+        "{stderr}"
+    );
+}
+
+fn records(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).expect("the JSON was written");
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+fn metric(records: &[serde_json::Value], case: &str, path: &str, metric: &str) -> Option<f64> {
+    records
+        .iter()
+        .find(|r| r["case"] == case && r["path"] == path && r["metric"] == metric)
+        .and_then(|r| r["value"].as_f64())
+}
+
+#[test]
+fn jacobench_without_a_driver_falls_back_to_the_cpu_with_a_clear_line() {
+    let dir = std::env::temp_dir().join(format!("chainrule-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let json = dir.join("fallback.json");
+    let args = [
+        "--workload",
+        "w1",
+        "--elements",
+        "5000",
+        "--repeats",
+        "1",
+        "--ops",
+        "sigmoid;gelu",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ];
+    let output = run(env!("CARGO_BIN_EXE_jacobench"), &args, &NO_DRIVER);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("falling back to the CPU backend"),
+        "{stderr}"
+    );
+    let records = records(&json);
+    assert!(records.iter().all(|r| r["backend"] == "cpu"));
+    for case in ["sigmoid", "gelu"] {
+        assert!(metric(&records, case, "cpu", "elements_per_s").is_some_and(|v| v > 0.0));
+        // Only the final rounding to f32 separates the CPU path from the reference.
+        let contract = metric(&records, case, "cpu", "contract_ratio");
+        assert!(contract.is_some_and(|c| c < 0.1), "{case}: {contract:?}");
+    }
+}
+
+#[test]
+fn jacobench_on_the_gpu_reports_every_path_and_its_error() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("chainrule-cli-gpu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let json = dir.join("w1.json");
+    let svg = dir.join("w1.svg");
+    let args = [
+        "--workload",
+        "w1",
+        "--elements",
+        "70001",
+        "--repeats",
+        "1",
+        "--ops",
+        "tanh;pow(3);sin",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+        "--plot",
+        svg.to_str().expect("utf-8 path"),
+    ];
+    let output = run(env!("CARGO_BIN_EXE_jacobench"), &args, &[]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let records = records(&json);
+    for case in ["tanh", "pow(3)", "sin"] {
+        for path in ["gpu-end-to-end", "gpu-resident", "cpu", "floor"] {
+            assert!(
+                metric(&records, case, path, "elements_per_s").is_some_and(|v| v > 0.0),
+                "{case} {path} missing"
+            );
+        }
+        let contract = metric(&records, case, "gpu-end-to-end", "contract_ratio");
+        assert!(contract.is_some_and(|c| c <= 1.0), "{case}: {contract:?}");
+        assert_eq!(
+            metric(&records, case, "gpu-end-to-end", "special_value_mismatches"),
+            Some(0.0)
+        );
+    }
+    assert!(metric(&records, "copy", "floor", "copy_bandwidth").is_some_and(|v| v > 0.0));
+    let plot = std::fs::read_to_string(&svg).expect("the plot was written");
+    assert!(plot.starts_with("<svg") || plot.starts_with("<?xml"));
+    assert!(plot.contains("pow(3)"));
+}
+
+#[test]
+fn jacobench_refuses_unknown_workloads() {
+    let output = run(env!("CARGO_BIN_EXE_jacobench"), &["--workload", "w9"], &[]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr.contains("unknown workload"), "{stderr}");
+}

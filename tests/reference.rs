@@ -1,0 +1,203 @@
+//! The f64 reference itself, with no GPU: its derivatives against central
+//! finite differences, its closed forms at known points and at the kinks,
+//! and the parsing of operation names.
+
+mod common;
+
+use chainrule::{CpuBackend, Error, UnaryOp};
+use common::{rng, uniform};
+
+/// Where the operation is smooth: away from its kinks and inside its domain.
+fn smooth_at(op: UnaryOp, x: f64) -> bool {
+    match op {
+        UnaryOp::Relu | UnaryOp::LeakyRelu { .. } | UnaryOp::Elu { .. } | UnaryOp::Abs => {
+            x.abs() > 1e-3
+        }
+        UnaryOp::Ln | UnaryOp::Sqrt => x > 1e-3,
+        UnaryOp::Reciprocal => x.abs() > 1e-2,
+        UnaryOp::Pow { exponent } if exponent.fract() != 0.0 => x > 1e-3,
+        UnaryOp::Pow { exponent } if exponent < 0.0 => x.abs() > 1e-2,
+        _ => true,
+    }
+}
+
+fn central_difference(op: UnaryOp, x: f64) -> f64 {
+    // A step relative to |x| keeps the truncation error relative too, for
+    // powers near 0 as much as for exp far out.
+    let h = 1e-5 * x.abs().max(1e-3);
+    let f = |x: f64| op.value_and_derivative(x).0;
+    (f(x + h) - f(x - h)) / (2.0 * h)
+}
+
+#[test]
+fn derivatives_match_central_differences() {
+    let mut rng = rng("finite differences");
+    let xs = uniform(&mut rng, 20_000, -20.0, 20.0);
+    let ops = UnaryOp::catalogue().into_iter().chain([
+        UnaryOp::LeakyRelu { alpha: 0.2 },
+        UnaryOp::Elu { alpha: 0.5 },
+        UnaryOp::Pow { exponent: -2.0 },
+        UnaryOp::Pow { exponent: 2.5 },
+    ]);
+    for op in ops {
+        let mut worst = 0f64;
+        for &x in &xs {
+            let x = f64::from(x);
+            if !smooth_at(op, x) {
+                continue;
+            }
+            let derivative = op.value_and_derivative(x).1;
+            let fd = central_difference(op, x);
+            let error = (derivative - fd).abs() / (1e-3 + fd.abs());
+            assert!(
+                (derivative - fd).abs() <= 1e-8 + 1e-5 * fd.abs(),
+                "{op} at x = {x:e}: derivative {derivative:e}, central difference {fd:e}"
+            );
+            worst = worst.max(error);
+        }
+        println!("{op:<18} worst relative gap to central differences {worst:.2e}");
+    }
+}
+
+#[test]
+fn closed_forms_at_known_points() {
+    let cases: Vec<(UnaryOp, f64, f64, f64)> = vec![
+        (UnaryOp::Sigmoid, 0.0, 0.5, 0.25),
+        (UnaryOp::Tanh, 0.0, 0.0, 1.0),
+        (UnaryOp::Softplus, 0.0, std::f64::consts::LN_2, 0.5),
+        (UnaryOp::Silu, 0.0, 0.0, 0.5),
+        (UnaryOp::Gelu, 0.0, 0.0, 0.5),
+        (UnaryOp::Exp, 1.0, std::f64::consts::E, std::f64::consts::E),
+        (
+            UnaryOp::Ln,
+            std::f64::consts::E,
+            1.0,
+            1.0 / std::f64::consts::E,
+        ),
+        (UnaryOp::Sqrt, 4.0, 2.0, 0.25),
+        (UnaryOp::Reciprocal, 2.0, 0.5, -0.25),
+        (UnaryOp::Pow { exponent: 3.0 }, -2.0, -8.0, 12.0),
+        (UnaryOp::Pow { exponent: 2.0 }, -3.0, 9.0, -6.0),
+        (UnaryOp::Square, -3.0, 9.0, -6.0),
+        (UnaryOp::Sin, std::f64::consts::FRAC_PI_2, 1.0, 0.0),
+        (UnaryOp::Cos, 0.0, 1.0, 0.0),
+        // Kinks, as in JAX.
+        (UnaryOp::Relu, 0.0, 0.0, 0.0),
+        (UnaryOp::Abs, 0.0, 0.0, 0.0),
+        (UnaryOp::LeakyRelu { alpha: 0.01 }, 0.0, 0.0, 1.0),
+        (UnaryOp::Elu { alpha: 0.5 }, 0.0, 0.0, 0.5),
+        // Saturation far out, where naive formulas overflow to NaN.
+        (UnaryOp::Sigmoid, -1000.0, 0.0, 0.0),
+        (UnaryOp::Tanh, 1000.0, 1.0, 0.0),
+        (UnaryOp::Softplus, 1000.0, 1000.0, 1.0),
+        (UnaryOp::Silu, -1000.0, 0.0, 0.0),
+        (UnaryOp::Gelu, 1000.0, 1000.0, 1.0),
+    ];
+    for (op, x, value, derivative) in cases {
+        let (v, d) = op.value_and_derivative(x);
+        assert!(
+            (v - value).abs() <= 1e-12 * (1.0 + value.abs()),
+            "{op}({x}) = {v}, expected {value}"
+        );
+        assert!(
+            (d - derivative).abs() <= 1e-12 * (1.0 + derivative.abs()),
+            "{op}'({x}) = {d}, expected {derivative}"
+        );
+    }
+}
+
+#[test]
+fn domain_edges_give_the_ieee_answers() {
+    let nan = |(v, d): (f64, f64)| v.is_nan() && d.is_nan();
+    assert!(nan(UnaryOp::Ln.value_and_derivative(-1.0)));
+    assert!(nan(UnaryOp::Sqrt.value_and_derivative(-1.0)));
+    assert!(nan(
+        UnaryOp::Pow { exponent: 0.5 }.value_and_derivative(-4.0)
+    ));
+    assert!(nan(UnaryOp::Sin.value_and_derivative(f64::INFINITY)));
+    assert_eq!(
+        UnaryOp::Ln.value_and_derivative(0.0),
+        (f64::NEG_INFINITY, f64::INFINITY)
+    );
+    assert_eq!(
+        UnaryOp::Sqrt.value_and_derivative(0.0),
+        (0.0, f64::INFINITY)
+    );
+    assert_eq!(
+        UnaryOp::Reciprocal.value_and_derivative(-0.0).0,
+        f64::NEG_INFINITY
+    );
+    assert_eq!(
+        UnaryOp::Exp.value_and_derivative(f64::NEG_INFINITY),
+        (0.0, 0.0)
+    );
+    for op in UnaryOp::catalogue() {
+        assert!(
+            nan(op.value_and_derivative(f64::NAN)),
+            "{op}: NaN in, NaN out"
+        );
+    }
+}
+
+#[test]
+fn the_cpu_backend_rounds_the_reference_once() {
+    let mut rng = rng("cpu backend");
+    let xs = uniform(&mut rng, 100_000, -20.0, 20.0);
+    for op in UnaryOp::catalogue() {
+        let out = CpuBackend.unary(op, &xs).expect("cpu unary");
+        for (i, &x) in xs.iter().enumerate() {
+            let (v, d) = op.value_and_derivative(f64::from(x));
+            assert_eq!(
+                out.values[i].to_bits(),
+                (v as f32).to_bits(),
+                "{op} value at {x}"
+            );
+            assert_eq!(
+                out.derivatives[i].to_bits(),
+                (d as f32).to_bits(),
+                "{op}' at {x}"
+            );
+        }
+    }
+    let empty = CpuBackend.unary(UnaryOp::Exp, &[]).expect("empty");
+    assert!(empty.values.is_empty() && empty.derivatives.is_empty());
+}
+
+#[test]
+fn operation_names_parse_and_bad_ones_say_why() {
+    assert_eq!("sigmoid".parse::<UnaryOp>().ok(), Some(UnaryOp::Sigmoid));
+    assert_eq!(
+        " leaky_relu( 0.2 ) ".parse::<UnaryOp>().ok(),
+        Some(UnaryOp::LeakyRelu { alpha: 0.2 })
+    );
+    assert_eq!(
+        "leaky_relu".parse::<UnaryOp>().ok(),
+        Some(UnaryOp::LeakyRelu { alpha: 0.01 })
+    );
+    assert_eq!(
+        "elu".parse::<UnaryOp>().ok(),
+        Some(UnaryOp::Elu { alpha: 1.0 })
+    );
+    assert_eq!(
+        "pow(3)".parse::<UnaryOp>().ok(),
+        Some(UnaryOp::Pow { exponent: 3.0 })
+    );
+    for op in UnaryOp::catalogue() {
+        assert_eq!(
+            op.to_string().parse::<UnaryOp>().ok(),
+            Some(op),
+            "{op} round-trips"
+        );
+    }
+    let message = |text: &str| match text.parse::<UnaryOp>() {
+        Err(Error::InvalidArgument(message)) => message,
+        other => panic!("{text}: expected an error, got {other:?}"),
+    };
+    assert!(message("sigmod").contains("known: identity"));
+    assert!(message("pow").contains("exponent"));
+    assert!(message("relu(2)").contains("takes no parameter"));
+    assert!(message("pow(x)").contains("not a number"));
+    assert!(message("pow(3").contains("parenthesis"));
+    assert!(message("leaky_relu(nan)").contains("finite"));
+    assert!(message("elu(inf)").contains("finite"));
+}
