@@ -66,12 +66,19 @@ impl Backend {
 
 /// A zero-filled host vector, or an error (not an abort) when memory is short.
 pub(crate) fn host_vec(len: usize, what: &str) -> Result<Vec<f32>> {
+    let mut v = reserve_host(len, what)?;
+    v.resize(len, 0.0);
+    Ok(v)
+}
+
+/// An empty host vector with room for `len` elements, or an error (not an
+/// abort) when memory is short.
+pub(crate) fn reserve_host(len: usize, what: &str) -> Result<Vec<f32>> {
     let mut v = Vec::new();
     v.try_reserve_exact(len).map_err(|_| Error::TooLarge {
         what: format!("{what} in host memory"),
         needed: (len as u64).saturating_mul(4),
         limit: 0,
     })?;
-    v.resize(len, 0.0);
     Ok(v)
 }

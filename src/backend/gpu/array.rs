@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::context::GpuContext;
-use crate::backend::host_vec;
+use crate::backend::reserve_host;
 use crate::error::{Error, Result};
 
 /// An array of f32 living on the device, for callers that chain GPU work
@@ -139,32 +139,29 @@ impl GpuContext {
     /// Copies a device array back to the host.
     pub async fn download_async(&self, array: &GpuArray) -> Result<Vec<f32>> {
         self.check_owned(array)?;
-        let mut out = host_vec(array.len, "download")?;
-        let mut start = 0;
+        let mut out = reserve_host(array.len, "download")?;
         for (segment, n) in array.segments.iter().zip(array.segment_lens()) {
-            self.read_back(
-                None,
-                &mut [(segment.as_ref(), &mut out[start..start + n])],
-                "download",
-            )
+            self.read_back(None, &[(segment.as_ref(), n)], "download", |_, floats| {
+                out.extend_from_slice(floats)
+            })
             .await?;
-            start += n;
         }
         Ok(out)
     }
 
-    /// The one readback pattern. Encodes copies of each source's first
-    /// `dest.len()` floats (after `encoder`'s own work, if any) into staging
-    /// buffers, submits, maps, waits, and fills `dest`. Error scopes are
-    /// popped before any byte is handed back, so a failed operation never
-    /// returns stale memory.
+    /// The one readback pattern. Encodes copies of the first `elements`
+    /// floats of each source (after `encoder`'s own work, if any) into pooled
+    /// staging buffers, submits, maps, waits, and hands each source's floats
+    /// to `sink(index, floats)` in order. Error scopes are popped before any
+    /// byte is handed over, so a failed operation never returns stale memory.
     pub(crate) async fn read_back(
         &self,
         encoder: Option<wgpu::CommandEncoder>,
-        reads: &mut [(&wgpu::Buffer, &mut [f32])],
+        reads: &[(&wgpu::Buffer, usize)],
         operation: &str,
+        mut sink: impl FnMut(usize, &[f32]),
     ) -> Result<()> {
-        if reads.iter().all(|(_, dest)| dest.is_empty()) {
+        if reads.iter().all(|&(_, elements)| elements == 0) {
             return Ok(());
         }
         let staged = self
@@ -179,14 +176,12 @@ impl GpuContext {
                 // so it respects the buffer-size limit however many there are.
                 let staging: Vec<wgpu::Buffer> = reads
                     .iter()
-                    .map(|(source, dest)| {
-                        let bytes = dest.len() as u64 * F32_BYTES;
-                        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-                            label: Some("chainrule readback"),
-                            size: bytes,
-                            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                            mapped_at_creation: false,
-                        });
+                    .map(|&(source, elements)| {
+                        let bytes = elements as u64 * F32_BYTES;
+                        let buffer = self.take_buffer(
+                            bytes,
+                            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                        );
                         encoder.copy_buffer_to_buffer(source, 0, &buffer, 0, bytes);
                         buffer
                     })
@@ -206,7 +201,7 @@ impl GpuContext {
             })
             .await?;
         self.wait(operation)?;
-        for ((buffer, receiver), (_, dest)) in staged.into_iter().zip(reads.iter_mut()) {
+        for (index, (buffer, receiver)) in staged.into_iter().enumerate() {
             let mapped = receiver
                 .await
                 .map_err(|_| Error::Readback(format!("{operation}: the map callback never ran")))?;
@@ -219,9 +214,12 @@ impl GpuContext {
                 let view = buffer
                     .get_mapped_range(..)
                     .map_err(|e| Error::Readback(format!("{operation}: {e}")))?;
-                bytemuck::cast_slice_mut::<f32, u8>(dest).copy_from_slice(&view);
+                let floats: &[f32] = bytemuck::try_cast_slice(&view)
+                    .map_err(|e| Error::Readback(format!("{operation}: {e}")))?;
+                sink(index, floats);
             }
             buffer.unmap();
+            self.recycle(buffer);
         }
         Ok(())
     }

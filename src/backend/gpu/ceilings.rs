@@ -55,7 +55,11 @@ impl GpuContext {
             let upload_rate = bytes as f64 / start.elapsed().as_secs_f64();
 
             let start = Instant::now();
-            pollster::block_on(self.read_back(None, &mut [(&target, &mut out[..])], "download"))?;
+            pollster::block_on(
+                self.read_back(None, &[(&target, n)], "download", |_, floats| {
+                    out.copy_from_slice(floats)
+                }),
+            )?;
             let download_rate = bytes as f64 / start.elapsed().as_secs_f64();
 
             // Round 0 warms caches and allocators; it is not counted.

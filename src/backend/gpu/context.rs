@@ -106,6 +106,7 @@ pub struct GpuContext {
     pub(crate) limits: DeviceLimits,
     report: AdapterReport,
     kernels: Mutex<HashMap<String, Arc<Kernel>>>,
+    pub(crate) pool: super::pool::BufferPool,
     lost: Arc<AtomicBool>,
     lost_reason: Arc<Mutex<String>>,
     uncaptured: Arc<Mutex<Vec<String>>>,
@@ -276,6 +277,7 @@ impl GpuContext {
             limits,
             report,
             kernels: Mutex::new(HashMap::new()),
+            pool: super::pool::BufferPool::default(),
             lost,
             lost_reason,
             uncaptured,
@@ -296,6 +298,7 @@ impl GpuContext {
     /// [`Error::DeviceLost`], as after a driver reset.
     pub fn destroy(&self) {
         self.mark_lost("destroyed by the caller");
+        self.pool.clear();
         self.device.destroy();
     }
 

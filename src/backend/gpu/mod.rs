@@ -6,6 +6,7 @@ mod adapter;
 mod array;
 mod ceilings;
 mod context;
+mod pool;
 mod unary;
 
 pub use adapter::{ADAPTER_NAME_VARIABLE, BACKEND_VARIABLE};

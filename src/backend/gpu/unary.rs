@@ -2,10 +2,10 @@
 //! for any number of inputs, host to host (streamed in chunks that respect
 //! the binding and buffer limits) or device to device.
 
-use super::array::GpuArray;
-use super::context::GpuContext;
+use super::array::{F32_BYTES, GpuArray};
+use super::context::{GpuContext, Kernel};
 use crate::backend::UnaryOutput;
-use crate::backend::host_vec;
+use crate::backend::reserve_host;
 use crate::error::{Error, Result};
 use crate::ops::UnaryOp;
 use crate::shaders;
@@ -44,7 +44,7 @@ impl GpuContext {
         Ok((columns as u32, rows as u32))
     }
 
-    async fn unary_kernel(&self, op: UnaryOp) -> Result<std::sync::Arc<super::context::Kernel>> {
+    async fn unary_kernel(&self, op: UnaryOp) -> Result<std::sync::Arc<Kernel>> {
         op.validate()?;
         self.kernel(&format!("unary/{}", op.name()), || {
             shaders::unary_kernel(op)
@@ -56,7 +56,7 @@ impl GpuContext {
     fn encode_unary(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        kernel: &super::context::Kernel,
+        kernel: &Kernel,
         op: UnaryOp,
         n: usize,
         buffers: [&wgpu::Buffer; 3],
@@ -115,12 +115,12 @@ impl GpuContext {
     }
 
     /// Values and derivatives of `op` at every element of `xs`, streamed
-    /// through the device in chunks that fit its limits.
+    /// through the device in chunks that fit its limits, in pooled buffers.
     pub async fn unary_async(&self, op: UnaryOp, xs: &[f32]) -> Result<UnaryOutput> {
         self.check_alive()?;
         let kernel = self.unary_kernel(op).await?;
-        let mut values = host_vec(xs.len(), "values")?;
-        let mut derivatives = host_vec(xs.len(), "derivatives")?;
+        let mut values = reserve_host(xs.len(), "values")?;
+        let mut derivatives = reserve_host(xs.len(), "derivatives")?;
         if xs.is_empty() {
             return Ok(UnaryOutput {
                 values,
@@ -129,26 +129,56 @@ impl GpuContext {
         }
         let chunk = self.segment_capacity().min(HOST_CHUNK).min(xs.len());
         let label = format!("unary {op}");
+        let storage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST;
+        let bytes = chunk as u64 * F32_BYTES;
         let buffers = self
             .scoped(&label, || {
-                ["unary input", "unary values", "unary derivatives"]
-                    .map(|name| self.storage_buffer(name, chunk))
+                [(); 3].map(|()| self.take_buffer(bytes, storage))
             })
             .await?;
-        let [xs_buffer, values_buffer, derivatives_buffer] = buffers;
-        let (xs_buffer, values_buffer, derivatives_buffer) =
-            (xs_buffer?, values_buffer?, derivatives_buffer?);
+        let result = self
+            .stream_unary(
+                op,
+                &kernel,
+                xs,
+                chunk,
+                &buffers,
+                &mut values,
+                &mut derivatives,
+            )
+            .await;
+        for buffer in buffers {
+            self.recycle(buffer);
+        }
+        result.map(|()| UnaryOutput {
+            values,
+            derivatives,
+        })
+    }
+
+    /// The chunk loop of [`GpuContext::unary_async`]: upload, dispatch, read
+    /// back and append, one chunk at a time through the same three buffers.
+    #[expect(clippy::too_many_arguments, reason = "one private step of one call")]
+    async fn stream_unary(
+        &self,
+        op: UnaryOp,
+        kernel: &Kernel,
+        xs: &[f32],
+        chunk: usize,
+        [xs_buffer, values_buffer, derivatives_buffer]: &[wgpu::Buffer; 3],
+        values: &mut Vec<f32>,
+        derivatives: &mut Vec<f32>,
+    ) -> Result<()> {
         let chunks = xs.len().div_ceil(chunk);
-        for (index, start) in (0..xs.len()).step_by(chunk).enumerate() {
-            let n = chunk.min(xs.len() - start);
-            let operation = format!("{label}, chunk {} of {chunks}", index + 1);
+        for (index, part) in xs.chunks(chunk).enumerate() {
+            let n = part.len();
+            let operation = format!("unary {op}, chunk {} of {chunks}", index + 1);
             let encoder = self
                 .scoped(&operation, || {
-                    self.queue.write_buffer(
-                        &xs_buffer,
-                        0,
-                        bytemuck::cast_slice(&xs[start..start + n]),
-                    );
+                    self.queue
+                        .write_buffer(xs_buffer, 0, bytemuck::cast_slice(part));
                     let mut encoder =
                         self.device
                             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -156,28 +186,29 @@ impl GpuContext {
                             });
                     self.encode_unary(
                         &mut encoder,
-                        &kernel,
+                        kernel,
                         op,
                         n,
-                        [&xs_buffer, &values_buffer, &derivatives_buffer],
+                        [xs_buffer, values_buffer, derivatives_buffer],
                     )
                     .map(|()| encoder)
                 })
                 .await??;
             self.read_back(
                 Some(encoder),
-                &mut [
-                    (&values_buffer, &mut values[start..start + n]),
-                    (&derivatives_buffer, &mut derivatives[start..start + n]),
-                ],
+                &[(values_buffer, n), (derivatives_buffer, n)],
                 &operation,
+                |i, floats| {
+                    if i == 0 {
+                        values.extend_from_slice(floats);
+                    } else {
+                        derivatives.extend_from_slice(floats);
+                    }
+                },
             )
             .await?;
         }
-        Ok(UnaryOutput {
-            values,
-            derivatives,
-        })
+        Ok(())
     }
 
     /// Values and derivatives of `op` for a device array, left on the device
