@@ -148,6 +148,15 @@ fn cos_vd(x: f32) -> vec2<f32> {
     return vec2<f32>(sc.y, -sc.x);
 }
 
+// sin / cos from the accurately reduced pair; cos is never exactly 0 at an f32.
+fn tan_vd(x: f32) -> vec2<f32> {
+    if (is_nan_f32(x) || is_inf_f32(x)) {
+        return nan_pair(x);
+    }
+    let sc = sin_cos_accurate(x);
+    return vec2<f32>(sc.x / sc.y, 1.0 / (sc.y * sc.y));
+}
+
 fn sqrt_vd(x: f32) -> vec2<f32> {
     if (is_nan_f32(x) || x < 0.0) {
         return nan_pair(x);
@@ -200,6 +209,9 @@ fn reciprocal_vd(x: f32) -> vec2<f32> {
 // |x|^p for x >= 0 (+-0 and +Inf included): repeated squaring for small
 // integer p, which keeps a few ulp where exp(p ln x) would amplify ln's error.
 fn pow_magnitude(a: f32, p: f32) -> f32 {
+    if (p == 0.0) {
+        return 1.0;
+    }
     if (a == 0.0) {
         return select(inf_like(a, false), 0.0, p > 0.0);
     }

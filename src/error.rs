@@ -77,6 +77,20 @@ pub enum Error {
     #[error("reading results back from the GPU failed: {0}")]
     Readback(String),
 
+    /// Text in the language that does not parse or does not make sense; the
+    /// message shows the line with a caret under the problem.
+    #[error("{0}")]
+    Parse(crate::lang::ParseError),
+
+    /// A file that cannot be read or written, or holds the wrong kind of data.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+
     /// Arrays whose lengths or shapes disagree.
     #[error("shape mismatch: {0}")]
     Shape(String),

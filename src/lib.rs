@@ -22,7 +22,12 @@
 pub mod backend;
 pub mod bench;
 pub mod error;
+pub mod explain;
+pub mod graph;
+pub mod lang;
+pub mod npy;
 pub mod ops;
+pub mod schedule;
 pub mod shaders;
 
 pub use backend::cpu::CpuBackend;

@@ -9,15 +9,18 @@ pub const COMMON: &str = include_str!("../shaders/common.wgsl");
 pub const TRIG: &str = include_str!("../shaders/trig.wgsl");
 /// Value and derivative of every unary operation.
 pub const ACTIVATIONS: &str = include_str!("../shaders/activations.wgsl");
+/// Value and partials of every binary operation.
+pub const BINARY: &str = include_str!("../shaders/binary.wgsl");
 /// The bulk unary kernel's entry point.
 pub const UNARY_KERNEL: &str = include_str!("../shaders/unary.wgsl");
 
 /// Every file with its name, in the order a kernel concatenates them, so a
 /// test can validate each one in the context it is used in.
-pub const FILES: [(&str, &str); 4] = [
+pub const FILES: [(&str, &str); 5] = [
     ("common.wgsl", COMMON),
     ("trig.wgsl", TRIG),
     ("activations.wgsl", ACTIVATIONS),
+    ("binary.wgsl", BINARY),
     ("unary.wgsl", UNARY_KERNEL),
 ];
 
@@ -31,7 +34,7 @@ pub fn unary_call(op: UnaryOp) -> String {
 
 /// The library every element-wise kernel starts with.
 pub fn library() -> String {
-    [COMMON, TRIG, ACTIVATIONS].join("\n")
+    [COMMON, TRIG, ACTIVATIONS, BINARY].join("\n")
 }
 
 /// The full source of the bulk kernel for `op`. Parameters are passed at run

@@ -364,6 +364,8 @@ fn gpu_derivatives_match_central_differences() {
             let x = f64::from(x);
             let smooth = match op {
                 UnaryOp::Ln | UnaryOp::Sqrt => x > 1e-3,
+                // Near its poles tan's third derivative swamps a central difference.
+                UnaryOp::Tan => x.cos().abs() > 0.1,
                 _ => x.abs() > 1e-3,
             };
             if !smooth {

@@ -17,6 +17,18 @@ pub struct UnaryOutput {
     pub derivatives: Vec<f32>,
 }
 
+/// Values and derivatives of an element-wise graph for N samples.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EvalOutput {
+    /// f(x_i), N of them.
+    pub values: Vec<f32>,
+    /// df/dx_ij, N x k row-major: row i holds sample i's partials, one
+    /// column per input in the graph's input order.
+    pub derivatives: Vec<f32>,
+    /// k, the number of inputs (columns of `derivatives`).
+    pub inputs: usize,
+}
+
 /// Either backend, chosen at run time.
 #[derive(Debug)]
 pub enum Backend {
@@ -60,6 +72,27 @@ impl Backend {
         match self {
             Backend::Gpu(context) => context.unary(op, xs),
             Backend::Cpu(cpu) => cpu.unary(op, xs),
+        }
+    }
+
+    /// Values and every partial derivative of `graph` for N samples given as
+    /// one column per input. The CPU backend ignores `fusion`.
+    pub fn evaluate(
+        &self,
+        graph: &crate::graph::Graph,
+        inputs: &[&[f32]],
+        fusion: crate::schedule::Fusion,
+    ) -> Result<EvalOutput> {
+        match self {
+            Backend::Gpu(context) => context.evaluate(graph, inputs, fusion),
+            Backend::Cpu(_) => {
+                let (values, derivatives) = graph.evaluate_columns(inputs)?;
+                Ok(EvalOutput {
+                    values,
+                    derivatives,
+                    inputs: graph.inputs().len(),
+                })
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! reference, the measured ceilings, and the SVG plot. Speed is only ever
 //! measured here, never asserted in a test.
 
+pub mod graphs;
 pub mod plot;
 pub mod w1;
 
@@ -92,6 +93,14 @@ pub struct Settings {
     pub elements: Option<usize>,
 }
 
+impl Settings {
+    /// Elements (samples) per call for W1 and W4: 2^24, or 2^20 when quick.
+    pub fn elements(&self) -> usize {
+        self.elements
+            .unwrap_or(if self.quick { 1 << 20 } else { 1 << 24 })
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -99,6 +108,71 @@ impl Default for Settings {
             repeats: 3,
             elements: None,
         }
+    }
+}
+
+/// The measured ceilings a run quotes its floors against.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ceilings {
+    /// Copy bandwidth in bytes/s (read plus write): the device's, or the
+    /// host's on the CPU backend.
+    pub copy: f64,
+    /// Host-to-device bytes/s, GPU only.
+    pub upload: Option<f64>,
+    /// Device-to-host bytes/s, GPU only.
+    pub download: Option<f64>,
+}
+
+impl Ceilings {
+    /// Measures them on `backend` with arrays of `elements` f32 (at least 2^20).
+    pub fn measure(backend: &Backend, elements: usize, repeats: usize) -> Result<Ceilings> {
+        let elements = elements.max(1 << 20);
+        Ok(match backend {
+            Backend::Gpu(context) => {
+                let b = context.measure_bandwidths(elements, repeats)?;
+                Ceilings {
+                    copy: b.copy,
+                    upload: Some(b.upload),
+                    download: Some(b.download),
+                }
+            }
+            Backend::Cpu(_) => Ceilings {
+                copy: host_copy_bandwidth(elements, repeats),
+                upload: None,
+                download: None,
+            },
+        })
+    }
+
+    /// The ceilings as records.
+    pub fn records(&self, machine: &Machine) -> Vec<Record> {
+        let mut records = vec![machine.record(
+            "ceilings",
+            "copy",
+            "floor",
+            "copy_bandwidth",
+            self.copy,
+            "B/s",
+        )];
+        if let (Some(up), Some(down)) = (self.upload, self.download) {
+            records.push(machine.record(
+                "ceilings",
+                "upload",
+                "floor",
+                "upload_bandwidth",
+                up,
+                "B/s",
+            ));
+            records.push(machine.record(
+                "ceilings",
+                "download",
+                "floor",
+                "download_bandwidth",
+                down,
+                "B/s",
+            ));
+        }
+        records
     }
 }
 

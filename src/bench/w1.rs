@@ -6,7 +6,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{ErrorStats, Machine, Record, Settings, host_copy_bandwidth, median_seconds};
+use super::{Ceilings, ErrorStats, Machine, Record, Settings, median_seconds};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::{Backend, UnaryOutput};
 use crate::error::{Error, Result};
@@ -92,11 +92,10 @@ pub fn run(
     backend: &Backend,
     ops: &[UnaryOp],
     settings: Settings,
+    ceilings: Ceilings,
     mut progress: impl FnMut(&str),
 ) -> Result<Report> {
-    let elements = settings
-        .elements
-        .unwrap_or(if settings.quick { 1 << 20 } else { 1 << 24 });
+    let elements = settings.elements();
     if elements == 0 {
         return Err(Error::InvalidArgument(
             "W1 needs at least one element".into(),
@@ -104,18 +103,11 @@ pub fn run(
     }
     let xs = inputs(elements);
     let repeats = settings.repeats;
-    progress("measuring bandwidth");
-    let (copy, upload, download) = match backend {
-        Backend::Gpu(context) => {
-            let b = context.measure_bandwidths(elements.max(1 << 20), repeats)?;
-            (b.copy, Some(b.upload), Some(b.download))
-        }
-        Backend::Cpu(_) => (
-            host_copy_bandwidth(elements.max(1 << 20), repeats),
-            None,
-            None,
-        ),
-    };
+    let Ceilings {
+        copy,
+        upload,
+        download,
+    } = ceilings;
     let end_to_end_floor = match (upload, download) {
         (Some(up), Some(down)) => Some(1.0 / (4.0 / up + 8.0 / down)),
         _ => None,
@@ -177,32 +169,7 @@ pub fn run(
 impl Report {
     /// Every figure as a record for `--json`.
     pub fn records(&self, machine: &Machine) -> Vec<Record> {
-        let mut records = vec![machine.record(
-            "ceilings",
-            "copy",
-            "floor",
-            "copy_bandwidth",
-            self.copy_bandwidth,
-            "B/s",
-        )];
-        if let (Some(up), Some(down)) = (self.upload_bandwidth, self.download_bandwidth) {
-            records.push(machine.record(
-                "ceilings",
-                "upload",
-                "floor",
-                "upload_bandwidth",
-                up,
-                "B/s",
-            ));
-            records.push(machine.record(
-                "ceilings",
-                "download",
-                "floor",
-                "download_bandwidth",
-                down,
-                "B/s",
-            ));
-        }
+        let mut records = Vec::new();
         for row in &self.rows {
             let mut push = |path: &str, metric: &str, value: f64, unit: &str| {
                 records.push(machine.record("w1", &row.case, path, metric, value, unit));
@@ -285,14 +252,6 @@ impl Report {
                 ));
             }
         }
-        out.push_str(&format!(
-            "ceilings: copy {}B/s{}{}\n",
-            si(self.copy_bandwidth),
-            self.upload_bandwidth
-                .map_or(String::new(), |b| format!(", upload {}B/s", si(b))),
-            self.download_bandwidth
-                .map_or(String::new(), |b| format!(", download {}B/s", si(b))),
-        ));
         out
     }
 

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chainrule::bench::{self, Machine, Settings, plot, w1};
+use chainrule::bench::{self, Ceilings, Machine, Settings, graphs, plot, w1};
 use chainrule::{Backend, ContextOptions, UnaryOp};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -15,7 +15,7 @@ const WORKLOADS: [(&str, Option<&str>); 5] = [
     ("w1", None),
     ("w2", Some("batched Jacobians of vector functions")),
     ("w3", Some("gradients of scalar losses")),
-    ("w4", Some("element-wise function graphs")),
+    ("w4", None),
     ("w5", Some("the Jacobian chain scheduler")),
 ];
 
@@ -75,10 +75,10 @@ fn run(args: Args) -> Result<(), String> {
             .map(|w| w.trim().to_lowercase())
             .collect()
     };
-    let mut run_w1 = false;
+    let mut run = Vec::new();
     for name in &wanted {
         match WORKLOADS.iter().find(|(known, _)| known == name) {
-            Some((_, None)) => run_w1 = true,
+            Some((_, None)) => run.push(name.as_str()),
             Some((_, Some(waits_for))) if args.all || args.workload.is_empty() => {
                 println!("{name}: not measured yet; it arrives with {waits_for}");
             }
@@ -123,31 +123,88 @@ fn run(args: Args) -> Result<(), String> {
         elements: args.elements,
     };
 
-    let mut records = Vec::new();
-    if run_w1 {
-        let bar = ProgressBar::new(ops.len() as u64 + 1);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} W1 {msg} [{elapsed}]")
-                .map_err(|e| e.to_string())?,
-        );
-        let report = w1::run(&backend, &ops, settings, |step| {
-            bar.set_message(step.to_string());
-            bar.inc(1);
-        })
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
+            .map_err(|e| e.to_string())?,
+    );
+    bar.set_message("measuring the ceilings");
+    let ceilings = Ceilings::measure(&backend, settings.elements(), settings.repeats)
         .map_err(|e| e.to_string())?;
-        bar.finish_and_clear();
-        print!("{}", report.table());
-        records.extend(report.records(&machine));
-        if let Some(path) = &args.plot {
-            let svg = plot::throughput_svg(
-                &format!("W1: value and derivative, N = {}", report.elements),
-                &format!("{} ({}), {date}", machine.adapter, machine.backend),
-                "elem/s",
-                &report.plot_cases(),
-            );
-            std::fs::write(path, svg).map_err(|e| format!("writing {}: {e}", path.display()))?;
-            println!("plot written to {}", path.display());
-        }
+    let mut records = ceilings.records(&machine);
+    let mut svg_cases = Vec::new();
+    let step = |bar: &ProgressBar, name: &str, what: &str| {
+        bar.set_message(format!("{name} {what}"));
+        bar.inc(1);
+    };
+    for name in run {
+        let (report_text, cases) = match name {
+            "w1" => {
+                bar.set_length(ops.len() as u64 + 1);
+                bar.set_position(0);
+                let report = w1::run(&backend, &ops, settings, ceilings, |what| {
+                    step(&bar, "W1", what)
+                })
+                .map_err(|e| e.to_string())?;
+                let chain = graphs::run(
+                    "w1",
+                    &backend,
+                    &[graphs::W1_CHAIN],
+                    settings.elements(),
+                    ceilings.copy,
+                    settings,
+                    |what| step(&bar, "W1", what),
+                )
+                .map_err(|e| e.to_string())?;
+                records.extend(report.records(&machine));
+                records.extend(chain.records(&machine));
+                let mut cases = report.plot_cases();
+                cases.extend(chain.plot_cases());
+                (format!("{}\n{}", report.table(), chain.table()), cases)
+            }
+            _ => {
+                bar.set_length(graphs::W4.len() as u64);
+                bar.set_position(0);
+                let report = graphs::run(
+                    "w4",
+                    &backend,
+                    &graphs::W4,
+                    settings.elements(),
+                    ceilings.copy,
+                    settings,
+                    |what| step(&bar, "W4", what),
+                )
+                .map_err(|e| e.to_string())?;
+                records.extend(report.records(&machine));
+                (report.table(), report.plot_cases())
+            }
+        };
+        bar.suspend(|| println!("{report_text}"));
+        svg_cases.extend(cases);
+    }
+    bar.finish_and_clear();
+    println!(
+        "ceilings: copy {}B/s{}{}",
+        bench::si(ceilings.copy),
+        ceilings
+            .upload
+            .map_or(String::new(), |b| format!(", upload {}B/s", bench::si(b))),
+        ceilings
+            .download
+            .map_or(String::new(), |b| format!(", download {}B/s", bench::si(b))),
+    );
+    if let Some(path) = &args.plot {
+        let svg = plot::throughput_svg(
+            &format!(
+                "jacobench: value and derivative, N = {}",
+                settings.elements()
+            ),
+            &format!("{} ({}), {date}", machine.adapter, machine.backend),
+            "elem/s",
+            &svg_cases,
+        );
+        std::fs::write(path, svg).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        println!("plot written to {}", path.display());
     }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&records).map_err(|e| e.to_string())?;

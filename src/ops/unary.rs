@@ -56,6 +56,8 @@ pub enum UnaryOp {
     Sin,
     /// cos x; derivative -sin x.
     Cos,
+    /// tan x; derivative 1 / cos^2 x.
+    Tan,
     /// sqrt x; derivative 1 / (2 sqrt x).
     Sqrt,
     /// |x|; derivative sign(x), abs'(0) = 0.
@@ -94,6 +96,7 @@ impl UnaryOp {
             Ln,
             Sin,
             Cos,
+            Tan,
             Sqrt,
             Abs,
             Square,
@@ -118,6 +121,7 @@ impl UnaryOp {
             UnaryOp::Ln => "ln",
             UnaryOp::Sin => "sin",
             UnaryOp::Cos => "cos",
+            UnaryOp::Tan => "tan",
             UnaryOp::Sqrt => "sqrt",
             UnaryOp::Abs => "abs",
             UnaryOp::Square => "square",
@@ -151,6 +155,7 @@ impl UnaryOp {
             UnaryOp::Ln => "1/x",
             UnaryOp::Sin => "cos x",
             UnaryOp::Cos => "-sin x",
+            UnaryOp::Tan => "1 / cos^2 x",
             UnaryOp::Sqrt => "1 / (2 sqrt x)",
             UnaryOp::Abs => "sign(x) (0 at x = 0)",
             UnaryOp::Square => "2x",
@@ -189,6 +194,7 @@ impl UnaryOp {
             UnaryOp::Ln => ln(x),
             UnaryOp::Sin => sin(x),
             UnaryOp::Cos => cos(x),
+            UnaryOp::Tan => tan(x),
             UnaryOp::Sqrt => sqrt(x),
             UnaryOp::Abs => abs(x),
             UnaryOp::Square => (x * x, 2.0 * x),
@@ -360,6 +366,14 @@ fn cos(x: f64) -> (f64, f64) {
         return (f64::NAN, f64::NAN);
     }
     (x.cos(), -x.sin())
+}
+
+fn tan(x: f64) -> (f64, f64) {
+    if x.is_infinite() {
+        return (f64::NAN, f64::NAN);
+    }
+    let c = x.cos();
+    (x.sin() / c, 1.0 / (c * c))
 }
 
 fn sqrt(x: f64) -> (f64, f64) {

@@ -82,7 +82,19 @@ impl GpuContext {
 
     /// An uninitialised device array of `len` elements.
     pub(crate) async fn alloc_array(&self, label: &str, len: usize) -> Result<GpuArray> {
-        let segment_len = self.segment_capacity().max(1);
+        self.alloc_array_segmented(label, len, self.segment_capacity())
+            .await
+    }
+
+    /// An uninitialised device array of `len` elements in segments of
+    /// `segment_len` (at most one binding each).
+    pub(crate) async fn alloc_array_segmented(
+        &self,
+        label: &str,
+        len: usize,
+        segment_len: usize,
+    ) -> Result<GpuArray> {
+        let segment_len = segment_len.max(1);
         let count = len.div_ceil(segment_len);
         let segments = self
             .scoped(&format!("allocating {label} ({len} elements)"), || {

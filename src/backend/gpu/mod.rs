@@ -5,7 +5,9 @@
 mod adapter;
 mod array;
 mod ceilings;
+mod codegen;
 mod context;
+mod graph;
 mod pool;
 mod unary;
 

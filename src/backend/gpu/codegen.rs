@@ -1,0 +1,183 @@
+//! WGSL for one region of an element-wise plan: a kernel that computes each
+//! node's value and its tangents (one per input the node depends on) in
+//! registers, reading inputs, constants and earlier regions' results, and
+//! writing the region's outputs. The f64 mirror is `Graph::evaluate`.
+
+use std::fmt::Write;
+
+use crate::graph::{Graph, Node, NodeId};
+use crate::schedule::Region;
+use crate::shaders;
+
+/// Where each binding of a generated kernel gets its buffer, in binding order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Binding {
+    /// The uniform {n, row_stride}.
+    Params,
+    /// All inputs, one block of n per input.
+    Inputs,
+    /// Values of a node computed by an earlier region.
+    Values(NodeId),
+    /// Tangents (n x k, row-major) of a node computed by an earlier region.
+    Tangents(NodeId),
+    /// Values written by this region.
+    OutValues(NodeId),
+    /// Tangents written by this region (every column; zeros where the node
+    /// does not depend on that input).
+    OutTangents(NodeId),
+}
+
+/// A generated kernel and the buffers it binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RegionKernel {
+    pub(crate) source: String,
+    pub(crate) bindings: Vec<Binding>,
+}
+
+/// An f32 constant as a WGSL literal that round-trips exactly.
+fn literal(value: f64) -> String {
+    let v = value as f32;
+    let text = format!("{v:?}");
+    if text.contains(['.', 'e', 'E']) {
+        text
+    } else {
+        format!("{text}.0")
+    }
+}
+
+/// Generates the kernel for `region` of `graph`.
+pub(crate) fn region_kernel(graph: &Graph, region: &Region) -> RegionKernel {
+    let k = graph.inputs().len();
+    let nodes = graph.nodes();
+    let computed = |id: NodeId| region.nodes.contains(&id);
+    // Operands the region needs but does not compute.
+    let mut needed: Vec<NodeId> = Vec::new();
+    let need = |id: NodeId, needed: &mut Vec<NodeId>| {
+        if !computed(id) && !needed.contains(&id) {
+            needed.push(id);
+        }
+    };
+    for &id in &region.nodes {
+        match nodes[id] {
+            Node::Unary(_, a) => need(a, &mut needed),
+            Node::Binary(_, a, b) => {
+                need(a, &mut needed);
+                need(b, &mut needed);
+            }
+            Node::Input(_) | Node::Constant(_) => {}
+        }
+    }
+    for &id in &region.outputs {
+        need(id, &mut needed);
+    }
+    needed.sort_unstable();
+
+    let mut bindings = vec![Binding::Params];
+    if needed.iter().any(|&id| matches!(nodes[id], Node::Input(_))) {
+        bindings.push(Binding::Inputs);
+    }
+    for &id in &needed {
+        if is_operation(&nodes[id]) {
+            bindings.push(Binding::Values(id));
+            if !graph.deps(id).is_empty() {
+                bindings.push(Binding::Tangents(id));
+            }
+        }
+    }
+    for &id in &region.outputs {
+        bindings.push(Binding::OutValues(id));
+        if k > 0 {
+            bindings.push(Binding::OutTangents(id));
+        }
+    }
+
+    let mut src = shaders::library();
+    src.push_str(
+        "\nstruct Params {\n    n: u32,\n    row_stride: u32,\n    pad0: u32,\n    pad1: u32,\n}\n\n",
+    );
+    for (index, binding) in bindings.iter().enumerate() {
+        let declaration = match *binding {
+            Binding::Params => "var<uniform> params: Params".to_string(),
+            Binding::Inputs => "var<storage, read> inputs: array<f32>".to_string(),
+            Binding::Values(id) => format!("var<storage, read> in_v{id}: array<f32>"),
+            Binding::Tangents(id) => format!("var<storage, read> in_t{id}: array<f32>"),
+            Binding::OutValues(id) => format!("var<storage, read_write> out_v{id}: array<f32>"),
+            Binding::OutTangents(id) => {
+                format!("var<storage, read_write> out_t{id}: array<f32>")
+            }
+        };
+        let _ = writeln!(src, "@group(0) @binding({index}) {declaration};");
+    }
+    src.push_str(
+        "\n@compute @workgroup_size(256)\nfn main(@builtin(global_invocation_id) gid: vec3<u32>) {\n    \
+         let i = gid.y * params.row_stride + gid.x;\n    if (i >= params.n) {\n        return;\n    }\n",
+    );
+    for &id in &needed {
+        let deps = graph.deps(id);
+        match nodes[id] {
+            Node::Input(j) => {
+                let _ = writeln!(src, "    let v{id} = inputs[{j}u * params.n + i];");
+                let _ = writeln!(src, "    let t{id}_{j} = 1.0;");
+            }
+            Node::Constant(c) => {
+                let _ = writeln!(src, "    let v{id} = {};", literal(c));
+            }
+            _ => {
+                let _ = writeln!(src, "    let v{id} = in_v{id}[i];");
+                for &j in deps {
+                    let _ = writeln!(src, "    let t{id}_{j} = in_t{id}[i * {k}u + {j}u];");
+                }
+            }
+        }
+    }
+    for &id in &region.nodes {
+        let deps = graph.deps(id);
+        let (call, operands): (String, Vec<(char, NodeId)>) = match nodes[id] {
+            Node::Unary(op, a) => {
+                let call = match op.parameter() {
+                    Some(p) => format!("{}_vd(v{a}, {})", op.name(), literal(f64::from(p))),
+                    None => format!("{}_vd(v{a})", op.name()),
+                };
+                (call, vec![('y', a)])
+            }
+            Node::Binary(op, a, b) => (
+                format!("{}_vdd(v{a}, v{b})", op.name()),
+                vec![('y', a), ('z', b)],
+            ),
+            Node::Input(_) | Node::Constant(_) => continue,
+        };
+        let _ = writeln!(src, "    let d{id} = {call};");
+        let _ = writeln!(src, "    let v{id} = d{id}.x;");
+        for &j in deps {
+            let terms: Vec<String> = operands
+                .iter()
+                .filter(|(_, operand)| graph.deps(*operand).contains(&j))
+                .map(|(component, operand)| format!("d{id}.{component} * t{operand}_{j}"))
+                .collect();
+            let _ = writeln!(src, "    let t{id}_{j} = {};", terms.join(" + "));
+        }
+    }
+    for &id in &region.outputs {
+        let _ = writeln!(src, "    out_v{id}[i] = v{id};");
+        if k > 0 {
+            let deps = graph.deps(id);
+            for j in 0..k {
+                let tangent = if deps.contains(&j) {
+                    format!("t{id}_{j}")
+                } else {
+                    "0.0".to_string()
+                };
+                let _ = writeln!(src, "    out_t{id}[i * {k}u + {j}u] = {tangent};");
+            }
+        }
+    }
+    src.push_str("}\n");
+    RegionKernel {
+        source: src,
+        bindings,
+    }
+}
+
+fn is_operation(node: &Node) -> bool {
+    matches!(node, Node::Unary(..) | Node::Binary(..))
+}

@@ -1,0 +1,238 @@
+//! `chainrule eval` and `chainrule explain` as a user runs them, on .npy
+//! files: the seed's example against its closed form, several inputs, f64
+//! input, and every kind of bad input with a clear error.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use chainrule::npy;
+use npyz::WriterBuilder;
+
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("chainrule-eval-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn chainrule(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_chainrule"))
+        .args(args)
+        .output()
+        .expect("runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn write_f64(p: &Path, data: &[f64]) {
+    let file = std::fs::File::create(p).expect("create");
+    let mut writer = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&[data.len() as u64])
+        .writer(std::io::BufWriter::new(file))
+        .begin_nd()
+        .expect("writer");
+    writer.extend(data.iter().copied()).expect("write");
+    writer.finish().expect("finish");
+}
+
+#[test]
+fn eval_matches_the_closed_form_of_the_seed_example() {
+    let gpu_present = common::gpu().is_some();
+    let dir = scratch("seed");
+    let mut rng = common::rng("eval seed example");
+    let xs = common::uniform(&mut rng, 50_001, 0.2, 1.4);
+    let x_path = dir.join("x.npy");
+    npy::write(&x_path, &[xs.len()], &xs).expect("write x");
+    let mut modes = vec![vec!["--cpu"]];
+    if gpu_present {
+        modes.push(vec![]);
+        modes.push(vec!["--unfused"]);
+    }
+    for extra in modes {
+        let (v, d) = (dir.join("v.npy"), dir.join("d.npy"));
+        let x_arg = format!("x={}", path(&x_path));
+        let mut args = vec![
+            "eval",
+            "ln(sin(x^3)^2)",
+            "--input",
+            &x_arg,
+            "--values",
+            path(&v),
+            "--derivatives",
+            path(&d),
+        ];
+        args.extend(extra.iter().copied());
+        let (ok, stdout, stderr) = chainrule(&args);
+        assert!(ok, "{extra:?}: {stdout}\n{stderr}");
+        let values = npy::read(&v).expect("values");
+        let derivatives = npy::read(&d).expect("derivatives");
+        assert_eq!(values.shape, vec![xs.len()]);
+        assert_eq!(
+            derivatives.shape,
+            vec![xs.len()],
+            "one input gives shape (N,)"
+        );
+        for (i, &x) in xs.iter().enumerate() {
+            let x = f64::from(x);
+            let closed = 6.0 * x * x * (x * x * x).cos() / (x * x * x).sin();
+            assert!(
+                common::meets_contract(derivatives.data[i], closed),
+                "{extra:?} x = {x}: {} vs {closed}",
+                derivatives.data[i]
+            );
+            let value = (x * x * x).sin().powi(2).ln();
+            assert!(common::meets_contract(values.data[i], value));
+        }
+    }
+}
+
+#[test]
+fn eval_with_two_inputs_in_flag_order_and_f64_files() {
+    let dir = scratch("two");
+    let xs = [1.0f64, 2.0, -0.5];
+    let ys = [3.0f32, -1.0, 0.25];
+    let (x_path, y_path, d_path) = (dir.join("x.npy"), dir.join("y.npy"), dir.join("d.npy"));
+    write_f64(&x_path, &xs);
+    npy::write(&y_path, &[3], &ys).expect("write y");
+    let (x_arg, y_arg) = (
+        format!("x={}", path(&x_path)),
+        format!("y={}", path(&y_path)),
+    );
+    // --input y first: the columns follow the flags, not the expression.
+    let (ok, stdout, stderr) = chainrule(&[
+        "eval",
+        "3*x^2*y",
+        "--input",
+        &y_arg,
+        "--input",
+        &x_arg,
+        "--derivatives",
+        path(&d_path),
+        "--cpu",
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let d = npy::read(&d_path).expect("derivatives");
+    assert_eq!(d.shape, vec![3, 2]);
+    for i in 0..3 {
+        let (x, y) = (xs[i], f64::from(ys[i]));
+        assert_eq!(f64::from(d.data[2 * i]), 3.0 * x * x, "d/dy");
+        assert!(
+            (f64::from(d.data[2 * i + 1]) - 6.0 * x * y).abs() < 1e-6,
+            "d/dx"
+        );
+    }
+}
+
+#[test]
+fn eval_refuses_bad_input_clearly() {
+    let dir = scratch("bad");
+    let good = dir.join("good.npy");
+    let short = dir.join("short.npy");
+    let matrix = dir.join("matrix.npy");
+    let ints = dir.join("ints.npy");
+    npy::write(&good, &[4], &[1.0, 2.0, 3.0, 4.0]).expect("write");
+    npy::write(&short, &[2], &[1.0, 2.0]).expect("write");
+    npy::write(&matrix, &[2, 2], &[1.0, 2.0, 3.0, 4.0]).expect("write");
+    {
+        let file = std::fs::File::create(&ints).expect("create");
+        let mut writer = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&[3])
+            .writer(std::io::BufWriter::new(file))
+            .begin_nd()
+            .expect("writer");
+        writer.extend([1i64, 2, 3]).expect("write");
+        writer.finish().expect("finish");
+    }
+    let arg = |name: &str, p: &Path| format!("{name}={}", path(p));
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["x*y".into(), "--input".into(), arg("x", &good)],
+            "`y` is not an input",
+        ),
+        (
+            vec![
+                "x".into(),
+                "--input".into(),
+                arg("x", &good),
+                "--input".into(),
+                arg("z", &good),
+            ],
+            "`z` does not appear",
+        ),
+        (
+            vec![
+                "x*y".into(),
+                "--input".into(),
+                arg("x", &good),
+                "--input".into(),
+                arg("y", &short),
+            ],
+            "has 2 samples",
+        ),
+        (
+            vec!["x".into(), "--input".into(), arg("x", &matrix)],
+            "expected a 1-D array",
+        ),
+        (
+            vec!["x".into(), "--input".into(), arg("x", &ints)],
+            "use float32 or float64",
+        ),
+        (
+            vec![
+                "x".into(),
+                "--input".into(),
+                arg("x", &dir.join("missing.npy")),
+            ],
+            "missing.npy",
+        ),
+        (
+            vec!["x".into(), "--input".into(), "x".into()],
+            "expected NAME=FILE.npy",
+        ),
+        (
+            vec!["sigmod(x)".into(), "--input".into(), arg("x", &good)],
+            "did you mean `sigmoid`",
+        ),
+        (vec!["x +".into(), "--input".into(), arg("x", &good)], "^"),
+    ];
+    for (args, expected) in cases {
+        let mut full = vec!["eval".to_string()];
+        full.extend(args.iter().cloned());
+        full.push("--cpu".into());
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        let (ok, stdout, stderr) = chainrule(&refs);
+        assert!(!ok, "{args:?} should fail:\n{stdout}");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: expected `{expected}` in:\n{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn explain_prints_the_four_steps() {
+    let (ok, stdout, stderr) = chainrule(&["explain", "x + x^2"]);
+    assert!(ok, "{stderr}");
+    for step in ["Step 1", "Step 2", "Step 3", "Step 4", "2 paths"] {
+        assert!(stdout.contains(step), "`{step}` missing:\n{stdout}");
+    }
+    let (ok, stdout, _) = chainrule(&["explain", "ln(sin(x^3)^2)"]);
+    assert!(ok);
+    assert!(
+        stdout.contains("dy/dx = 6*x^2*cos(x^3)/sin(x^3)"),
+        "{stdout}"
+    );
+    let (ok, _, stderr) = chainrule(&["explain", "ln(sin(x^3)^2"]);
+    assert!(!ok && stderr.contains("unclosed"), "{stderr}");
+}
