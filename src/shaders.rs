@@ -11,17 +11,24 @@ pub const TRIG: &str = include_str!("../shaders/trig.wgsl");
 pub const ACTIVATIONS: &str = include_str!("../shaders/activations.wgsl");
 /// Value and partials of every binary operation.
 pub const BINARY: &str = include_str!("../shaders/binary.wgsl");
+/// The batched, scaled matrix product of structured Jacobians (standalone).
+pub const MATMUL: &str = include_str!("../shaders/matmul.wgsl");
+/// Scaling, sums and Hadamard products of structured Jacobians (standalone).
+pub const JACOBIAN: &str = include_str!("../shaders/jacobian.wgsl");
 /// The bulk unary kernel's entry point.
 pub const UNARY_KERNEL: &str = include_str!("../shaders/unary.wgsl");
 
-/// Every file with its name, in the order a kernel concatenates them, so a
-/// test can validate each one in the context it is used in.
-pub const FILES: [(&str, &str); 5] = [
+/// Every file with its name. The first four form the element-wise library,
+/// in the order a kernel concatenates them; `unary.wgsl` is appended to it;
+/// the last two are complete kernels on their own.
+pub const FILES: [(&str, &str); 7] = [
     ("common.wgsl", COMMON),
     ("trig.wgsl", TRIG),
     ("activations.wgsl", ACTIVATIONS),
     ("binary.wgsl", BINARY),
     ("unary.wgsl", UNARY_KERNEL),
+    ("matmul.wgsl", MATMUL),
+    ("jacobian.wgsl", JACOBIAN),
 ];
 
 /// The WGSL call that evaluates `op` at `x`, with `p` its parameter.

@@ -28,6 +28,13 @@ fn every_library_file_validates_in_order() {
 }
 
 #[test]
+fn standalone_kernels_validate() {
+    for (name, source) in &shaders::FILES[5..] {
+        validate(name, source);
+    }
+}
+
+#[test]
 fn every_unary_kernel_validates() {
     for op in UnaryOp::catalogue() {
         validate(&op.to_string(), &shaders::unary_kernel(op));

@@ -2,8 +2,13 @@
 //! reference and as the fallback where no adapter exists. [`Backend`] lets a
 //! caller hold either.
 
+pub mod chain;
 pub mod cpu;
+mod cpu_program;
 pub mod gpu;
+mod vector;
+
+pub use vector::JacobianOutput;
 
 use crate::error::{Error, Result};
 use crate::ops::UnaryOp;

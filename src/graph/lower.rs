@@ -120,6 +120,13 @@ impl Lowering<'_> {
                     BinOp::Mul => BinaryOp::Mul,
                     BinOp::Div => BinaryOp::Div,
                     BinOp::Pow => BinaryOp::Pow,
+                    // Graphs are element-wise over scalars; matrices live in programs.
+                    BinOp::MatMul => {
+                        return Err(self.error(
+                            expr.span,
+                            "`@` needs a matrix and a vector: write a program with `param W[m,n]`",
+                        ));
+                    }
                 };
                 Ok(self.binary(op, a, b))
             }

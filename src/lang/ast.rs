@@ -35,6 +35,10 @@ pub enum BinOp {
     Div,
     /// `^`, right-associative, binding tighter than unary minus.
     Pow,
+    /// `@`, the matrix-vector product, with the precedence and left
+    /// associativity of `*` as in NumPy: `W @ x + b` is `(W @ x) + b`, and
+    /// `-W @ x` is `(-W) @ x`.
+    MatMul,
 }
 
 impl BinOp {
@@ -46,6 +50,7 @@ impl BinOp {
             BinOp::Mul => "*",
             BinOp::Div => "/",
             BinOp::Pow => "^",
+            BinOp::MatMul => "@",
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! sum     = product (("+" | "-") product)*
-//! product = unary (("*" | "/") unary | <implicit> unary)*
+//! product = unary (("*" | "/" | "@") unary | <implicit> unary)*
 //! unary   = "-" unary | power
 //! power   = primary ("^" unary)?
 //! primary = NUMBER | NAME | NAME "(" (sum ("," sum)*)? ")" | "(" sum ")"
@@ -147,7 +147,8 @@ impl Op {
 fn power(op: BinOp) -> u8 {
     match op {
         BinOp::Add | BinOp::Sub => 1,
-        BinOp::Mul | BinOp::Div => 2,
+        // `@` shares the level of `*`, as in NumPy.
+        BinOp::Mul | BinOp::Div | BinOp::MatMul => 2,
         BinOp::Pow => 4,
     }
 }
@@ -252,6 +253,7 @@ impl Parser<'_> {
             TokenKind::Star => Some((BinOp::Mul, true)),
             TokenKind::Slash => Some((BinOp::Div, true)),
             TokenKind::Caret => Some((BinOp::Pow, true)),
+            TokenKind::At => Some((BinOp::MatMul, true)),
             TokenKind::Name(_) | TokenKind::LParen if self.follows_number_directly() => {
                 Some((BinOp::Mul, false))
             }
@@ -569,6 +571,31 @@ mod tests {
     }
 
     #[test]
+    fn matrix_vector_products_bind_like_products() {
+        for (source, tree) in [
+            ("W1 @ x + b1", "(+ (@ W1 x) b1)"),
+            ("W2 @ h", "(@ W2 h)"),
+            ("-W @ x", "(@ (neg W) x)"),
+            ("b + W @ x", "(+ b (@ W x))"),
+            ("A @ B @ x", "(@ (@ A B) x)"),
+            ("W @ x * 2", "(* (@ W x) 2)"),
+            ("2 * W @ x", "(@ (* 2 W) x)"),
+            ("2W @ x", "(@ (* 2 W) x)"),
+            ("W @ x^2", "(@ W (^ x 2))"),
+            ("W @ -x", "(@ W (neg x))"),
+            ("sigmoid(W @ x)", "(sigmoid: (@ W x))"),
+        ] {
+            assert_eq!(parsed(source), tree, "{source}");
+        }
+        let source = " W1 @ x + b1";
+        let expr = parse_expression(source).unwrap_or_else(|e| panic!("{e}"));
+        let ExprKind::Binary { lhs, .. } = &expr.kind else {
+            panic!("{}", sexp(&expr));
+        };
+        assert_eq!(span_text(source, lhs.span), "W1 @ x");
+    }
+
+    #[test]
     fn calls() {
         assert_eq!(parsed("sin(x)"), "(sin: x)");
         assert_eq!(parsed("max(x, 0.5*y)"), "(max: x (* 0.5 y))");
@@ -689,7 +716,8 @@ mod tests {
             ("(x) (2)", "unexpected `(`", "("),
             ("x, y", "unexpected `,`", ","),
             ("y = x", "unexpected `=`", "="),
-            ("x @ y", "unexpected `@`", "@"),
+            ("x @", "expected an expression after `@`", ""),
+            ("@ x", "expected an expression, found `@`", "@"),
             ("[x]", "expected an expression, found `[`", "["),
             ("x\ny", "unexpected line break", "\n"),
             ("x +\ny", "expected an expression after `+`", "\n"),

@@ -6,6 +6,9 @@
 //! region; `Fusion::Unfused` makes every operation its own region, writing
 //! each intermediate to memory: the op-by-op plan fusion is measured against.
 
+pub mod chain;
+pub mod vector;
+
 use crate::graph::{Graph, Node, NodeId};
 
 /// How to cut an element-wise graph into kernels.

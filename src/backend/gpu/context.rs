@@ -107,6 +107,8 @@ pub struct GpuContext {
     report: AdapterReport,
     kernels: Mutex<HashMap<String, Arc<Kernel>>>,
     pub(crate) pool: super::pool::BufferPool,
+    /// A tiny storage buffer bound where a kernel's optional input is unused.
+    pub(crate) dummy: Arc<wgpu::Buffer>,
     lost: Arc<AtomicBool>,
     lost_reason: Arc<Mutex<String>>,
     uncaptured: Arc<Mutex<Vec<String>>>,
@@ -270,7 +272,14 @@ impl GpuContext {
             }));
         }
 
+        let dummy = Arc::new(device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("chainrule unused binding"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        }));
         Ok(GpuContext {
+            dummy,
             id: NEXT_CONTEXT_ID.fetch_add(1, Ordering::Relaxed),
             device,
             queue,

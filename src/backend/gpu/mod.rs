@@ -8,12 +8,21 @@ mod ceilings;
 mod codegen;
 mod context;
 mod graph;
+mod jacobian;
+mod program;
 mod pool;
 mod unary;
 
 pub use adapter::{ADAPTER_NAME_VARIABLE, BACKEND_VARIABLE};
 pub use array::GpuArray;
 pub use ceilings::Bandwidths;
+pub use jacobian::{BatchLayout, GpuJacobian};
+pub(crate) use program::program_algebra;
+
+/// Lazy products, for the plan executor.
+pub(crate) mod jacobian_lazy {
+    pub(crate) use super::jacobian::Lazy;
+}
 pub use context::{
     AdapterReport, ContextOptions, DeviceLimits, GpuContext, LimitsOverride, survey_adapters,
 };

@@ -1,0 +1,543 @@
+//! Vector programs on the GPU: the forward pass over a batch (values of
+//! every node, and the local partials of element-wise nodes, which are the
+//! diagonals of their local Jacobians), and the algebra that runs a Jacobian
+//! plan on structured device Jacobians.
+
+use std::sync::Arc;
+
+use super::array::F32_BYTES;
+use super::context::GpuContext;
+use super::jacobian::{BatchLayout, GpuJacobian, Lazy, Segments};
+use crate::backend::chain::JacobianAlgebra;
+use crate::error::{Error, Result};
+use crate::ops::BinaryOp;
+use crate::program::{Kind, Op, Program};
+use crate::shaders;
+
+const WORKGROUP: usize = 256;
+
+/// A node's value over the batch: per sample, or one for all samples.
+#[derive(Debug, Clone)]
+pub(crate) enum NodeValue {
+    /// B x size, in the layout's segments.
+    PerSample(Segments),
+    /// One value (a parameter or a constant), `size` elements.
+    Shared(Arc<wgpu::Buffer>),
+}
+
+/// The forward pass of a program over a batch.
+pub(crate) struct Forward {
+    pub(crate) layout: BatchLayout,
+    pub(crate) values: Vec<NodeValue>,
+    /// For element-wise nodes, the partial w.r.t. each operand, per output element.
+    pub(crate) partials: Vec<Vec<Segments>>,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ForwardParams {
+    total: u32,
+    row_stride: u32,
+    size: u32,
+    a_size: u32,
+    b_size: u32,
+    a_shared: u32,
+    b_shared: u32,
+    scale: f32,
+}
+
+/// The element-wise forward kernel of `op`: value and partials, with scalar
+/// expansion and shared (parameter) operands.
+fn elementwise_source(call: &str, binary: bool) -> String {
+    let mut src = shaders::library();
+    src.push_str(
+        "\nstruct ForwardParams {\n    total: u32,\n    row_stride: u32,\n    size: u32,\n    a_size: u32,\n    \
+         b_size: u32,\n    a_shared: u32,\n    b_shared: u32,\n    scale: f32,\n}\n\n\
+         @group(0) @binding(0) var<uniform> params: ForwardParams;\n\
+         @group(0) @binding(1) var<storage, read> a: array<f32>;\n",
+    );
+    if binary {
+        src.push_str(
+            "@group(0) @binding(2) var<storage, read> b: array<f32>;\n\
+             @group(0) @binding(3) var<storage, read_write> out_v: array<f32>;\n\
+             @group(0) @binding(4) var<storage, read_write> out_da: array<f32>;\n\
+             @group(0) @binding(5) var<storage, read_write> out_db: array<f32>;\n",
+        );
+    } else {
+        src.push_str(
+            "@group(0) @binding(2) var<storage, read_write> out_v: array<f32>;\n\
+             @group(0) @binding(3) var<storage, read_write> out_da: array<f32>;\n",
+        );
+    }
+    src.push_str(
+        "\nfn operand_index(sample: u32, i: u32, size: u32, is_shared: u32) -> u32 {\n    \
+         let base = select(sample * size, 0u, is_shared == 1u);\n    return base + select(i, 0u, size == 1u);\n}\n\n\
+         @compute @workgroup_size(256)\nfn main(@builtin(global_invocation_id) gid: vec3<u32>) {\n    \
+         let e = gid.y * params.row_stride + gid.x;\n    if (e >= params.total) {\n        return;\n    }\n    \
+         let sample = e / params.size;\n    let i = e % params.size;\n    \
+         let va = a[operand_index(sample, i, params.a_size, params.a_shared)];\n",
+    );
+    if binary {
+        src.push_str(&format!(
+            "    let vb = b[operand_index(sample, i, params.b_size, params.b_shared)];\n    \
+             let d = {call};\n    out_v[e] = d.x;\n    out_da[e] = d.y;\n    out_db[e] = d.z;\n}}\n"
+        ));
+    } else {
+        src.push_str(&format!(
+            "    let d = {call};\n    out_v[e] = d.x;\n    out_da[e] = d.y;\n}}\n"
+        ));
+    }
+    src
+}
+
+/// Sum (scale 1), mean (scale 1/n) or dot of each sample's vector: one
+/// invocation per sample, a loop of n (bounded by the planner).
+fn reduction_source(dot: bool) -> String {
+    let mut src = String::from(
+        "struct ForwardParams {\n    total: u32,\n    row_stride: u32,\n    size: u32,\n    a_size: u32,\n    \
+         b_size: u32,\n    a_shared: u32,\n    b_shared: u32,\n    scale: f32,\n}\n\n\
+         @group(0) @binding(0) var<uniform> params: ForwardParams;\n\
+         @group(0) @binding(1) var<storage, read> a: array<f32>;\n",
+    );
+    if dot {
+        src.push_str("@group(0) @binding(2) var<storage, read> b: array<f32>;\n@group(0) @binding(3) var<storage, read_write> out_v: array<f32>;\n");
+    } else {
+        src.push_str("@group(0) @binding(2) var<storage, read_write> out_v: array<f32>;\n");
+    }
+    src.push_str(
+        "\n@compute @workgroup_size(256)\nfn main(@builtin(global_invocation_id) gid: vec3<u32>) {\n    \
+         let sample = gid.y * params.row_stride + gid.x;\n    if (sample >= params.total) {\n        return;\n    }\n    \
+         let n = params.a_size;\n    let a_base = select(sample * n, 0u, params.a_shared == 1u);\n    \
+         let b_base = select(sample * n, 0u, params.b_shared == 1u);\n    var sum = 0.0;\n    \
+         for (var i = 0u; i < n; i = i + 1u) {\n",
+    );
+    if dot {
+        src.push_str("        sum = sum + a[a_base + i] * b[b_base + i];\n");
+    } else {
+        src.push_str("        sum = sum + a[a_base + i];\n");
+    }
+    src.push_str("    }\n    out_v[sample] = sum * params.scale;\n}\n");
+    src
+}
+
+impl GpuContext {
+    fn run_kernel(
+        &self,
+        label: &str,
+        source: impl FnOnce() -> String,
+        params: ForwardParams,
+        buffers: &[&wgpu::Buffer],
+        grid: (u32, u32),
+    ) -> Result<()> {
+        let kernel = pollster::block_on(self.kernel(label, source))?;
+        let uniform = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("forward params"),
+            size: std::mem::size_of::<ForwardParams>() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&uniform, 0, bytemuck::bytes_of(&params));
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            });
+        }
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout: &kernel.layout,
+            entries: &entries,
+        });
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(label),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&kernel.pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(grid.0, grid.1, 1);
+        }
+        self.queue.submit([encoder.finish()]);
+        Ok(())
+    }
+
+    fn new_segments(&self, layout: BatchLayout, per_sample: usize) -> Segments {
+        (0..layout.segments())
+            .map(|s| {
+                Arc::new(self.take_buffer(
+                    (layout.samples_in(s) * per_sample).max(1) as u64 * F32_BYTES,
+                    wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_SRC
+                        | wgpu::BufferUsages::COPY_DST,
+                ))
+            })
+            .collect()
+    }
+
+    /// The forward pass: `variables[v]` holds input v's B x size values or
+    /// parameter v's values.
+    pub(crate) fn forward(
+        &self,
+        program: &Program,
+        variables: &[&[f32]],
+        layout: BatchLayout,
+    ) -> Result<Forward> {
+        let size = |id: usize| program.shapes[id].size();
+        let mut values: Vec<NodeValue> = Vec::with_capacity(program.nodes.len());
+        let mut partials: Vec<Vec<Segments>> = Vec::with_capacity(program.nodes.len());
+        for (id, op) in program.nodes.iter().enumerate() {
+            let n = size(id);
+            let scoped = format!("forward pass, node {id}");
+            let (value, node_partials) = pollster::block_on(self.scoped(&scoped, || -> Result<(NodeValue, Vec<Segments>)> {
+                Ok(match *op {
+                    Op::Variable(v) => {
+                        let data = variables.get(v).ok_or_else(|| {
+                            Error::Shape(format!("no values for variable {}", program.variables[v].name))
+                        })?;
+                        match program.variables[v].kind {
+                            Kind::Param => (NodeValue::Shared(self.upload_shared(data)), vec![]),
+                            Kind::Input => (
+                                NodeValue::PerSample(self.upload_segments(layout, n, data)?),
+                                vec![],
+                            ),
+                        }
+                    }
+                    Op::Constant(c) => (NodeValue::Shared(self.upload_shared(&[c as f32])), vec![]),
+                    Op::Unary(unary, a) => {
+                        let call = match unary.parameter() {
+                            Some(p) => format!("{}_vd(va, {p:?})", unary.name()),
+                            None => format!("{}_vd(va)", unary.name()),
+                        };
+                        let label = format!("forward/{call}");
+                        self.elementwise_node(&label, &call, false, &values, (a, None), (size(a), 1), n, layout)?
+                    }
+                    Op::Binary(binary, a, b) => {
+                        let call = format!("{}_vdd(va, vb)", binary.name());
+                        let label = format!("forward/{}", binary.name());
+                        self.elementwise_node(&label, &call, true, &values, (a, Some(b)), (size(a), size(b)), n, layout)?
+                    }
+                    Op::MatVec(w, v) => {
+                        let (m, k) = (size(id), size(v));
+                        let weights = match &values[w] {
+                            NodeValue::Shared(buffer) => Arc::clone(buffer),
+                            NodeValue::PerSample(_) => {
+                                return Err(Error::Shape("the matrix of `@` must be a parameter".into()));
+                            }
+                        };
+                        let transposed = GpuJacobian::Shared { rows: m, cols: k, buffer: weights };
+                        let one = BatchLayout { batch: 1, per_segment: 1 };
+                        let out = match &values[v] {
+                            NodeValue::PerSample(segments) => {
+                                let mut out = Vec::with_capacity(segments.len());
+                                for (s, segment) in segments.iter().enumerate() {
+                                    // The samples as rows: X (samples x k) times W^T.
+                                    let rows = GpuJacobian::Shared {
+                                        rows: layout.samples_in(s),
+                                        cols: k,
+                                        buffer: Arc::clone(segment),
+                                    };
+                                    match self.matmul(None, &rows, None, &transposed, None, true, one)? {
+                                        GpuJacobian::Shared { buffer, .. } => out.push(buffer),
+                                        _ => return Err(Error::Shape("unexpected product structure".into())),
+                                    }
+                                }
+                                NodeValue::PerSample(out)
+                            }
+                            NodeValue::Shared(vector) => {
+                                let row = GpuJacobian::Shared { rows: 1, cols: k, buffer: Arc::clone(vector) };
+                                match self.matmul(None, &row, None, &transposed, None, true, one)? {
+                                    GpuJacobian::Shared { buffer, .. } => NodeValue::Shared(buffer),
+                                    _ => return Err(Error::Shape("unexpected product structure".into())),
+                                }
+                            }
+                        };
+                        (out, vec![])
+                    }
+                    Op::Sum(a) | Op::Mean(a) | Op::Dot(a, _) => {
+                        let (dot, other) = match *op {
+                            Op::Dot(_, b) => (true, Some(b)),
+                            _ => (false, None),
+                        };
+                        let scale = if matches!(op, Op::Mean(_)) { 1.0 / size(a) as f32 } else { 1.0 };
+                        if size(a) > 65_535 {
+                            return Err(Error::TooLarge {
+                                what: format!("a reduction over {} elements in one loop", size(a)),
+                                needed: size(a) as u64,
+                                limit: 65_535,
+                            });
+                        }
+                        let out = self.new_segments(layout, 1);
+                        for s in 0..layout.segments() {
+                            let samples = layout.samples_in(s);
+                            let (xa, a_shared) = segment_of(&values[a], s);
+                            let mut buffers: Vec<Arc<wgpu::Buffer>> = vec![xa];
+                            let mut b_shared = 0;
+                            if let Some(b) = other {
+                                let (xb, shared) = segment_of(&values[b], s);
+                                buffers.push(xb);
+                                b_shared = shared;
+                            }
+                            buffers.push(Arc::clone(&out[s]));
+                            let refs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| b.as_ref()).collect();
+                            let (gx, gy, _) = self.grid_1d(samples);
+                            let grid = (gx, gy);
+                            let params = ForwardParams {
+                                total: samples as u32,
+                                row_stride: grid.0 * WORKGROUP as u32,
+                                size: 1,
+                                a_size: size(a) as u32,
+                                b_size: size(a) as u32,
+                                a_shared,
+                                b_shared,
+                                scale,
+                            };
+                            let label = if dot { "forward/dot" } else { "forward/sum" };
+                            self.run_kernel(label, || reduction_source(dot), params, &refs, grid)?;
+                        }
+                        (NodeValue::PerSample(out), vec![])
+                    }
+                })
+            }))??;
+            values.push(value);
+            partials.push(node_partials);
+        }
+        Ok(Forward {
+            layout,
+            values,
+            partials,
+        })
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one private step of the forward pass")]
+    fn elementwise_node(
+        &self,
+        label: &str,
+        call: &str,
+        binary: bool,
+        values: &[NodeValue],
+        (a, b): (usize, Option<usize>),
+        (a_size, b_size): (usize, usize),
+        n: usize,
+        layout: BatchLayout,
+    ) -> Result<(NodeValue, Vec<Segments>)> {
+        let out_v = self.new_segments(layout, n);
+        let out_da = self.new_segments(layout, n);
+        let out_db = if binary { self.new_segments(layout, n) } else { Vec::new() };
+        for s in 0..layout.segments() {
+            let total = layout.samples_in(s) * n;
+            let (xa, a_shared) = segment_of(&values[a], s);
+            let mut buffers: Vec<Arc<wgpu::Buffer>> = vec![xa];
+            let mut b_shared = 0;
+            if let Some(b) = b {
+                let (xb, shared) = segment_of(&values[b], s);
+                buffers.push(xb);
+                b_shared = shared;
+            }
+            buffers.push(Arc::clone(&out_v[s]));
+            buffers.push(Arc::clone(&out_da[s]));
+            if binary {
+                buffers.push(Arc::clone(&out_db[s]));
+            }
+            let refs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| b.as_ref()).collect();
+            let (gx, gy, _) = self.grid_1d(total);
+            let grid = (gx, gy);
+            let params = ForwardParams {
+                total: total as u32,
+                row_stride: grid.0 * WORKGROUP as u32,
+                size: n as u32,
+                a_size: a_size as u32,
+                b_size: b_size as u32,
+                a_shared,
+                b_shared,
+                scale: 1.0,
+            };
+            self.run_kernel(label, || elementwise_source(call, binary), params, &refs, grid)?;
+        }
+        let mut partials = vec![out_da];
+        if binary {
+            partials.push(out_db);
+        }
+        Ok((NodeValue::PerSample(out_v), partials))
+    }
+}
+
+/// Segment `s` of a node's value, and whether it is shared (1) or per sample (0).
+fn segment_of(value: &NodeValue, s: usize) -> (Arc<wgpu::Buffer>, u32) {
+    match value {
+        NodeValue::Shared(buffer) => (Arc::clone(buffer), 1),
+        NodeValue::PerSample(segments) => (
+            Arc::clone(&segments[s.min(segments.len().saturating_sub(1))]),
+            0,
+        ),
+    }
+}
+
+/// Runs a Jacobian plan on structured device Jacobians, folding diagonals
+/// into neighbouring products.
+pub(crate) struct GpuAlgebra<'a> {
+    pub(crate) context: &'a GpuContext,
+    pub(crate) program: &'a Program,
+    pub(crate) forward: &'a Forward,
+    pub(crate) seed: Option<GpuJacobian>,
+}
+
+impl JacobianAlgebra for GpuAlgebra<'_> {
+    type Value = Lazy;
+
+    fn local(&mut self, node: usize, slot: usize) -> Result<Lazy> {
+        let program = self.program;
+        let size = |id: usize| program.shapes[id].size();
+        let n = size(node);
+        let partial = |slot: usize| -> Result<Segments> {
+            self.forward.partials[node]
+                .get(slot)
+                .cloned()
+                .ok_or_else(|| Error::Shape(format!("node {node} has no partial {slot}")))
+        };
+        let jacobian = match program.nodes[node] {
+            Op::Unary(..) => GpuJacobian::Diagonal {
+                n,
+                segments: partial(0)?,
+            },
+            Op::Binary(op, a, b) => {
+                let operand = if slot == 0 { a } else { b };
+                let unit = matches!(op, BinaryOp::Add) || (matches!(op, BinaryOp::Sub) && slot == 0);
+                if size(operand) == n && unit {
+                    GpuJacobian::Identity { n }
+                } else if size(operand) == n {
+                    GpuJacobian::Diagonal {
+                        n,
+                        segments: partial(slot)?,
+                    }
+                } else {
+                    GpuJacobian::Dense {
+                        rows: n,
+                        cols: 1,
+                        segments: partial(slot)?,
+                    }
+                }
+            }
+            Op::MatVec(w, v) => match &self.forward.values[w] {
+                NodeValue::Shared(buffer) => GpuJacobian::Shared {
+                    rows: n,
+                    cols: size(v),
+                    buffer: Arc::clone(buffer),
+                },
+                NodeValue::PerSample(_) => {
+                    return Err(Error::Shape("the matrix of `@` must be a parameter".into()));
+                }
+            },
+            Op::Sum(a) | Op::Mean(a) => {
+                let value = if matches!(program.nodes[node], Op::Mean(_)) {
+                    1.0 / size(a) as f32
+                } else {
+                    1.0
+                };
+                GpuJacobian::Shared {
+                    rows: 1,
+                    cols: size(a),
+                    buffer: self.context.upload_shared(&vec![value; size(a)]),
+                }
+            }
+            Op::Dot(a, b) => {
+                let other = if slot == 0 { b } else { a };
+                match &self.forward.values[other] {
+                    NodeValue::PerSample(segments) => GpuJacobian::Dense {
+                        rows: 1,
+                        cols: size(a),
+                        segments: segments.clone(),
+                    },
+                    NodeValue::Shared(buffer) => GpuJacobian::Shared {
+                        rows: 1,
+                        cols: size(a),
+                        buffer: Arc::clone(buffer),
+                    },
+                }
+            }
+            Op::Variable(_) | Op::Constant(_) => {
+                return Err(Error::Shape("leaves have no local Jacobian".into()));
+            }
+        };
+        Ok(Lazy::Ready(jacobian))
+    }
+
+    fn seed(&mut self) -> Result<Lazy> {
+        self.seed
+            .clone()
+            .map(Lazy::Ready)
+            .ok_or_else(|| Error::InvalidArgument("this request has no seed".into()))
+    }
+
+    fn identity(&mut self, n: usize) -> Lazy {
+        Lazy::Ready(GpuJacobian::Identity { n })
+    }
+
+    fn zero(&mut self, rows: usize, cols: usize) -> Result<Lazy> {
+        let layout = self.forward.layout;
+        let zeros = vec![0.0; layout.batch * rows * cols];
+        Ok(Lazy::Ready(GpuJacobian::Dense {
+            rows,
+            cols,
+            segments: self.context.upload_segments(layout, rows * cols, &zeros)?,
+        }))
+    }
+
+    fn product(&mut self, left: Lazy, right: Lazy) -> Result<Lazy> {
+        self.context.lazy_product(left, right, self.forward.layout)
+    }
+
+    fn sum(&mut self, a: Lazy, b: Lazy) -> Result<Lazy> {
+        let layout = self.forward.layout;
+        let a = self.context.materialize(a, layout)?;
+        let b = self.context.materialize(b, layout)?;
+        Ok(Lazy::Ready(self.context.jacobian_sum(&a, &b, layout)?))
+    }
+
+    fn finish(&mut self, value: Lazy) -> Result<Lazy> {
+        Ok(Lazy::Ready(self.context.materialize(value, self.forward.layout)?))
+    }
+}
+
+/// The algebra for one forward pass; `seed` is the JVP's tangents or the
+/// VJP's cotangents.
+pub(crate) fn program_algebra<'a>(
+    context: &'a GpuContext,
+    program: &'a Program,
+    forward: &'a Forward,
+    seed: Option<GpuJacobian>,
+) -> GpuAlgebra<'a> {
+    GpuAlgebra {
+        context,
+        program,
+        forward,
+        seed,
+    }
+}
+
+impl GpuContext {
+    /// A node's values for every sample, B x size.
+    pub(crate) fn download_node(&self, forward: &Forward, node: usize, size: usize) -> Result<Vec<f32>> {
+        let layout = forward.layout;
+        match forward.values.get(node) {
+            Some(NodeValue::PerSample(segments)) => {
+                pollster::block_on(self.download_segments(layout, size, segments))
+            }
+            Some(NodeValue::Shared(buffer)) => {
+                let one = BatchLayout {
+                    batch: 1,
+                    per_segment: 1,
+                };
+                let value = pollster::block_on(self.download_segments(one, size, &vec![Arc::clone(buffer)]))?;
+                Ok(value.repeat(layout.batch))
+            }
+            None => Err(Error::Shape(format!("no node {node}"))),
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Vector programs: functions of vector inputs and matrix parameters, written
+//! one statement a line, whose Jacobians the vector chain rule composes
+//! (Parr & Howard, "The Matrix Calculus You Need For Deep Learning").
+//!
+//! ```
+//! use chainrule::program::{Op, Program, Shape};
+//!
+//! let program = Program::parse(
+//!     "input x[3]
+//!      param W[2,3]  b[2]
+//!      h = sigmoid(W @ x + b)
+//!      output h",
+//! )?;
+//! assert_eq!(program.shapes[program.output], Shape::Vector(2));
+//! assert!(program.nodes.iter().any(|op| matches!(op, Op::MatVec(..))));
+//!
+//! // A bare expression is a scalar function of scalar inputs.
+//! let f = Program::parse("ln(x^2)")?;
+//! let x = f.variable("x").unwrap_or_default();
+//! let jacobian = f.jacobian_dense(&[&[2.0]], x)?;
+//! assert!((jacobian[0] - 1.0).abs() < 1e-12);
+//! # Ok::<(), chainrule::Error>(())
+//! ```
+//!
+//! What the parser guarantees about a [`Program`], for the passes after it:
+//!
+//! - `nodes` is in topological order (operands before users) and holds only
+//!   the nodes the output depends on; a variable the output does not depend
+//!   on has no node ([`Program::variable_node`] is `None`, its Jacobian zero).
+//! - Identical subexpressions are one node, so a value used twice is one
+//!   node with two users, and an operation may take the same node twice
+//!   (`x * x`, `dot(x, x)`): both partials then add up.
+//! - A `Matrix` shape belongs only to `Variable` nodes of matrix params, and
+//!   such a node is only ever the left operand of `MatVec`. Every other node
+//!   is a scalar or a vector. A scaled matrix (`-W @ x`, `2 W @ x`) becomes
+//!   a scalar times the product.
+//! - Constants are scalars, rounded to f32. Unary minus is a product with the
+//!   constant -1, `x^c` with a constant c is the unary `pow(c)`, and
+//!   operations on constants alone are folded.
+
+mod eval;
+mod parse;
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+use crate::ops::{BinaryOp, UnaryOp};
+
+/// The most elements one variable may have: beyond what any device binds,
+/// and small enough that sizes and their products never overflow.
+pub const MAX_ELEMENTS: usize = 1 << 30;
+
+/// The shape of a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// One number.
+    Scalar,
+    /// A vector of this length.
+    Vector(usize),
+    /// A matrix of (rows, columns), stored row-major.
+    Matrix(usize, usize),
+}
+
+impl Shape {
+    /// The number of elements (saturating, so that a shape built by hand
+    /// cannot make it overflow).
+    pub fn size(&self) -> usize {
+        match *self {
+            Shape::Scalar => 1,
+            Shape::Vector(n) => n,
+            Shape::Matrix(m, n) => m.saturating_mul(n),
+        }
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shape::Scalar => write!(f, "scalar"),
+            Shape::Vector(n) => write!(f, "[{n}]"),
+            Shape::Matrix(m, n) => write!(f, "[{m},{n}]"),
+        }
+    }
+}
+
+/// Whether a variable changes from sample to sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A value per sample of the batch; Jacobians are taken with respect to
+    /// inputs.
+    Input,
+    /// One value shared by the whole batch (weights, biases).
+    Param,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Input => "input",
+            Kind::Param => "param",
+        })
+    }
+}
+
+/// A declared input or parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variable {
+    /// Its name in the text.
+    pub name: String,
+    /// Input or parameter.
+    pub kind: Kind,
+    /// Its shape.
+    pub shape: Shape,
+}
+
+/// Index of a node in [`Program::nodes`].
+pub type NodeId = usize;
+
+/// One operation of a program.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Op {
+    /// The variable with this index in [`Program::variables`].
+    Variable(usize),
+    /// A scalar constant, rounded to f32 like graph constants.
+    Constant(f64),
+    /// An element-wise unary operation.
+    Unary(UnaryOp, NodeId),
+    /// An element-wise binary operation on equal shapes, or with one side a
+    /// scalar that meets every element of the other (scalar expansion).
+    Binary(BinaryOp, NodeId, NodeId),
+    /// Matrix [m,n] times vector [n], giving [m]. The matrix is always a
+    /// `Variable` node of a param.
+    MatVec(NodeId, NodeId),
+    /// The sum of a vector's elements.
+    Sum(NodeId),
+    /// The mean of a vector's elements.
+    Mean(NodeId),
+    /// The dot product of two vectors of one length.
+    Dot(NodeId, NodeId),
+}
+
+impl Op {
+    /// The nodes this operation reads, in order; a node read twice appears
+    /// twice.
+    pub fn operands(&self) -> impl Iterator<Item = NodeId> + use<> {
+        let (a, b) = match *self {
+            Op::Variable(_) | Op::Constant(_) => (None, None),
+            Op::Unary(_, a) | Op::Sum(a) | Op::Mean(a) => (Some(a), None),
+            Op::Binary(_, a, b) | Op::MatVec(a, b) | Op::Dot(a, b) => (Some(a), Some(b)),
+        };
+        a.into_iter().chain(b)
+    }
+}
+
+/// A vector function, parsed from the text language.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Program {
+    /// Inputs and params, in declaration order (for a bare expression, its
+    /// free names in order of first appearance).
+    pub variables: Vec<Variable>,
+    /// The operations; operands come before their users, identical
+    /// subexpressions are shared, and every node reaches the output.
+    pub nodes: Vec<Op>,
+    /// The shape of each node.
+    pub shapes: Vec<Shape>,
+    /// The node whose value is the program's result.
+    pub output: NodeId,
+    /// What the output is called: the name after `output`, or `y`.
+    pub output_name: String,
+    /// The name a line gave each node, if any (for explanations). A variable
+    /// node keeps its variable's name and has `None` here.
+    pub names: Vec<Option<String>>,
+}
+
+impl Program {
+    /// Parses the program form (`input`, `param`, assignments and one
+    /// `output`, a statement a line) or a bare scalar expression such as
+    /// `ln(sin(x^3)^2)`, whose free names become scalar inputs and whose
+    /// value is the scalar output `y`. Errors show the line with a caret.
+    pub fn parse(text: &str) -> Result<Program> {
+        parse::parse(text).map_err(Error::Parse)
+    }
+
+    /// The indices of the inputs, in declaration order.
+    pub fn inputs(&self) -> Vec<usize> {
+        self.of_kind(Kind::Input)
+    }
+
+    /// The indices of the params, in declaration order.
+    pub fn params(&self) -> Vec<usize> {
+        self.of_kind(Kind::Param)
+    }
+
+    fn of_kind(&self, kind: Kind) -> Vec<usize> {
+        (0..self.variables.len())
+            .filter(|&i| self.variables.get(i).is_some_and(|v| v.kind == kind))
+            .collect()
+    }
+
+    /// The index of the variable called `name`.
+    pub fn variable(&self, name: &str) -> Option<usize> {
+        self.variables.iter().position(|v| v.name == name)
+    }
+
+    /// The node that reads variable `index`, or `None` when the output does
+    /// not depend on it.
+    pub fn variable_node(&self, index: usize) -> Option<NodeId> {
+        self.nodes.iter().position(|op| *op == Op::Variable(index))
+    }
+
+    /// Checks the invariants [`Program::parse`] guarantees, so that a
+    /// program built or edited by hand gives an error rather than a wrong
+    /// answer: lengths agree, operands come first, every variable is read
+    /// with its declared shape, and every operation's shapes fit.
+    pub fn check(&self) -> Result<()> {
+        eval::check(self)
+    }
+
+    /// The value of every node for one sample, in f64: `values[v]` holds the
+    /// elements of variable `v` (row-major for a matrix).
+    pub fn forward(&self, values: &[&[f64]]) -> Result<Vec<Vec<f64>>> {
+        eval::forward(self, values)
+    }
+
+    /// The Jacobian of the output with respect to variable `wrt` at one
+    /// sample, dense and row-major: a row per output element, a column per
+    /// element of `wrt`. Computed by forward-mode dual numbers in f64 with a
+    /// tangent per element of `wrt`, independently of the Jacobian planner,
+    /// so that tests can check it; simple rather than fast (its memory is
+    /// the largest node's size times the size of `wrt`). `wrt` is usually
+    /// an input; a param gives the Jacobian with respect to the param.
+    pub fn jacobian_dense(&self, values: &[&[f64]], wrt: usize) -> Result<Vec<f64>> {
+        eval::jacobian_dense(self, values, wrt)
+    }
+}
