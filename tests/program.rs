@@ -9,6 +9,7 @@ use chainrule::lang::ParseError;
 use chainrule::ops::{BinaryOp, UnaryOp};
 use chainrule::program::{Kind, Op, Program, Shape, Variable};
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -132,10 +133,16 @@ fn a_bare_expression_has_scalar_inputs_and_output_y() {
     );
     assert_eq!(p.output_name, "y");
     assert!(p.shapes.iter().all(|&s| s == Shape::Scalar));
-    assert!(p.nodes.contains(&Op::Unary(UnaryOp::Pow { exponent: 3.0 }, 0)));
+    assert!(
+        p.nodes
+            .contains(&Op::Unary(UnaryOp::Pow { exponent: 3.0 }, 0))
+    );
     assert!(p.names.iter().all(Option::is_none));
     // A bare expression may span no more than its line, like a graph's.
-    assert_eq!(parse_error("x +\ny").message, "expected an expression after `+`");
+    assert_eq!(
+        parse_error("x +\ny").message,
+        "expected an expression after `+`"
+    );
 }
 
 #[test]
@@ -162,8 +169,15 @@ fn a_value_used_twice_is_one_node() {
     let Some(product) = product else {
         panic!("no W @ x in {:?}", p.nodes);
     };
-    assert_eq!(p.nodes.get(p.output), Some(&Op::Binary(BinaryOp::Add, product, x)));
-    let readers_of_x = p.nodes.iter().filter(|op| op.operands().any(|o| o == x)).count();
+    assert_eq!(
+        p.nodes.get(p.output),
+        Some(&Op::Binary(BinaryOp::Add, product, x))
+    );
+    let readers_of_x = p
+        .nodes
+        .iter()
+        .filter(|op| op.operands().any(|o| o == x))
+        .count();
     assert_eq!(readers_of_x, 2);
     assert_eq!(p.nodes.len(), 4);
 
@@ -180,7 +194,11 @@ fn a_value_used_twice_is_one_node() {
 
 #[test]
 fn scalars_meet_every_element() {
-    for (text, op) in [("x + z", BinaryOp::Add), ("x * z", BinaryOp::Mul), ("z - x", BinaryOp::Sub)] {
+    for (text, op) in [
+        ("x + z", BinaryOp::Add),
+        ("x * z", BinaryOp::Mul),
+        ("z - x", BinaryOp::Sub),
+    ] {
         let p = parsed(&format!("input x[4]\ninput z\noutput {text}"));
         assert_eq!(p.shapes.get(p.output), Some(&Shape::Vector(4)), "{text}");
         assert!(matches!(p.nodes.get(p.output), Some(Op::Binary(o, ..)) if *o == op));
@@ -190,7 +208,10 @@ fn scalars_meet_every_element() {
     assert_eq!(p.shapes.get(p.output), Some(&Shape::Vector(4)));
     // `x^c` is the unary power; operations on constants fold.
     let p = parsed("input x[4]\noutput x^(1 + 1)");
-    assert_eq!(p.nodes.get(p.output), Some(&Op::Unary(UnaryOp::Pow { exponent: 2.0 }, 0)));
+    assert_eq!(
+        p.nodes.get(p.output),
+        Some(&Op::Unary(UnaryOp::Pow { exponent: 2.0 }, 0))
+    );
 }
 
 #[test]
@@ -201,11 +222,17 @@ fn reductions() {
     let p = parsed("input x[5]\noutput mean(x^2)");
     assert!(matches!(p.nodes.get(p.output), Some(Op::Mean(_))));
     let p = parsed("input w[5] x[5]\noutput dot(w, x)");
-    assert_eq!(p.nodes, vec![Op::Variable(0), Op::Variable(1), Op::Dot(0, 1)]);
+    assert_eq!(
+        p.nodes,
+        vec![Op::Variable(0), Op::Variable(1), Op::Dot(0, 1)]
+    );
     assert_eq!(p.shapes.get(2), Some(&Shape::Scalar));
     // Functions of the element-wise language apply element-wise.
     let p = parsed("input x[5]\ny = leaky_relu(x, 0.2) + elu(x) + max(x, 0) + pow(x, x)\noutput y");
-    assert!(p.nodes.contains(&Op::Unary(UnaryOp::LeakyRelu { alpha: 0.2 }, 0)));
+    assert!(
+        p.nodes
+            .contains(&Op::Unary(UnaryOp::LeakyRelu { alpha: 0.2 }, 0))
+    );
     assert!(p.nodes.contains(&Op::Unary(UnaryOp::Elu { alpha: 1.0 }, 0)));
     assert!(p.nodes.contains(&Op::Binary(BinaryOp::Pow, 0, 0)));
 }
@@ -240,10 +267,10 @@ fn errors_point_at_the_offending_text() {
             some("did you mean `x`?"),
         ),
         (
-            "input x\noutput x + q",
-            "`q` is not declared",
-            "q",
-            some("declare it: `input q[n]` or `param q[n]` (`input q` for a scalar)"),
+            "input x\noutput x + rate",
+            "`rate` is not declared",
+            "rate",
+            some("declare it: `input rate[n]` or `param rate[n]` (`input rate` for a scalar)"),
         ),
         (
             "input x[3]\ny = x",
@@ -285,7 +312,9 @@ fn errors_point_at_the_offending_text() {
             "input X[3,4]\noutput sum(X)",
             "`X`: a per-sample matrix input is not supported yet",
             "X[3,4]",
-            some("declare it with `param X[3,4]` to share it across the batch, or flatten it into a vector"),
+            some(
+                "declare it with `param X[3,4]` to share it across the batch, or flatten it into a vector",
+            ),
         ),
         (
             "param W[3,4]\noutput W + 1",
@@ -335,15 +364,30 @@ fn errors_point_at_the_offending_text() {
             "sigmod",
             some("did you mean `sigmoid`?"),
         ),
-        ("input x[3]\noutput dot(x)", "`dot` takes two arguments, got 1", "dot(x)", None),
+        (
+            "input x[3]\noutput dot(x)",
+            "`dot` takes two arguments, got 1",
+            "dot(x)",
+            None,
+        ),
         (
             "input x[3]\noutput leaky_relu(x, x)",
             "the slope of `leaky_relu` must be a constant",
             "x",
             None,
         ),
-        ("input x[0]\noutput x", "a size must be a whole number from 1 to 1073741824", "0", None),
-        ("input x[2.5]\noutput x", "a size must be a whole number from 1 to 1073741824", "2.5", None),
+        (
+            "input x[0]\noutput x",
+            "a size must be a whole number from 1 to 1073741824",
+            "0",
+            None,
+        ),
+        (
+            "input x[2.5]\noutput x",
+            "a size must be a whole number from 1 to 1073741824",
+            "2.5",
+            None,
+        ),
         (
             "input x[3\noutput x",
             "expected `,` or `]`, found line break",
@@ -363,9 +407,9 @@ fn errors_point_at_the_offending_text() {
             some("declare like `input x[64]`, `input W[128,64]`, or `input t` for a scalar"),
         ),
         (
-            "inptu x[3]\noutput x",
-            "expected `input`, `param`, `output` or `name = expression`, found name `inptu`",
-            "inptu",
+            "inpt x[3]\noutput x",
+            "expected `input`, `param`, `output` or `name = expression`, found name `inpt`",
+            "inpt",
             some("did you mean `input`?"),
         ),
         (
@@ -374,7 +418,12 @@ fn errors_point_at_the_offending_text() {
             "sum",
             some("choose another name"),
         ),
-        ("input x\noutput x )", "unexpected `)`", ")", some("this `)` has no matching `(`")),
+        (
+            "input x\noutput x )",
+            "unexpected `)`",
+            ")",
+            some("this `)` has no matching `(`"),
+        ),
         (
             "input x\noutput",
             "expected a name or an expression after `output`",
@@ -387,8 +436,18 @@ fn errors_point_at_the_offending_text() {
             "exp",
             some("call it: exp(x)"),
         ),
-        ("input x\ny = h\nh = y\noutput h", "`h` is used before it is assigned", "h", some("it is assigned on line 3; assign it before this line")),
-        ("input x\nh = h + x\noutput h", "`h` is used before it is assigned", "h", some("it is assigned on line 2; assign it before this line")),
+        (
+            "input x\ny = h\nh = y\noutput h",
+            "`h` is used before it is assigned",
+            "h",
+            some("it is assigned on line 3; assign it before this line"),
+        ),
+        (
+            "input x\nh = h + x\noutput h",
+            "`h` is used before it is assigned",
+            "h",
+            some("it is assigned on line 2; assign it before this line"),
+        ),
     ];
     for (text, message, under, help) in cases {
         assert_eq!(
@@ -426,7 +485,10 @@ fn close(a: f64, b: f64, tolerance: f64) -> bool {
 fn assert_close(actual: &[f64], expected: &[f64], tolerance: f64, what: &str) {
     assert_eq!(actual.len(), expected.len(), "{what}: lengths");
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-        assert!(close(*a, *e, tolerance), "{what}[{i}]: {a} vs {e}\n{actual:?}\n{expected:?}");
+        assert!(
+            close(*a, *e, tolerance),
+            "{what}[{i}]: {a} vs {e}\n{actual:?}\n{expected:?}"
+        );
     }
 }
 
@@ -505,7 +567,11 @@ fn random_values(p: &Program, rng: &mut StdRng) -> Vec<Vec<f64>> {
             (0..v.shape.size())
                 .map(|_| {
                     let magnitude = rng.random_range(0.5..2.0);
-                    if rng.random_bool(0.5) { magnitude } else { -magnitude }
+                    if rng.random_bool(0.5) {
+                        magnitude
+                    } else {
+                        -magnitude
+                    }
                 })
                 .collect()
         })
@@ -519,7 +585,7 @@ fn finite_differences(p: &Program, values: &[Vec<f64>], wrt: usize) -> Vec<f64> 
     let mut jacobian = vec![0.0; rows * cols];
     for j in 0..cols {
         let h = 1e-6 * values[wrt][j].abs().max(1.0);
-        let mut at = |delta: f64| {
+        let at = |delta: f64| {
             let mut shifted = values.to_vec();
             shifted[wrt][j] += delta;
             let slices: Vec<&[f64]> = shifted.iter().map(Vec::as_slice).collect();
@@ -543,7 +609,9 @@ fn check_against_finite_differences(text: &str, rng: &mut StdRng) -> (Program, V
         values = random_values(&p, rng);
         let slices: Vec<&[f64]> = values.iter().map(Vec::as_slice).collect();
         for wrt in 0..p.variables.len() {
-            let exact = p.jacobian_dense(&slices, wrt).unwrap_or_else(|e| panic!("{e}"));
+            let exact = p
+                .jacobian_dense(&slices, wrt)
+                .unwrap_or_else(|e| panic!("{e}"));
             let numeric = finite_differences(&p, &values, wrt);
             let name = p.variables.get(wrt).map_or("?", |v| v.name.as_str());
             assert_close(&exact, &numeric, 1e-6, &format!("{text:?} d/d{name}"));
@@ -555,7 +623,8 @@ fn check_against_finite_differences(text: &str, rng: &mut StdRng) -> (Program, V
 fn jacobian(p: &Program, values: &[Vec<f64>], name: &str) -> Vec<f64> {
     let slices: Vec<&[f64]> = values.iter().map(Vec::as_slice).collect();
     let wrt = p.variable(name).unwrap_or(usize::MAX);
-    p.jacobian_dense(&slices, wrt).unwrap_or_else(|e| panic!("{e}"))
+    p.jacobian_dense(&slices, wrt)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn diagonal(entries: &[f64]) -> Vec<f64> {
@@ -632,7 +701,7 @@ fn jacobians_of_reductions() {
 
     check_against_finite_differences("input x[4]\noutput dot(x, x) * sum(exp(x))", &mut rng);
     check_against_finite_differences(
-        "input x[3] z\nparam W[2,3]\noutput -W @ (x * z) / z + 0.5 W @ x^2",
+        "input x[3] z\nparam W[2,3]\noutput -W @ (x * z) / z + 0.5W @ x^2",
         &mut rng,
     );
 }
@@ -646,7 +715,12 @@ fn parr_and_howard_vector_chain_rule_example() {
     assert_close(&jacobian(&p, &v, "x"), &[2.0 / x], 1e-12, "ln(x^2)");
     let (p, v) = check_against_finite_differences("sin(3x)", &mut rng);
     let x = v[0][0];
-    assert_close(&jacobian(&p, &v, "x"), &[3.0 * (3.0 * x).cos()], 1e-12, "sin(3x)");
+    assert_close(
+        &jacobian(&p, &v, "x"),
+        &[3.0 * (3.0 * x).cos()],
+        1e-12,
+        "sin(3x)",
+    );
 }
 
 #[test]
@@ -654,7 +728,10 @@ fn a_constant_output_has_a_zero_jacobian() {
     let p = parsed("input x[2]\noutput 3");
     assert_eq!(p.jacobian_dense(&[&[1.0, 2.0]], 0), Ok(vec![0.0, 0.0]));
     let p = parsed("input x[2] z\noutput x");
-    assert_eq!(p.jacobian_dense(&[&[1.0, 2.0], &[5.0]], 1), Ok(vec![0.0, 0.0]));
+    assert_eq!(
+        p.jacobian_dense(&[&[1.0, 2.0], &[5.0]], 1),
+        Ok(vec![0.0, 0.0])
+    );
 }
 
 /// Strings of tokens with no grammar, mostly ones programs know.
@@ -676,7 +753,15 @@ fn parse_and_run(text: &str) -> Result<(), TestCaseError> {
     match Program::parse(text) {
         Ok(p) => {
             prop_assert_eq!(p.check(), Ok(()), "{:?}", text);
-            let values: Vec<Vec<f64>> = p.variables.iter().map(|v| vec![0.5; v.shape.size()]).collect();
+            // Sizes from the soup can reach billions; evaluate the small.
+            if p.variables.iter().map(|v| v.shape.size()).sum::<usize>() > 10_000 {
+                return Ok(());
+            }
+            let values: Vec<Vec<f64>> = p
+                .variables
+                .iter()
+                .map(|v| vec![0.5; v.shape.size()])
+                .collect();
             let slices: Vec<&[f64]> = values.iter().map(Vec::as_slice).collect();
             prop_assert!(p.forward(&slices).is_ok(), "{:?}", text);
             for wrt in 0..p.variables.len() {
@@ -684,7 +769,11 @@ fn parse_and_run(text: &str) -> Result<(), TestCaseError> {
             }
         }
         Err(Error::Parse(e)) => {
-            prop_assert!(e.span.start <= e.span.end && e.span.end <= text.len(), "{:?}", text);
+            prop_assert!(
+                e.span.start <= e.span.end && e.span.end <= text.len(),
+                "{:?}",
+                text
+            );
             prop_assert!(!e.to_string().is_empty());
         }
         Err(other) => prop_assert!(false, "{:?}: {}", text, other),
@@ -692,8 +781,68 @@ fn parse_and_run(text: &str) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Well-formed expressions over the variables of [`PRELUDE`] and the names
+/// that random lines assign, so that cases reach the shape checks, the
+/// lowering and the evaluation rather than stopping at the syntax.
+fn expression() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        12 => prop::sample::select(&["x", "z", "b", "1", "2.5", "pi", "3x"][..]),
+        1 => prop::sample::select(&["h", "k"][..]),
+    ]
+    .prop_map(str::to_owned);
+    leaf.prop_recursive(4, 24, 2, |inner| {
+        prop_oneof![
+            (
+                inner.clone(),
+                prop::sample::select(&[" + ", " - ", " * ", " / ", "^"][..]),
+                inner.clone()
+            )
+                .prop_map(|(a, op, b)| format!("({a}{op}{b})")),
+            inner.clone().prop_map(|a| format!("-{a}")),
+            inner.clone().prop_map(|a| format!("(W @ {a})")),
+            inner.clone().prop_map(|a| format!("leaky_relu({a}, 0.1)")),
+            (
+                prop::sample::select(&["sigmoid", "exp", "tanh", "relu", "sum", "mean", "ln"][..]),
+                inner.clone()
+            )
+                .prop_map(|(f, a)| format!("{f}({a})")),
+            (
+                prop::sample::select(&["dot", "max", "min", "pow"][..]),
+                inner.clone(),
+                inner
+            )
+                .prop_map(|(f, a, b)| format!("{f}({a}, {b})")),
+        ]
+    })
+}
+
+/// The declarations every generated program starts with.
+const PRELUDE: &str = "input x[3] z\nparam W[3,3] b[3]\n";
+
+/// Programs of a few assignments and an output, mostly well-formed.
+fn program_text() -> impl Strategy<Value = String> {
+    let output = prop_oneof![
+        prop::sample::select(&["h", "k", "x"][..]).prop_map(str::to_owned),
+        expression(),
+    ];
+    // `h` then `k`, so that most uses of them follow their assignment.
+    (prop::collection::vec(expression(), 0..3), output).prop_map(|(lines, output)| {
+        let lines: String = ["h", "k"]
+            .iter()
+            .zip(&lines)
+            .map(|(name, expr)| format!("{name} = {expr}\n"))
+            .collect();
+        format!("{PRELUDE}{lines}output {output}\n")
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn random_programs_never_panic(text in program_text()) {
+        parse_and_run(&text)?;
+    }
 
     #[test]
     fn random_strings_never_panic(text in "\\PC{0,60}") {
@@ -707,6 +856,64 @@ proptest! {
 
     #[test]
     fn declared_soup_never_panics(body in token_soup()) {
-        parse_and_run(&format!("input x[3] z\nparam W[3,3] b[3]\n{body}\noutput y"))?;
+        parse_and_run(&format!("{PRELUDE}{body}\noutput y"))?;
+    }
+}
+
+/// The fuzz above is only worth its cases if many of them get past the
+/// syntax into lowering and evaluation.
+#[test]
+fn generated_programs_often_parse() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = program_text();
+    let mut parsed = 0;
+    for _ in 0..1000 {
+        let Ok(tree) = strategy.new_tree(&mut runner) else {
+            continue;
+        };
+        parsed += usize::from(Program::parse(&tree.current()).is_ok());
+    }
+    println!("{parsed} of 1000 generated programs parsed");
+    assert!(parsed >= 200, "{parsed} of 1000 generated programs parsed");
+}
+
+#[test]
+fn deep_nesting_parses_on_a_small_stack() {
+    // The expression parser allows 256 levels; lowering recurses once per
+    // level, so it must stay frugal even in a debug build.
+    let depth = 255;
+    let texts = [
+        format!(
+            "input x[3]\noutput {}x{}",
+            "sin(".repeat(depth),
+            ")".repeat(depth)
+        ),
+        format!("input x[3]\noutput {}x", "-".repeat(depth)),
+        format!("input x[3]\noutput {}", vec!["x"; depth].join(" + ")),
+        format!(
+            "input x[3]\nparam W[3,3]\noutput {}x{}",
+            "W @ (".repeat(depth / 2),
+            ")".repeat(depth / 2)
+        ),
+        format!(
+            "input x[3]\noutput {}x{}",
+            "max(x, ".repeat(depth),
+            ")".repeat(depth)
+        ),
+    ];
+    let worker = std::thread::Builder::new()
+        .stack_size(512 * 1024)
+        .spawn(move || {
+            texts
+                .iter()
+                .map(|text| Program::parse(text).map(|p| p.nodes.len()))
+                .collect::<Vec<_>>()
+        });
+    let results = worker.ok().and_then(|worker| worker.join().ok());
+    let Some(results) = results else {
+        panic!("the parser overflowed its stack");
+    };
+    for result in results {
+        assert!(result.is_ok(), "{result:?}");
     }
 }

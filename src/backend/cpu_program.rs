@@ -37,9 +37,9 @@ pub(crate) fn forward(program: &Program, variables: &[&[f32]], batch: usize) -> 
                 Kind::Input => b * size,
                 Kind::Param => 0,
             };
-            let slice = data.get(start..start + size).ok_or_else(|| {
-                Error::Shape(format!("`{}` has too few values", variable.name))
-            })?;
+            let slice = data
+                .get(start..start + size)
+                .ok_or_else(|| Error::Shape(format!("`{}` has too few values", variable.name)))?;
             for (dst, &src) in sample_vars[v].iter_mut().zip(slice) {
                 *dst = f64::from(src);
             }
@@ -88,7 +88,8 @@ impl JacobianAlgebra for CpuAlgebra<'_> {
             },
             Op::Binary(op, a, b) => {
                 let operand = if slot == 0 { a } else { b };
-                let unit = matches!(op, BinaryOp::Add) || (matches!(op, BinaryOp::Sub) && slot == 0);
+                let unit =
+                    matches!(op, BinaryOp::Add) || (matches!(op, BinaryOp::Sub) && slot == 0);
                 if self.size(operand) == n && unit {
                     return Ok(Jacobian::Identity { n });
                 }

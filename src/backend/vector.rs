@@ -92,9 +92,9 @@ fn bind<'a>(program: &Program, variables: &[(&str, &'a [f32])]) -> Result<(Vec<&
 }
 
 fn wrt_index(program: &Program, wrt: &str) -> Result<usize> {
-    let index = program
-        .variable(wrt)
-        .ok_or_else(|| Error::InvalidArgument(format!("`{wrt}` is not a variable of the program")))?;
+    let index = program.variable(wrt).ok_or_else(|| {
+        Error::InvalidArgument(format!("`{wrt}` is not a variable of the program"))
+    })?;
     if program.variables[index].kind != Kind::Input {
         return Err(Error::InvalidArgument(format!(
             "`{wrt}` is a parameter; Jacobians are taken with respect to inputs"
@@ -104,7 +104,11 @@ fn wrt_index(program: &Program, wrt: &str) -> Result<usize> {
 }
 
 /// The largest per-sample matrix any step of the plan produces or reads.
-fn largest_per_sample(program: &Program, plan: &JacobianPlan, seed: Option<JacShape>) -> Result<usize> {
+fn largest_per_sample(
+    program: &Program,
+    plan: &JacobianPlan,
+    seed: Option<JacShape>,
+) -> Result<usize> {
     let mut largest = program.shapes.iter().map(|s| s.size()).max().unwrap_or(1);
     let mut shared_shapes: Vec<(usize, JacShape)> = Vec::new();
     for step in plan.shared.iter().chain(std::iter::once(&plan.output)) {
@@ -219,7 +223,10 @@ impl GpuContext {
                     batch: layout.batch,
                     rows: *rows,
                     cols: *cols,
-                    data: f64s(self.download_segments(layout, rows * cols, segments).await?),
+                    data: f64s(
+                        self.download_segments(layout, rows * cols, segments)
+                            .await?,
+                    ),
                 },
             })
         })
@@ -257,9 +264,19 @@ impl GpuContext {
     }
 }
 
-fn seed_jacobian(request: Request, data: &[f32], batch: usize, rows: usize, cols: usize) -> Result<Jacobian> {
+fn seed_jacobian(
+    request: Request,
+    data: &[f32],
+    batch: usize,
+    rows: usize,
+    cols: usize,
+) -> Result<Jacobian> {
     if data.len() != batch * rows * cols {
-        let what = if request == Request::Jvp { "tangents" } else { "cotangents" };
+        let what = if request == Request::Jvp {
+            "tangents"
+        } else {
+            "cotangents"
+        };
         return Err(Error::Shape(format!(
             "{what}: expected {batch} x {} values, got {}",
             rows * cols,
@@ -357,7 +374,12 @@ impl Backend {
         tangents: &[f32],
     ) -> Result<Vec<f32>> {
         let out = self.run_request(program, wrt, variables, Request::Jvp, Some(tangents))?;
-        Ok(out.jacobian.to_dense(out.batch).into_iter().map(|x| x as f32).collect())
+        Ok(out
+            .jacobian
+            .to_dense(out.batch)
+            .into_iter()
+            .map(|x| x as f32)
+            .collect())
     }
 
     /// u^T J for each sample: `cotangents` B x m, result B x n.
@@ -369,6 +391,11 @@ impl Backend {
         cotangents: &[f32],
     ) -> Result<Vec<f32>> {
         let out = self.run_request(program, wrt, variables, Request::Vjp, Some(cotangents))?;
-        Ok(out.jacobian.to_dense(out.batch).into_iter().map(|x| x as f32).collect())
+        Ok(out
+            .jacobian
+            .to_dense(out.batch)
+            .into_iter()
+            .map(|x| x as f32)
+            .collect())
     }
 }

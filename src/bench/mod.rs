@@ -4,6 +4,7 @@
 //! measured here, never asserted in a test.
 
 pub mod graphs;
+pub mod jacobians;
 pub mod plot;
 pub mod w1;
 
@@ -121,11 +122,20 @@ pub struct Ceilings {
     pub upload: Option<f64>,
     /// Device-to-host bytes/s, GPU only.
     pub download: Option<f64>,
+    /// Matrix-product rate in flops/s: the device's with chainrule's own
+    /// tiled kernel, or the host's with the f64 reference product.
+    pub matmul: f64,
 }
 
 impl Ceilings {
-    /// Measures them on `backend` with arrays of `elements` f32 (at least 2^20).
-    pub fn measure(backend: &Backend, elements: usize, repeats: usize) -> Result<Ceilings> {
+    /// Measures them on `backend` with arrays of `elements` f32 (at least
+    /// 2^20) and square products of `matmul_size`.
+    pub fn measure(
+        backend: &Backend,
+        elements: usize,
+        matmul_size: usize,
+        repeats: usize,
+    ) -> Result<Ceilings> {
         let elements = elements.max(1 << 20);
         Ok(match backend {
             Backend::Gpu(context) => {
@@ -134,12 +144,14 @@ impl Ceilings {
                     copy: b.copy,
                     upload: Some(b.upload),
                     download: Some(b.download),
+                    matmul: context.measure_matmul_rate(matmul_size, repeats)?,
                 }
             }
             Backend::Cpu(_) => Ceilings {
                 copy: host_copy_bandwidth(elements, repeats),
                 upload: None,
                 download: None,
+                matmul: host_matmul_rate(matmul_size, repeats)?,
             },
         })
     }
@@ -154,6 +166,14 @@ impl Ceilings {
             self.copy,
             "B/s",
         )];
+        records.push(machine.record(
+            "ceilings",
+            "matmul",
+            "floor",
+            "matmul_rate",
+            self.matmul,
+            "flop/s",
+        ));
         if let (Some(up), Some(down)) = (self.upload, self.download) {
             records.push(machine.record(
                 "ceilings",
@@ -204,6 +224,27 @@ pub fn host_copy_bandwidth(elements: usize, repeats: usize) -> f64 {
         best = best.max(2.0 * 4.0 * elements as f64 / seconds);
     }
     best
+}
+
+/// The f64 reference product's rate in flops/s on two shared square
+/// matrices, best of `repeats`.
+pub fn host_matmul_rate(size: usize, repeats: usize) -> Result<f64> {
+    let a = crate::jacobian::Jacobian::Shared {
+        rows: size,
+        cols: size,
+        data: (0..size * size)
+            .map(|i| ((i % 7) as f64 - 3.0) * 0.1)
+            .collect(),
+    };
+    let flops = 2.0 * (size as f64).powi(3);
+    let mut best = 0f64;
+    for _ in 0..repeats.max(1) {
+        let start = Instant::now();
+        let product = a.product(&a, 1)?;
+        std::hint::black_box(&product);
+        best = best.max(flops / start.elapsed().as_secs_f64().max(1e-9));
+    }
+    Ok(best)
 }
 
 /// Largest errors of a result against the f64 reference.

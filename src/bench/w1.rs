@@ -107,6 +107,7 @@ pub fn run(
         copy,
         upload,
         download,
+        ..
     } = ceilings;
     let end_to_end_floor = match (upload, download) {
         (Some(up), Some(down)) => Some(1.0 / (4.0 / up + 8.0 / down)),

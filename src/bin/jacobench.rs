@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chainrule::bench::{self, Ceilings, Machine, Settings, graphs, plot, w1};
+use chainrule::bench::{self, Ceilings, Machine, Settings, graphs, jacobians, plot, w1};
 use chainrule::{Backend, ContextOptions, UnaryOp};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -13,10 +13,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Workloads that exist so far, and what the others wait for.
 const WORKLOADS: [(&str, Option<&str>); 5] = [
     ("w1", None),
-    ("w2", Some("batched Jacobians of vector functions")),
+    ("w2", None),
     ("w3", Some("gradients of scalar losses")),
     ("w4", None),
-    ("w5", Some("the Jacobian chain scheduler")),
+    ("w5", None),
 ];
 
 #[derive(Parser)]
@@ -129,7 +129,8 @@ fn run(args: Args) -> Result<(), String> {
             .map_err(|e| e.to_string())?,
     );
     bar.set_message("measuring the ceilings");
-    let ceilings = Ceilings::measure(&backend, settings.elements(), settings.repeats)
+    let matmul_size = if settings.quick { 256 } else { 512 };
+    let ceilings = Ceilings::measure(&backend, settings.elements(), matmul_size, settings.repeats)
         .map_err(|e| e.to_string())?;
     let mut records = ceilings.records(&machine);
     let mut svg_cases = Vec::new();
@@ -162,6 +163,18 @@ fn run(args: Args) -> Result<(), String> {
                 cases.extend(chain.plot_cases());
                 (format!("{}\n{}", report.table(), chain.table()), cases)
             }
+            "w2" | "w5" => {
+                bar.set_length(if name == "w2" { 2 } else { 8 });
+                bar.set_position(0);
+                let report = if name == "w2" {
+                    jacobians::run_w2(&backend, settings, ceilings, |what| step(&bar, "", what))
+                } else {
+                    jacobians::run_w5(&backend, settings, ceilings, |what| step(&bar, "", what))
+                }
+                .map_err(|e| e.to_string())?;
+                records.extend(report.records(&machine));
+                (report.table(), Vec::new())
+            }
             _ => {
                 bar.set_length(graphs::W4.len() as u64);
                 bar.set_position(0);
@@ -192,6 +205,10 @@ fn run(args: Args) -> Result<(), String> {
         ceilings
             .download
             .map_or(String::new(), |b| format!(", download {}B/s", bench::si(b))),
+    );
+    println!(
+        "         matmul {}flop/s ({matmul_size}^3, chainrule's own kernel)",
+        bench::si(ceilings.matmul)
     );
     if let Some(path) = &args.plot {
         let svg = plot::throughput_svg(

@@ -25,7 +25,10 @@
 //! d max(a, b)/da is `[a > b] + [a = b]/2`. Formulas are bounded in size and
 //! the paths listed are capped, so explaining any graph terminates quickly.
 
+mod chain;
 mod symbolic;
+
+pub use chain::explain_plan;
 
 use std::fmt;
 

@@ -206,7 +206,7 @@ pub(super) fn jacobian_dense(program: &Program, values: &[&[f64]], wrt: usize) -
     };
     let cols = variable.shape.size();
     let largest = program.shapes.iter().map(Shape::size).max().unwrap_or(1);
-    let elements = largest.checked_mul(cols).unwrap_or(usize::MAX);
+    let elements = largest.saturating_mul(cols);
     if elements > MAX_TANGENT {
         let bytes = |n: usize| (n as u64).saturating_mul(8);
         return Err(Error::TooLarge {

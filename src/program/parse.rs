@@ -560,10 +560,11 @@ impl<'a> Lowering<'a> {
             (Some(variable), Some(&at)) => (variable.kind, line_of(self.source, at)),
             _ => (Kind::Input, 1),
         };
+        let article = if kind == Kind::Input { "an" } else { "a" };
         self.error(
             span,
             format!(
-                "`{name}` is declared as an {kind} on line {line}; an assignment cannot redefine it"
+                "`{name}` is declared as {article} {kind} on line {line}; an assignment cannot redefine it"
             ),
         )
         .with_help("choose another name")

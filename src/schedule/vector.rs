@@ -119,7 +119,9 @@ pub fn local_shape(program: &Program, node: NodeId, slot: usize) -> Result<JacSh
         }
         Op::MatVec(matrix, _) => {
             if slot != 1 {
-                return Err(Error::Shape("matrices are parameters, not differentiated".into()));
+                return Err(Error::Shape(
+                    "matrices are parameters, not differentiated".into(),
+                ));
             }
             let (m, n) = (size(node), size(operand(1)?));
             let _ = matrix;

@@ -76,3 +76,36 @@ impl GpuContext {
         })
     }
 }
+
+impl GpuContext {
+    /// The matrix-product rate in flops/s of chainrule's own tiled kernel on
+    /// two shared `size` x `size` matrices, best of `repeats` after a warm-up:
+    /// the ceiling Jacobian products are quoted against.
+    pub fn measure_matmul_rate(&self, size: usize, repeats: usize) -> Result<f64> {
+        use super::jacobian::{BatchLayout, GpuJacobian};
+        let values: Vec<f32> = (0..size * size)
+            .map(|i| ((i % 7) as f32 - 3.0) * 0.1)
+            .collect();
+        let a = GpuJacobian::Shared {
+            rows: size,
+            cols: size,
+            buffer: self.upload_shared(&values),
+        };
+        let one = BatchLayout {
+            batch: 1,
+            per_segment: 1,
+        };
+        let flops = 2.0 * (size as f64).powi(3);
+        let mut best = 0f64;
+        for round in 0..=repeats.max(1) {
+            let start = Instant::now();
+            let product = self.matmul(None, &a, None, &a, None, false, one)?;
+            self.synchronize()?;
+            drop(product);
+            if round > 0 {
+                best = best.max(flops / start.elapsed().as_secs_f64());
+            }
+        }
+        Ok(best)
+    }
+}

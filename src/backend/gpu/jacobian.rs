@@ -187,7 +187,9 @@ impl GpuContext {
     fn pooled(&self, elements: usize) -> Arc<wgpu::Buffer> {
         Arc::new(self.take_buffer(
             elements.max(1) as u64 * F32_BYTES,
-            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
         ))
     }
 
@@ -224,7 +226,8 @@ impl GpuContext {
     /// Uploads one matrix shared by the batch.
     pub(crate) fn upload_shared(&self, data: &[f32]) -> Arc<wgpu::Buffer> {
         let buffer = self.pooled(data.len());
-        self.queue.write_buffer(&buffer, 0, bytemuck::cast_slice(data));
+        self.queue
+            .write_buffer(&buffer, 0, bytemuck::cast_slice(data));
         buffer
     }
 
@@ -238,9 +241,12 @@ impl GpuContext {
         let mut out = crate::backend::reserve_host(layout.batch * per_sample, "Jacobian")?;
         for (s, buffer) in segments.iter().enumerate() {
             let n = layout.samples_in(s) * per_sample;
-            self.read_back(None, &[(buffer.as_ref(), n)], "reading a Jacobian", |_, f| {
-                out.extend_from_slice(f)
-            })
+            self.read_back(
+                None,
+                &[(buffer.as_ref(), n)],
+                "reading a Jacobian",
+                |_, f| out.extend_from_slice(f),
+            )
             .await?;
         }
         Ok(out)
@@ -266,7 +272,11 @@ impl GpuContext {
         }
     }
 
-    fn kernel_sync(&self, label: &str, source: &'static str) -> Result<Arc<super::context::Kernel>> {
+    fn kernel_sync(
+        &self,
+        label: &str,
+        source: &'static str,
+    ) -> Result<Arc<super::context::Kernel>> {
         pollster::block_on(self.kernel(label, || source.to_string()))
     }
 
@@ -277,7 +287,8 @@ impl GpuContext {
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        self.queue.write_buffer(&buffer, 0, bytemuck::bytes_of(value));
+        self.queue
+            .write_buffer(&buffer, 0, bytemuck::bytes_of(value));
         buffer
     }
 
@@ -331,7 +342,11 @@ impl GpuContext {
     ) -> Result<GpuJacobian> {
         let (m, k) = a.dims();
         let (b_rows, b_cols) = b.dims();
-        let (kb, n) = if transpose_b { (b_cols, b_rows) } else { (b_rows, b_cols) };
+        let (kb, n) = if transpose_b {
+            (b_cols, b_rows)
+        } else {
+            (b_rows, b_cols)
+        };
         if k != kb {
             return Err(shape_error("matrix product", (m, k), (kb, n)));
         }
@@ -346,7 +361,8 @@ impl GpuContext {
             });
         }
         let per_sample = |j: &GpuJacobian| matches!(j, GpuJacobian::Dense { .. });
-        let varies = per_sample(a) || per_sample(b) || row.is_some() || mid.is_some() || col.is_some();
+        let varies =
+            per_sample(a) || per_sample(b) || row.is_some() || mid.is_some() || col.is_some();
         let kernel = self.kernel_sync("jacobian/matmul", crate::shaders::MATMUL)?;
         let flags = u32::from(row.is_some())
             | (u32::from(mid.is_some()) << 1)
@@ -385,7 +401,15 @@ impl GpuContext {
             let (a0, b0) = (operand(a, 0)?, operand(b, 0)?);
             self.dispatch(
                 &kernel,
-                &[&uniform, &a0, &b0, &out, &self.dummy, &self.dummy, &self.dummy],
+                &[
+                    &uniform,
+                    &a0,
+                    &b0,
+                    &out,
+                    &self.dummy,
+                    &self.dummy,
+                    &self.dummy,
+                ],
                 (n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, 1),
                 "jacobian matmul",
             );
@@ -415,7 +439,11 @@ impl GpuContext {
             self.dispatch(
                 &kernel,
                 &[&uniform, &a_s, &b_s, &out, &r, &md, &c],
-                (n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, samples as u32),
+                (
+                    n.div_ceil(TILE) as u32,
+                    m.div_ceil(TILE) as u32,
+                    samples as u32,
+                ),
                 "jacobian matmul",
             );
             segments.push(out);
@@ -452,7 +480,10 @@ impl GpuContext {
             match j {
                 GpuJacobian::Shared { buffer, .. } => Arc::clone(buffer),
                 GpuJacobian::Diagonal { segments, .. } | GpuJacobian::Dense { segments, .. } => {
-                    segments.get(s).cloned().unwrap_or_else(|| Arc::clone(&self.dummy))
+                    segments
+                        .get(s)
+                        .cloned()
+                        .unwrap_or_else(|| Arc::clone(&self.dummy))
                 }
                 GpuJacobian::Identity { .. } => Arc::clone(&self.dummy),
             }
@@ -475,9 +506,18 @@ impl GpuContext {
             let uniform = self.uniform(&params);
             let xb = buffer_of(x.0, s);
             let yb = y.map_or_else(|| Arc::clone(&self.dummy), |y| buffer_of(y.0, s));
-            let r = row.and_then(|r| r.get(s).cloned()).unwrap_or_else(|| Arc::clone(&self.dummy));
-            let c = col.and_then(|c| c.get(s).cloned()).unwrap_or_else(|| Arc::clone(&self.dummy));
-            self.dispatch(&kernel, &[&uniform, &xb, &yb, &out, &r, &c], grid, "jacobian elementwise");
+            let r = row
+                .and_then(|r| r.get(s).cloned())
+                .unwrap_or_else(|| Arc::clone(&self.dummy));
+            let c = col
+                .and_then(|c| c.get(s).cloned())
+                .unwrap_or_else(|| Arc::clone(&self.dummy));
+            self.dispatch(
+                &kernel,
+                &[&uniform, &xb, &yb, &out, &r, &c],
+                grid,
+                "jacobian elementwise",
+            );
             segments.push(out);
         }
         Ok(segments)
@@ -514,7 +554,13 @@ impl GpuContext {
     }
 
     /// x ⊙ y for two diagonals (B x n each).
-    fn hadamard(&self, x: &Segments, y: &Segments, n: usize, layout: BatchLayout) -> Result<Segments> {
+    fn hadamard(
+        &self,
+        x: &Segments,
+        y: &Segments,
+        n: usize,
+        layout: BatchLayout,
+    ) -> Result<Segments> {
         let dx = GpuJacobian::Diagonal {
             n,
             segments: x.clone(),
@@ -523,7 +569,16 @@ impl GpuContext {
             n,
             segments: y.clone(),
         };
-        self.elementwise(2, (&dx, DIAGONAL), Some((&dy, DIAGONAL)), None, None, n, (n, 1), layout)
+        self.elementwise(
+            2,
+            (&dx, DIAGONAL),
+            Some((&dy, DIAGONAL)),
+            None,
+            None,
+            n,
+            (n, 1),
+            layout,
+        )
     }
 
     /// The sum of two Jacobians of one shape, keeping structure where the
@@ -539,7 +594,10 @@ impl GpuContext {
         }
         let (rows, cols) = x.dims();
         let diagonal_like = |j: &GpuJacobian| {
-            matches!(j, GpuJacobian::Identity { .. } | GpuJacobian::Diagonal { .. })
+            matches!(
+                j,
+                GpuJacobian::Identity { .. } | GpuJacobian::Diagonal { .. }
+            )
         };
         if diagonal_like(x) && diagonal_like(y) {
             // Mode 1 over an n x 1 "matrix" adds the two diagonals as vectors:
@@ -562,7 +620,13 @@ impl GpuContext {
                 // Identity + something diagonal: add 1 through a constant diagonal.
                 let one = vec![ones(xk) + ones(yk); layout.batch * rows];
                 let extra = self.upload_segments(layout, rows, &one)?;
-                let base = if xk == DENSE { Some(xv) } else if yk == DENSE { Some(yv) } else { None };
+                let base = if xk == DENSE {
+                    Some(xv)
+                } else if yk == DENSE {
+                    Some(yv)
+                } else {
+                    None
+                };
                 let segments = match base {
                     Some(base) => self.elementwise(
                         1,
@@ -585,35 +649,33 @@ impl GpuContext {
                 };
                 return Ok(GpuJacobian::Diagonal { n: rows, segments });
             }
-            let segments =
-                self.elementwise(1, (&xv, DENSE), Some((&yv, DENSE)), None, None, rows, (rows, 1), layout)?;
+            let segments = self.elementwise(
+                1,
+                (&xv, DENSE),
+                Some((&yv, DENSE)),
+                None,
+                None,
+                rows,
+                (rows, 1),
+                layout,
+            )?;
             return Ok(GpuJacobian::Diagonal { n: rows, segments });
         }
-        if let (GpuJacobian::Shared { buffer: a, .. }, GpuJacobian::Shared { buffer: b, .. }) = (x, y) {
+        let invariant = |j: &GpuJacobian| {
+            matches!(j, GpuJacobian::Identity { .. } | GpuJacobian::Shared { .. })
+        };
+        if invariant(x) && invariant(y) {
+            // Nothing varies per sample: one sum for the whole batch.
             let one = BatchLayout {
                 batch: 1,
                 per_segment: 1,
             };
-            let as_dense = |buffer: &Arc<wgpu::Buffer>| GpuJacobian::Dense {
-                rows,
-                cols,
-                segments: vec![Arc::clone(buffer)],
-            };
-            let segments = self.elementwise(
-                1,
-                (&as_dense(a), DENSE),
-                Some((&as_dense(b), DENSE)),
-                None,
-                None,
-                rows * cols,
-                (rows, cols),
-                one,
-            )?;
-            let buffer = segments
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::Shape("empty sum".into()))?;
-            return Ok(GpuJacobian::Shared { rows, cols, buffer });
+            if let GpuJacobian::Dense { segments, .. } = self.combine(x, Some(y), one)? {
+                if let Some(buffer) = segments.into_iter().next() {
+                    return Ok(GpuJacobian::Shared { rows, cols, buffer });
+                }
+            }
+            return Err(Error::Shape("a shared sum produced no buffer".into()));
         }
         self.combine(x, Some(y), layout)
     }
@@ -629,9 +691,15 @@ impl GpuContext {
                 rows,
                 cols,
             } => match core {
-                Core::Product { a, mid, b } => {
-                    self.matmul(row.as_ref(), &a, mid.as_ref(), &b, col.as_ref(), false, layout)
-                }
+                Core::Product { a, mid, b } => self.matmul(
+                    row.as_ref(),
+                    &a,
+                    mid.as_ref(),
+                    &b,
+                    col.as_ref(),
+                    false,
+                    layout,
+                ),
                 Core::Matrix(m) if row.is_none() && col.is_none() => Ok(m),
                 Core::Matrix(m) => {
                     let segments = self.elementwise(
@@ -655,7 +723,12 @@ impl GpuContext {
     }
 
     /// The lazy product left * right.
-    pub(crate) fn lazy_product(&self, left: Lazy, right: Lazy, layout: BatchLayout) -> Result<Lazy> {
+    pub(crate) fn lazy_product(
+        &self,
+        left: Lazy,
+        right: Lazy,
+        layout: BatchLayout,
+    ) -> Result<Lazy> {
         let dims = |l: &Lazy| match l {
             Lazy::Ready(j) => j.dims(),
             Lazy::Scaled { rows, cols, .. } => (*rows, *cols),
@@ -740,7 +813,9 @@ impl GpuContext {
     fn finish_core(&self, core: Core, layout: BatchLayout) -> Result<GpuJacobian> {
         match core {
             Core::Matrix(m) => Ok(m),
-            Core::Product { a, mid, b } => self.matmul(None, &a, mid.as_ref(), &b, None, false, layout),
+            Core::Product { a, mid, b } => {
+                self.matmul(None, &a, mid.as_ref(), &b, None, false, layout)
+            }
         }
     }
 }

@@ -9,8 +9,8 @@ mod codegen;
 mod context;
 mod graph;
 mod jacobian;
-mod program;
 mod pool;
+mod program;
 mod unary;
 
 pub use adapter::{ADAPTER_NAME_VARIABLE, BACKEND_VARIABLE};

@@ -136,7 +136,8 @@ impl GpuContext {
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        self.queue.write_buffer(&uniform, 0, bytemuck::bytes_of(&params));
+        self.queue
+            .write_buffer(&uniform, 0, bytemuck::bytes_of(&params));
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: uniform.as_entire_binding(),
@@ -195,116 +196,197 @@ impl GpuContext {
         for (id, op) in program.nodes.iter().enumerate() {
             let n = size(id);
             let scoped = format!("forward pass, node {id}");
-            let (value, node_partials) = pollster::block_on(self.scoped(&scoped, || -> Result<(NodeValue, Vec<Segments>)> {
-                Ok(match *op {
-                    Op::Variable(v) => {
-                        let data = variables.get(v).ok_or_else(|| {
-                            Error::Shape(format!("no values for variable {}", program.variables[v].name))
-                        })?;
-                        match program.variables[v].kind {
-                            Kind::Param => (NodeValue::Shared(self.upload_shared(data)), vec![]),
-                            Kind::Input => (
-                                NodeValue::PerSample(self.upload_segments(layout, n, data)?),
-                                vec![],
-                            ),
-                        }
-                    }
-                    Op::Constant(c) => (NodeValue::Shared(self.upload_shared(&[c as f32])), vec![]),
-                    Op::Unary(unary, a) => {
-                        let call = match unary.parameter() {
-                            Some(p) => format!("{}_vd(va, {p:?})", unary.name()),
-                            None => format!("{}_vd(va)", unary.name()),
-                        };
-                        let label = format!("forward/{call}");
-                        self.elementwise_node(&label, &call, false, &values, (a, None), (size(a), 1), n, layout)?
-                    }
-                    Op::Binary(binary, a, b) => {
-                        let call = format!("{}_vdd(va, vb)", binary.name());
-                        let label = format!("forward/{}", binary.name());
-                        self.elementwise_node(&label, &call, true, &values, (a, Some(b)), (size(a), size(b)), n, layout)?
-                    }
-                    Op::MatVec(w, v) => {
-                        let (m, k) = (size(id), size(v));
-                        let weights = match &values[w] {
-                            NodeValue::Shared(buffer) => Arc::clone(buffer),
-                            NodeValue::PerSample(_) => {
-                                return Err(Error::Shape("the matrix of `@` must be a parameter".into()));
+            let (value, node_partials) = pollster::block_on(self.scoped(
+                &scoped,
+                || -> Result<(NodeValue, Vec<Segments>)> {
+                    Ok(match *op {
+                        Op::Variable(v) => {
+                            let data = variables.get(v).ok_or_else(|| {
+                                Error::Shape(format!(
+                                    "no values for variable {}",
+                                    program.variables[v].name
+                                ))
+                            })?;
+                            match program.variables[v].kind {
+                                Kind::Param => {
+                                    (NodeValue::Shared(self.upload_shared(data)), vec![])
+                                }
+                                Kind::Input => (
+                                    NodeValue::PerSample(self.upload_segments(layout, n, data)?),
+                                    vec![],
+                                ),
                             }
-                        };
-                        let transposed = GpuJacobian::Shared { rows: m, cols: k, buffer: weights };
-                        let one = BatchLayout { batch: 1, per_segment: 1 };
-                        let out = match &values[v] {
-                            NodeValue::PerSample(segments) => {
-                                let mut out = Vec::with_capacity(segments.len());
-                                for (s, segment) in segments.iter().enumerate() {
-                                    // The samples as rows: X (samples x k) times W^T.
-                                    let rows = GpuJacobian::Shared {
-                                        rows: layout.samples_in(s),
+                        }
+                        Op::Constant(c) => {
+                            (NodeValue::Shared(self.upload_shared(&[c as f32])), vec![])
+                        }
+                        Op::Unary(unary, a) => {
+                            let call = match unary.parameter() {
+                                Some(p) => format!("{}_vd(va, {p:?})", unary.name()),
+                                None => format!("{}_vd(va)", unary.name()),
+                            };
+                            let label = format!("forward/{call}");
+                            self.elementwise_node(
+                                &label,
+                                &call,
+                                false,
+                                &values,
+                                (a, None),
+                                (size(a), 1),
+                                n,
+                                layout,
+                            )?
+                        }
+                        Op::Binary(binary, a, b) => {
+                            let call = format!("{}_vdd(va, vb)", binary.name());
+                            let label = format!("forward/{}", binary.name());
+                            self.elementwise_node(
+                                &label,
+                                &call,
+                                true,
+                                &values,
+                                (a, Some(b)),
+                                (size(a), size(b)),
+                                n,
+                                layout,
+                            )?
+                        }
+                        Op::MatVec(w, v) => {
+                            let (m, k) = (size(id), size(v));
+                            let weights = match &values[w] {
+                                NodeValue::Shared(buffer) => Arc::clone(buffer),
+                                NodeValue::PerSample(_) => {
+                                    return Err(Error::Shape(
+                                        "the matrix of `@` must be a parameter".into(),
+                                    ));
+                                }
+                            };
+                            let transposed = GpuJacobian::Shared {
+                                rows: m,
+                                cols: k,
+                                buffer: weights,
+                            };
+                            let one = BatchLayout {
+                                batch: 1,
+                                per_segment: 1,
+                            };
+                            let out = match &values[v] {
+                                NodeValue::PerSample(segments) => {
+                                    let mut out = Vec::with_capacity(segments.len());
+                                    for (s, segment) in segments.iter().enumerate() {
+                                        // The samples as rows: X (samples x k) times W^T.
+                                        let rows = GpuJacobian::Shared {
+                                            rows: layout.samples_in(s),
+                                            cols: k,
+                                            buffer: Arc::clone(segment),
+                                        };
+                                        match self.matmul(
+                                            None,
+                                            &rows,
+                                            None,
+                                            &transposed,
+                                            None,
+                                            true,
+                                            one,
+                                        )? {
+                                            GpuJacobian::Shared { buffer, .. } => out.push(buffer),
+                                            _ => {
+                                                return Err(Error::Shape(
+                                                    "unexpected product structure".into(),
+                                                ));
+                                            }
+                                        }
+                                    }
+                                    NodeValue::PerSample(out)
+                                }
+                                NodeValue::Shared(vector) => {
+                                    let row = GpuJacobian::Shared {
+                                        rows: 1,
                                         cols: k,
-                                        buffer: Arc::clone(segment),
+                                        buffer: Arc::clone(vector),
                                     };
-                                    match self.matmul(None, &rows, None, &transposed, None, true, one)? {
-                                        GpuJacobian::Shared { buffer, .. } => out.push(buffer),
-                                        _ => return Err(Error::Shape("unexpected product structure".into())),
+                                    match self.matmul(
+                                        None,
+                                        &row,
+                                        None,
+                                        &transposed,
+                                        None,
+                                        true,
+                                        one,
+                                    )? {
+                                        GpuJacobian::Shared { buffer, .. } => {
+                                            NodeValue::Shared(buffer)
+                                        }
+                                        _ => {
+                                            return Err(Error::Shape(
+                                                "unexpected product structure".into(),
+                                            ));
+                                        }
                                     }
                                 }
-                                NodeValue::PerSample(out)
-                            }
-                            NodeValue::Shared(vector) => {
-                                let row = GpuJacobian::Shared { rows: 1, cols: k, buffer: Arc::clone(vector) };
-                                match self.matmul(None, &row, None, &transposed, None, true, one)? {
-                                    GpuJacobian::Shared { buffer, .. } => NodeValue::Shared(buffer),
-                                    _ => return Err(Error::Shape("unexpected product structure".into())),
-                                }
-                            }
-                        };
-                        (out, vec![])
-                    }
-                    Op::Sum(a) | Op::Mean(a) | Op::Dot(a, _) => {
-                        let (dot, other) = match *op {
-                            Op::Dot(_, b) => (true, Some(b)),
-                            _ => (false, None),
-                        };
-                        let scale = if matches!(op, Op::Mean(_)) { 1.0 / size(a) as f32 } else { 1.0 };
-                        if size(a) > 65_535 {
-                            return Err(Error::TooLarge {
-                                what: format!("a reduction over {} elements in one loop", size(a)),
-                                needed: size(a) as u64,
-                                limit: 65_535,
-                            });
-                        }
-                        let out = self.new_segments(layout, 1);
-                        for s in 0..layout.segments() {
-                            let samples = layout.samples_in(s);
-                            let (xa, a_shared) = segment_of(&values[a], s);
-                            let mut buffers: Vec<Arc<wgpu::Buffer>> = vec![xa];
-                            let mut b_shared = 0;
-                            if let Some(b) = other {
-                                let (xb, shared) = segment_of(&values[b], s);
-                                buffers.push(xb);
-                                b_shared = shared;
-                            }
-                            buffers.push(Arc::clone(&out[s]));
-                            let refs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| b.as_ref()).collect();
-                            let (gx, gy, _) = self.grid_1d(samples);
-                            let grid = (gx, gy);
-                            let params = ForwardParams {
-                                total: samples as u32,
-                                row_stride: grid.0 * WORKGROUP as u32,
-                                size: 1,
-                                a_size: size(a) as u32,
-                                b_size: size(a) as u32,
-                                a_shared,
-                                b_shared,
-                                scale,
                             };
-                            let label = if dot { "forward/dot" } else { "forward/sum" };
-                            self.run_kernel(label, || reduction_source(dot), params, &refs, grid)?;
+                            (out, vec![])
                         }
-                        (NodeValue::PerSample(out), vec![])
-                    }
-                })
-            }))??;
+                        Op::Sum(a) | Op::Mean(a) | Op::Dot(a, _) => {
+                            let (dot, other) = match *op {
+                                Op::Dot(_, b) => (true, Some(b)),
+                                _ => (false, None),
+                            };
+                            let scale = if matches!(op, Op::Mean(_)) {
+                                1.0 / size(a) as f32
+                            } else {
+                                1.0
+                            };
+                            if size(a) > 65_535 {
+                                return Err(Error::TooLarge {
+                                    what: format!(
+                                        "a reduction over {} elements in one loop",
+                                        size(a)
+                                    ),
+                                    needed: size(a) as u64,
+                                    limit: 65_535,
+                                });
+                            }
+                            let out = self.new_segments(layout, 1);
+                            for (s, target) in out.iter().enumerate() {
+                                let samples = layout.samples_in(s);
+                                let (xa, a_shared) = segment_of(&values[a], s);
+                                let mut buffers: Vec<Arc<wgpu::Buffer>> = vec![xa];
+                                let mut b_shared = 0;
+                                if let Some(b) = other {
+                                    let (xb, shared) = segment_of(&values[b], s);
+                                    buffers.push(xb);
+                                    b_shared = shared;
+                                }
+                                buffers.push(Arc::clone(target));
+                                let refs: Vec<&wgpu::Buffer> =
+                                    buffers.iter().map(|b| b.as_ref()).collect();
+                                let (gx, gy, _) = self.grid_1d(samples);
+                                let grid = (gx, gy);
+                                let params = ForwardParams {
+                                    total: samples as u32,
+                                    row_stride: grid.0 * WORKGROUP as u32,
+                                    size: 1,
+                                    a_size: size(a) as u32,
+                                    b_size: size(a) as u32,
+                                    a_shared,
+                                    b_shared,
+                                    scale,
+                                };
+                                let label = if dot { "forward/dot" } else { "forward/sum" };
+                                self.run_kernel(
+                                    label,
+                                    || reduction_source(dot),
+                                    params,
+                                    &refs,
+                                    grid,
+                                )?;
+                            }
+                            (NodeValue::PerSample(out), vec![])
+                        }
+                    })
+                },
+            ))??;
             values.push(value);
             partials.push(node_partials);
         }
@@ -315,7 +397,10 @@ impl GpuContext {
         })
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one private step of the forward pass")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one private step of the forward pass"
+    )]
     fn elementwise_node(
         &self,
         label: &str,
@@ -329,7 +414,11 @@ impl GpuContext {
     ) -> Result<(NodeValue, Vec<Segments>)> {
         let out_v = self.new_segments(layout, n);
         let out_da = self.new_segments(layout, n);
-        let out_db = if binary { self.new_segments(layout, n) } else { Vec::new() };
+        let out_db = if binary {
+            self.new_segments(layout, n)
+        } else {
+            Vec::new()
+        };
         for s in 0..layout.segments() {
             let total = layout.samples_in(s) * n;
             let (xa, a_shared) = segment_of(&values[a], s);
@@ -358,7 +447,13 @@ impl GpuContext {
                 b_shared,
                 scale: 1.0,
             };
-            self.run_kernel(label, || elementwise_source(call, binary), params, &refs, grid)?;
+            self.run_kernel(
+                label,
+                || elementwise_source(call, binary),
+                params,
+                &refs,
+                grid,
+            )?;
         }
         let mut partials = vec![out_da];
         if binary {
@@ -408,7 +503,8 @@ impl JacobianAlgebra for GpuAlgebra<'_> {
             },
             Op::Binary(op, a, b) => {
                 let operand = if slot == 0 { a } else { b };
-                let unit = matches!(op, BinaryOp::Add) || (matches!(op, BinaryOp::Sub) && slot == 0);
+                let unit =
+                    matches!(op, BinaryOp::Add) || (matches!(op, BinaryOp::Sub) && slot == 0);
                 if size(operand) == n && unit {
                     GpuJacobian::Identity { n }
                 } else if size(operand) == n {
@@ -501,7 +597,9 @@ impl JacobianAlgebra for GpuAlgebra<'_> {
     }
 
     fn finish(&mut self, value: Lazy) -> Result<Lazy> {
-        Ok(Lazy::Ready(self.context.materialize(value, self.forward.layout)?))
+        Ok(Lazy::Ready(
+            self.context.materialize(value, self.forward.layout)?,
+        ))
     }
 }
 
@@ -523,7 +621,12 @@ pub(crate) fn program_algebra<'a>(
 
 impl GpuContext {
     /// A node's values for every sample, B x size.
-    pub(crate) fn download_node(&self, forward: &Forward, node: usize, size: usize) -> Result<Vec<f32>> {
+    pub(crate) fn download_node(
+        &self,
+        forward: &Forward,
+        node: usize,
+        size: usize,
+    ) -> Result<Vec<f32>> {
         let layout = forward.layout;
         match forward.values.get(node) {
             Some(NodeValue::PerSample(segments)) => {
@@ -534,7 +637,11 @@ impl GpuContext {
                     batch: 1,
                     per_segment: 1,
                 };
-                let value = pollster::block_on(self.download_segments(one, size, &vec![Arc::clone(buffer)]))?;
+                let value = pollster::block_on(self.download_segments(
+                    one,
+                    size,
+                    &vec![Arc::clone(buffer)],
+                ))?;
                 Ok(value.repeat(layout.batch))
             }
             None => Err(Error::Shape(format!("no node {node}"))),

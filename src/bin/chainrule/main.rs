@@ -1,0 +1,178 @@
+//! The `chainrule` command line: evaluate functions and their derivatives
+//! over .npy arrays, explain a derivation step by step, inspect the adapters,
+//! list the operations.
+
+mod eval;
+mod info;
+mod jacobian;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chainrule::graph::{Graph, InputOrder};
+use chainrule::{Backend, ContextOptions};
+use clap::{Parser, Subcommand};
+
+/// The GPU backend, or the CPU one when asked for or when no adapter exists
+/// (announced in one line on stderr).
+pub(crate) fn backend(cpu: bool) -> chainrule::Result<Backend> {
+    if cpu {
+        return Ok(Backend::Cpu(chainrule::CpuBackend));
+    }
+    let (backend, notice) = Backend::gpu_or_cpu(&ContextOptions::default())?;
+    if let Some(notice) = notice {
+        eprintln!("{notice}");
+    }
+    Ok(backend)
+}
+
+#[derive(Parser)]
+#[command(name = "chainrule", version, about = "Derivatives in bulk on the GPU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Values and every partial derivative of an expression over .npy inputs.
+    #[command(
+        after_help = "Example: chainrule eval 'ln(sin(x^3)^2)' --input x=x.npy --values y.npy --derivatives d.npy\n\
+        Derivatives have shape (N,) for one input and (N, k) for k, columns in the order of --input.\n\
+        Inputs may be float32 or float64 (computed in float32 on the GPU); outputs are float32."
+    )]
+    Eval {
+        /// The expression, e.g. 'sin(x)*exp(y)'.
+        expression: String,
+        /// NAME=FILE.npy, one per variable, a 1-D array of N samples each.
+        #[arg(long = "input", value_name = "NAME=FILE")]
+        inputs: Vec<String>,
+        /// Where to write the values, shape (N,).
+        #[arg(long, value_name = "FILE.npy")]
+        values: Option<PathBuf>,
+        /// Where to write the derivatives, shape (N,) or (N, k).
+        #[arg(long, value_name = "FILE.npy")]
+        derivatives: Option<PathBuf>,
+        /// Compute on the CPU (the f64 reference) instead of the GPU.
+        #[arg(long)]
+        cpu: bool,
+        /// One kernel per operation instead of one fused kernel (for comparison).
+        #[arg(long)]
+        unfused: bool,
+    },
+    /// The batched Jacobian of a program's output with respect to one input.
+    #[command(
+        after_help = "Example: chainrule jacobian @mlp.txt --input x=X.npy --param W1=w1.npy --param b1=b1.npy \\\n    \
+        --param W2=w2.npy --param b2=b2.npy --out J.npy --values Y.npy\n\
+        J has shape (B, m, n): batch, then the output's shape, then the input's (a scalar's is empty).\n\
+        Inputs are (B, n) arrays ((B,) for a scalar input); parameters have their declared shape."
+    )]
+    Jacobian {
+        /// The program, or @FILE to read it from a file.
+        program: String,
+        /// NAME=FILE.npy for each input.
+        #[arg(long = "input", value_name = "NAME=FILE")]
+        inputs: Vec<String>,
+        /// NAME=FILE.npy for each parameter.
+        #[arg(long = "param", value_name = "NAME=FILE")]
+        params: Vec<String>,
+        /// The input to differentiate with respect to (default: the only or first input).
+        #[arg(long)]
+        wrt: Option<String>,
+        /// Where to write the Jacobian.
+        #[arg(long, value_name = "FILE.npy")]
+        out: PathBuf,
+        /// Where to write the output's values, (B, m).
+        #[arg(long, value_name = "FILE.npy")]
+        values: Option<PathBuf>,
+        /// Compute on the CPU (the f64 reference) instead of the GPU.
+        #[arg(long)]
+        cpu: bool,
+    },
+    /// The derivation step by step. For an expression: intermediate
+    /// variables, local derivatives, paths, and the derivative. For a
+    /// program (or @FILE): each chain of local Jacobians, the order chosen
+    /// and its cost beside pure forward and pure reverse.
+    Explain {
+        /// The expression, e.g. 'ln(sin(x^3)^2)', or a program, or @FILE.
+        expression: String,
+        /// Batch size the chain costs are computed for (programs only).
+        #[arg(long, default_value_t = 4096)]
+        batch: usize,
+        /// The input to differentiate with respect to (programs only).
+        #[arg(long)]
+        wrt: Option<String>,
+    },
+    /// Every adapter seen, the one chosen, its backend, driver, limits and features.
+    Info,
+    /// The element-wise operations with their derivatives and kink conventions.
+    Ops,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Eval {
+            expression,
+            inputs,
+            values,
+            derivatives,
+            cpu,
+            unfused,
+        } => eval::eval(&expression, &inputs, values, derivatives, cpu, unfused),
+        Command::Jacobian {
+            program,
+            inputs,
+            params,
+            wrt,
+            out,
+            values,
+            cpu,
+        } => jacobian::run(
+            &program,
+            &inputs,
+            &params,
+            wrt.as_deref(),
+            &out,
+            values.as_deref(),
+            cpu,
+        ),
+        Command::Explain {
+            expression,
+            batch,
+            wrt,
+        } => explain(&expression, batch, wrt.as_deref()),
+        Command::Info => info::info(),
+        Command::Ops => {
+            info::ops();
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("chainrule: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A bare expression gets the four-step derivation; a program its chain plan.
+fn explain(text: &str, batch: usize, wrt: Option<&str>) -> chainrule::Result<()> {
+    let text = jacobian::program_text(text)?;
+    if !jacobian::is_program(&text) {
+        let graph = Graph::parse(&text, InputOrder::FirstAppearance)?;
+        println!("{}", chainrule::explain::explain(&graph));
+        return Ok(());
+    }
+    let program = chainrule::program::Program::parse(&text)?;
+    let wrt = jacobian::choose_wrt(&program, wrt)?;
+    let plan = chainrule::schedule::vector::plan(
+        &program,
+        wrt,
+        chainrule::schedule::vector::Request::Jacobian,
+        batch.max(1),
+    )?;
+    print!("{}", chainrule::explain::explain_plan(&program, &plan));
+    Ok(())
+}

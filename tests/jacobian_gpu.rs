@@ -1,0 +1,400 @@
+//! Batched Jacobians of vector programs on the GPU against the CPU plan (f64)
+//! and against an independent oracle (forward-mode duals per sample), for
+//! Parr and Howard's vector results and for networks with fan-out; random
+//! structured chains against the dense f64 product; JVP and VJP; chunked
+//! batches; and every kind of bad input.
+
+mod common;
+
+use std::sync::Arc;
+
+use chainrule::jacobian::{JacShape, Jacobian, Structure};
+use chainrule::program::{Kind, Program};
+use chainrule::schedule::chain::chain_order;
+use chainrule::{Backend, ContextOptions, CpuBackend, Error, GpuContext, LimitsOverride};
+use common::{gpu, rng, uniform};
+use rand::Rng;
+use rand::rngs::StdRng;
+
+/// Random values for every variable: inputs B x size in [-2, 2] (positive
+/// where `positive`), parameters scaled by 1/sqrt(fan-in).
+fn bindings(
+    program: &Program,
+    batch: usize,
+    rng: &mut StdRng,
+    positive: bool,
+) -> Vec<(String, Vec<f32>)> {
+    program
+        .variables
+        .iter()
+        .map(|v| {
+            let size = v.shape.size();
+            let values = match v.kind {
+                Kind::Input if positive => uniform(rng, batch * size, 0.5, 2.0),
+                Kind::Input => uniform(rng, batch * size, -2.0, 2.0),
+                Kind::Param => {
+                    let scale = 1.0 / (size as f32).sqrt().max(1.0);
+                    uniform(rng, size, -scale, scale)
+                }
+            };
+            (v.name.clone(), values)
+        })
+        .collect()
+}
+
+fn relative_error(a: &[f64], b: &[f64]) -> f64 {
+    let diff: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum();
+    let norm: f64 = b.iter().map(|y| y * y).sum();
+    (diff / norm.max(1e-300)).sqrt()
+}
+
+/// The oracle: each sample's dense Jacobian by forward-mode duals, B x m x n.
+fn oracle(program: &Program, vars: &[(String, Vec<f32>)], wrt: &str, batch: usize) -> Vec<f64> {
+    let wrt_index = program.variable(wrt).expect("wrt exists");
+    let mut out = Vec::new();
+    for b in 0..batch {
+        let per_sample: Vec<Vec<f64>> = program
+            .variables
+            .iter()
+            .map(|v| {
+                let data = &vars.iter().find(|(n, _)| *n == v.name).expect("bound").1;
+                let size = v.shape.size();
+                let start = if v.kind == Kind::Input { b * size } else { 0 };
+                data[start..start + size]
+                    .iter()
+                    .map(|&x| f64::from(x))
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[f64]> = per_sample.iter().map(Vec::as_slice).collect();
+        out.extend(program.jacobian_dense(&refs, wrt_index).expect("oracle"));
+    }
+    out
+}
+
+fn check_program(
+    context: &Arc<GpuContext>,
+    text: &str,
+    wrt: &str,
+    batch: usize,
+    positive: bool,
+    rng: &mut StdRng,
+) {
+    let program = Program::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+    let vars = bindings(&program, batch, rng, positive);
+    let refs: Vec<(&str, &[f32])> = vars
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
+        .collect();
+    let gpu = Backend::Gpu(Arc::clone(context))
+        .jacobian(&program, wrt, &refs)
+        .expect("gpu jacobian");
+    let cpu = Backend::Cpu(CpuBackend)
+        .jacobian(&program, wrt, &refs)
+        .expect("cpu jacobian");
+    assert_eq!(
+        gpu.jacobian.shape().structure,
+        cpu.jacobian.shape().structure,
+        "{text}: same structure"
+    );
+    let expected = oracle(&program, &vars, wrt, batch);
+    let on_cpu = cpu.jacobian.to_dense(batch);
+    let on_gpu = gpu.jacobian.to_dense(batch);
+    let cpu_error = relative_error(&on_cpu, &expected);
+    let gpu_error = relative_error(&on_gpu, &expected);
+    assert!(
+        cpu_error < 1e-12,
+        "{text} d/d{wrt}: cpu plan vs oracle {cpu_error:e}"
+    );
+    assert!(
+        gpu_error < 1e-5,
+        "{text} d/d{wrt}: gpu vs oracle {gpu_error:e}"
+    );
+    for (g, c) in gpu.values.iter().zip(&cpu.values) {
+        assert!(
+            (g - c).abs() <= 1e-5 * (1.0 + c.abs()),
+            "{text}: values {g} vs {c}"
+        );
+    }
+}
+
+#[test]
+fn parr_and_howard_vector_results() {
+    let Some(context) = gpu() else { return };
+    let mut rng = rng("vector results");
+    let two = "input w[6]\ninput x[6]\n";
+    for (body, wrts, positive) in [
+        ("y = w + x", ["w", "x"], false),
+        ("y = w - x", ["w", "x"], false),
+        ("y = w * x", ["w", "x"], false),
+        ("y = w / x", ["w", "x"], true),
+        ("y = dot(w, x)", ["w", "x"], false),
+        ("y = sum(w * x)", ["w", "x"], false),
+    ] {
+        for wrt in wrts {
+            check_program(
+                &context,
+                &format!("{two}{body}\noutput y\n"),
+                wrt,
+                37,
+                positive,
+                &mut rng,
+            );
+        }
+    }
+    let scalar = "input x[6]\ninput z\n";
+    for body in ["y = x + z", "y = x * z", "y = sum(x * z)"] {
+        for wrt in ["x", "z"] {
+            check_program(
+                &context,
+                &format!("{scalar}{body}\noutput y\n"),
+                wrt,
+                37,
+                false,
+                &mut rng,
+            );
+        }
+    }
+    check_program(
+        &context,
+        "input x[9]\ny = sum(x)\noutput y\n",
+        "x",
+        5,
+        false,
+        &mut rng,
+    );
+    check_program(
+        &context,
+        "input x[9]\ny = mean(x)\noutput y\n",
+        "x",
+        5,
+        false,
+        &mut rng,
+    );
+    // The vector chain rule example: [ln(x^2), sin(3x)] over a scalar x.
+    check_program(&context, "ln(x^2)", "x", 300, true, &mut rng);
+    check_program(&context, "sin(3*x)", "x", 300, false, &mut rng);
+}
+
+#[test]
+fn networks_with_fan_out_match_the_oracle() {
+    let Some(context) = gpu() else { return };
+    let mut rng = rng("networks");
+    let mlp = "input x[13]\nparam W1[17,13] b1[17] W2[5,17] b2[5]\nh = sigmoid(W1 @ x + b1)\ny = tanh(W2 @ h + b2)\noutput y\n";
+    check_program(&context, mlp, "x", 300, false, &mut rng);
+    let residual = "input x[11]\nparam W[11,11]\ny = W @ x + x\noutput y\n";
+    check_program(&context, residual, "x", 70, false, &mut rng);
+    let branches = "input x[8]\nparam A[8,8] B[8,8]\nh = tanh(A @ x)\ny = softplus(B @ h) * h + exp(-h) * sum(h)\noutput y\n";
+    check_program(&context, branches, "x", 70, false, &mut rng);
+    let scalar_out =
+        "input x[16]\nparam W[4,16] v[4]\ny = dot(v, relu(W @ x)) + mean(x * x)\noutput y\n";
+    check_program(&context, scalar_out, "x", 257, false, &mut rng);
+}
+
+/// A batch larger than one segment: the tiny-limits context splits every
+/// per-sample Jacobian across many buffers and dispatches.
+#[test]
+fn batches_split_into_segments_give_the_same_jacobian() {
+    let Some(context) = gpu() else { return };
+    let small = GpuContext::new(&ContextOptions {
+        limits: LimitsOverride {
+            max_binding_bytes: Some(4096),
+            max_buffer_bytes: Some(4096),
+            max_workgroups_per_dimension: Some(7),
+        },
+        ..ContextOptions::default()
+    })
+    .expect("small context");
+    let mut rng = rng("segments");
+    let text = "input x[10]\nparam W1[12,10] W2[6,12]\ny = tanh(W2 @ sigmoid(W1 @ x))\noutput y\n";
+    let program = Program::parse(text).expect("parses");
+    let vars = bindings(&program, 203, &mut rng, false);
+    let refs: Vec<(&str, &[f32])> = vars
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
+        .collect();
+    let whole = Backend::Gpu(context)
+        .jacobian(&program, "x", &refs)
+        .expect("whole");
+    let split = Backend::Gpu(Arc::new(small))
+        .jacobian(&program, "x", &refs)
+        .expect("split");
+    let a = whole.jacobian.to_dense(203);
+    let b = split.jacobian.to_dense(203);
+    assert!(
+        relative_error(&b, &a) < 1e-6,
+        "segmented differs: {:e}",
+        relative_error(&b, &a)
+    );
+}
+
+#[test]
+fn jvp_and_vjp_equal_products_with_the_jacobian() {
+    let Some(context) = gpu() else { return };
+    let mut rng = rng("jvp vjp");
+    let text = "input x[9]\nparam W[4,9]\ny = sigmoid(W @ x) * 2\noutput y\n";
+    let program = Program::parse(text).expect("parses");
+    let batch = 33;
+    let vars = bindings(&program, batch, &mut rng, false);
+    let refs: Vec<(&str, &[f32])> = vars
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
+        .collect();
+    let tangents = uniform(&mut rng, batch * 9, -1.0, 1.0);
+    let cotangents = uniform(&mut rng, batch * 4, -1.0, 1.0);
+    let dense = oracle(&program, &vars, "x", batch);
+    for backend in [Backend::Gpu(Arc::clone(&context)), Backend::Cpu(CpuBackend)] {
+        let jvp = backend.jvp(&program, "x", &refs, &tangents).expect("jvp");
+        let vjp = backend.vjp(&program, "x", &refs, &cotangents).expect("vjp");
+        for b in 0..batch {
+            for i in 0..4 {
+                let e: f64 = (0..9)
+                    .map(|j| dense[b * 36 + i * 9 + j] * f64::from(tangents[b * 9 + j]))
+                    .sum();
+                assert!((f64::from(jvp[b * 4 + i]) - e).abs() < 1e-5, "jvp {b},{i}");
+            }
+            for j in 0..9 {
+                let e: f64 = (0..4)
+                    .map(|i| f64::from(cotangents[b * 4 + i]) * dense[b * 36 + i * 9 + j])
+                    .sum();
+                assert!((f64::from(vjp[b * 9 + j]) - e).abs() < 1e-5, "vjp {b},{j}");
+            }
+        }
+    }
+}
+
+fn random_jacobian(
+    rng: &mut StdRng,
+    structure: Structure,
+    rows: usize,
+    cols: usize,
+    batch: usize,
+) -> Jacobian {
+    let mut values = |n: usize| {
+        (0..n)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect::<Vec<f64>>()
+    };
+    match structure {
+        Structure::Identity => Jacobian::Identity { n: rows },
+        Structure::Diagonal => Jacobian::Diagonal {
+            batch,
+            n: rows,
+            data: values(batch * rows),
+        },
+        Structure::Shared => Jacobian::Shared {
+            rows,
+            cols,
+            data: values(rows * cols),
+        },
+        Structure::Dense => Jacobian::Dense {
+            batch,
+            rows,
+            cols,
+            data: values(batch * rows * cols),
+        },
+    }
+}
+
+/// Random chains of random structure, multiplied on the GPU in the order the
+/// dynamic programme chose (diagonals folded), against the dense f64 product.
+#[test]
+fn random_structured_chains_match_the_dense_product() {
+    let Some(context) = gpu() else { return };
+    let mut rng = rng("random chains");
+    let structures = [
+        Structure::Identity,
+        Structure::Diagonal,
+        Structure::Shared,
+        Structure::Dense,
+    ];
+    for _ in 0..40 {
+        let batch = rng.random_range(1..20);
+        let length = rng.random_range(1..=7);
+        let mut dims = vec![rng.random_range(1..24)];
+        let mut factors = Vec::new();
+        for _ in 0..length {
+            let structure = structures[rng.random_range(0..4)];
+            let cols = *dims.last().expect("nonempty");
+            let rows = match structure {
+                Structure::Identity | Structure::Diagonal => cols,
+                _ => rng.random_range(1..24),
+            };
+            dims.push(rows);
+            factors.push(random_jacobian(&mut rng, structure, rows, cols, batch));
+        }
+        factors.reverse();
+        let shapes: Vec<JacShape> = factors.iter().map(Jacobian::shape).collect();
+        let order = chain_order(&shapes, batch).expect("order");
+        let largest = shapes.iter().map(|s| s.rows * s.cols).max().unwrap_or(1) * 4 + 1024;
+        let layout = context.batch_layout(batch, largest).expect("layout");
+        let on_device: Vec<_> = factors
+            .iter()
+            .map(|f| context.upload_jacobian(f, layout).expect("upload"))
+            .collect();
+        let product = context
+            .chain_product(&on_device, &order.bracketing, layout)
+            .expect("product");
+        let result = context
+            .download_jacobian(&product, layout)
+            .expect("download");
+        assert_eq!(
+            result.shape().structure,
+            order.result.structure,
+            "structure as planned"
+        );
+        let mut expected = factors[0].clone();
+        for f in &factors[1..] {
+            expected = expected.product(f, batch).expect("reference product");
+        }
+        let error = relative_error(&result.to_dense(batch), &expected.to_dense(batch));
+        assert!(error < 1e-5, "chain {shapes:?}: {error:e}");
+    }
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let text = "input x[3]\nparam W[2,3]\ny = W @ x\noutput y\n";
+    let program = Program::parse(text).expect("parses");
+    let x = [1.0f32; 6];
+    let w = [0.5f32; 6];
+    let backends: Vec<Backend> = gpu()
+        .map(Backend::Gpu)
+        .into_iter()
+        .chain([Backend::Cpu(CpuBackend)])
+        .collect();
+    for backend in &backends {
+        let cases: Vec<(Vec<(&str, &[f32])>, &str, &str)> = vec![
+            (
+                vec![("x", &x[..5]), ("W", &w[..])],
+                "x",
+                "whole number of samples",
+            ),
+            (vec![("x", &x[..]), ("W", &w[..5])], "x", "parameter `W`"),
+            (vec![("x", &x[..])], "x", "no values given for `W`"),
+            (
+                vec![("x", &x[..]), ("W", &w[..]), ("V", &w[..])],
+                "x",
+                "`V` is not a variable",
+            ),
+            (vec![("x", &x[..0]), ("W", &w[..])], "x", "empty"),
+            (vec![("x", &x[..]), ("W", &w[..])], "W", "is a parameter"),
+            (
+                vec![("x", &x[..]), ("W", &w[..])],
+                "q",
+                "`q` is not a variable",
+            ),
+        ];
+        for (vars, wrt, expected) in cases {
+            match backend.jacobian(&program, wrt, &vars) {
+                Err(error) => assert!(
+                    error.to_string().contains(expected),
+                    "{error} lacks `{expected}`"
+                ),
+                Ok(_) => panic!("{vars:?} d/d{wrt} should fail"),
+            }
+        }
+        let bad_seed = backend.jvp(&program, "x", &[("x", &x[..]), ("W", &w[..])], &[1.0]);
+        assert!(matches!(bad_seed, Err(Error::Shape(_))));
+    }
+}
