@@ -6,9 +6,9 @@
 //! assigned on a later line is therefore an error of its own, "used before
 //! it is assigned", rather than an unknown name.
 //!
-//! Lowering recurses over expression trees, whose height the expression
-//! parser bounds; assignments refer to earlier nodes by id, so a long
-//! program never deepens the recursion.
+//! Lowering walks expression trees with explicit stacks rather than
+//! recursion, and assignments refer to earlier nodes by id, so neither deep
+//! nesting nor a long program grows the call stack.
 
 use std::collections::HashMap;
 
@@ -612,32 +612,86 @@ impl<'a> Lowering<'a> {
         Ok(())
     }
 
+    /// Lowers `expr` bottom-up with explicit stacks: a debug build spends
+    /// kilobytes of call stack per level of recursion, and expressions may
+    /// be nested 256 levels deep.
     fn lower(&mut self, expr: &Expr) -> Lowered {
-        match &expr.kind {
-            ExprKind::Number(value) => self.number(*value, expr.span),
-            ExprKind::Name(name) => self.name(name, expr.span),
-            ExprKind::Neg(inner) => {
-                let value = self.lower(inner)?;
-                Ok(self.negate(value))
-            }
-            ExprKind::Binary { op, lhs, rhs } => {
-                let a = self.lower(lhs)?;
-                let b = self.lower(rhs)?;
-                self.binary(*op, (a, lhs), (b, rhs), expr.span)
-            }
-            ExprKind::Call {
-                name,
-                name_span,
-                args,
-            } => {
-                self.check_call(name, *name_span, args.len(), expr.span)?;
-                let mut values = Vec::with_capacity(args.len());
-                for arg in args {
-                    values.push(self.lower(arg)?);
+        // `true` once the node's operands are on `values`.
+        let mut tasks: Vec<(&Expr, bool)> = vec![(expr, false)];
+        let mut values: Vec<Value> = Vec::new();
+        while let Some((expr, operands_done)) = tasks.pop() {
+            let value = match (&expr.kind, operands_done) {
+                (ExprKind::Number(value), _) => self.number(*value, expr.span)?,
+                (ExprKind::Name(name), _) => self.name(name, expr.span)?,
+                (ExprKind::Neg(inner), false) => {
+                    tasks.push((expr, true));
+                    tasks.push((inner, false));
+                    continue;
                 }
-                self.call(name, &values, args, expr.span).map(Value::Node)
-            }
+                (ExprKind::Binary { lhs, rhs, .. }, false) => {
+                    tasks.push((expr, true));
+                    tasks.push((rhs, false));
+                    tasks.push((lhs, false));
+                    continue;
+                }
+                (
+                    ExprKind::Call {
+                        name,
+                        name_span,
+                        args,
+                    },
+                    false,
+                ) => {
+                    // Before the arguments, so that `foo(x)` reports `foo`.
+                    self.check_call(name, *name_span, args.len(), expr.span)?;
+                    tasks.push((expr, true));
+                    tasks.extend(args.iter().rev().map(|arg| (arg, false)));
+                    continue;
+                }
+                (ExprKind::Neg(_), true) => {
+                    let operand = self.pop(&mut values, 1, expr)?;
+                    match operand.as_slice() {
+                        &[value] => self.negate(value),
+                        _ => return Err(self.internal(expr)),
+                    }
+                }
+                (ExprKind::Binary { op, lhs, rhs }, true) => {
+                    let operands = self.pop(&mut values, 2, expr)?;
+                    match operands.as_slice() {
+                        &[a, b] => self.binary(*op, (a, lhs), (b, rhs), expr.span)?,
+                        _ => return Err(self.internal(expr)),
+                    }
+                }
+                (ExprKind::Call { name, args, .. }, true) => {
+                    let operands = self.pop(&mut values, args.len(), expr)?;
+                    Value::Node(self.call(name, &operands, args, expr.span)?)
+                }
+            };
+            values.push(value);
         }
+        match values.as_slice() {
+            &[value] => Ok(value),
+            _ => Err(self.internal(expr)),
+        }
+    }
+
+    /// The last `count` values, in order.
+    fn pop(&self, values: &mut Vec<Value>, count: usize, expr: &Expr) -> Parsed<Vec<Value>> {
+        let start = values
+            .len()
+            .checked_sub(count)
+            .ok_or_else(|| self.internal(expr))?;
+        Ok(values.split_off(start))
+    }
+
+    /// An error for a broken invariant of the lowering itself, which would
+    /// be a bug: reported rather than panicking.
+    fn internal(&self, expr: &Expr) -> ParseError {
+        self.error(
+            expr.span,
+            "internal error: this expression could not be lowered",
+        )
+        .with_help("please report it, with the program")
     }
 
     /// The node of an expression that must not be a matrix.
@@ -1112,5 +1166,56 @@ impl<'a> Lowering<'a> {
         }
         program.output = renumbered.get(output).copied().unwrap_or(0);
         program
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_program(text: &str) -> bool {
+        let tokens = tokenize(text).unwrap_or_default();
+        statement_starts(&tokens)
+            .iter()
+            .any(|&start| opens_statement(&tokens, start))
+    }
+
+    #[test]
+    fn programs_are_told_from_bare_expressions() {
+        for text in [
+            "input x",
+            "param W[2,2]",
+            "output y",
+            "y = x",
+            "\n\n  h = 1\n",
+        ] {
+            assert!(is_program(text), "{text:?}");
+        }
+        for text in [
+            "x",
+            "input + 1",
+            "output(x)",
+            "sin(x) * y",
+            "",
+            "# input x\n",
+        ] {
+            assert!(!is_program(text), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn statements_start_after_line_breaks() {
+        let tokens = tokenize("a\n\n b c\n").unwrap_or_default();
+        assert_eq!(statement_starts(&tokens), vec![0, 3]);
+    }
+
+    #[test]
+    fn messages_quote_long_text_shortened() {
+        let source = format!("{} + y", "x".repeat(60));
+        let lowering = Lowering::new(&source, true);
+        let text = lowering.text(Span::new(0, source.len()));
+        assert_eq!(text.chars().count(), 40);
+        assert!(text.ends_with("..."));
+        assert_eq!(lowering.text(Span::new(0, 3)), "xxx");
     }
 }
