@@ -27,8 +27,8 @@ pub mod graph;
 pub mod jacobian;
 pub mod lang;
 pub mod npy;
-pub mod program;
 pub mod ops;
+pub mod program;
 pub mod schedule;
 pub mod shaders;
 

@@ -52,14 +52,22 @@ fn the_two_layer_network_matches_the_oracle_in_jax_layout() {
     let b2 = common::uniform(&mut rng, 3, -0.45, 0.45);
     let program_path = dir.join("mlp.txt");
     std::fs::write(&program_path, MLP).expect("program");
-    let mut args = vec!["jacobian".to_string(), format!("@{}", program_path.display())];
+    let mut args = vec![
+        "jacobian".to_string(),
+        format!("@{}", program_path.display()),
+    ];
     args.extend(arg("input", "x", &write(&dir, "x", &[batch, 6], &x)));
     args.extend(arg("param", "W1", &write(&dir, "w1", &[5, 6], &w1)));
     args.extend(arg("param", "b1", &write(&dir, "b1", &[5], &b1)));
     args.extend(arg("param", "W2", &write(&dir, "w2", &[3, 5], &w2)));
     args.extend(arg("param", "b2", &write(&dir, "b2", &[3], &b2)));
     let (out, values) = (dir.join("J.npy"), dir.join("Y.npy"));
-    args.extend(["--out".into(), out.display().to_string(), "--values".into(), values.display().to_string()]);
+    args.extend([
+        "--out".into(),
+        out.display().to_string(),
+        "--values".into(),
+        values.display().to_string(),
+    ]);
     let program = Program::parse(MLP).expect("parses");
     let mut modes = vec![vec!["--cpu".to_string()]];
     if common::gpu().is_some() {
@@ -71,7 +79,11 @@ fn the_two_layer_network_matches_the_oracle_in_jax_layout() {
         let (ok, stdout, stderr) = chainrule(&full);
         assert!(ok, "{extra:?}: {stdout}\n{stderr}");
         let j = npy::read(&out).expect("J");
-        assert_eq!(j.shape, vec![batch, 3, 6], "batch, output shape, input shape");
+        assert_eq!(
+            j.shape,
+            vec![batch, 3, 6],
+            "batch, output shape, input shape"
+        );
         assert_eq!(npy::read(&values).expect("Y").shape, vec![batch, 3]);
         let f64s = |v: &[f32]| v.iter().map(|&a| f64::from(a)).collect::<Vec<f64>>();
         let (w1d, b1d, w2d, b2d) = (f64s(&w1), f64s(&b1), f64s(&w2), f64s(&b2));
@@ -82,7 +94,10 @@ fn the_two_layer_network_matches_the_oracle_in_jax_layout() {
                 .expect("oracle");
             for (k, e) in dense.iter().enumerate() {
                 let a = f64::from(j.data[b * 18 + k]);
-                assert!((a - e).abs() <= 1e-6 + 1e-5 * e.abs(), "{extra:?} sample {b} [{k}]: {a} vs {e}");
+                assert!(
+                    (a - e).abs() <= 1e-6 + 1e-5 * e.abs(),
+                    "{extra:?} sample {b} [{k}]: {a} vs {e}"
+                );
             }
         }
     }
@@ -92,7 +107,10 @@ fn the_two_layer_network_matches_the_oracle_in_jax_layout() {
 fn a_scalar_output_gives_shape_batch_by_input() {
     let dir = scratch("scalar");
     let x = vec![0.5f32; 4 * 3];
-    let mut args = vec!["jacobian".to_string(), "input x[3]\ny = sum(x * x)\noutput y".to_string()];
+    let mut args = vec![
+        "jacobian".to_string(),
+        "input x[3]\ny = sum(x * x)\noutput y".to_string(),
+    ];
     args.extend(arg("input", "x", &write(&dir, "x", &[4, 3], &x)));
     let out = dir.join("J.npy");
     args.extend(["--out".into(), out.display().to_string(), "--cpu".into()]);
@@ -150,7 +168,10 @@ fn bad_files_and_flags_get_clear_errors() {
     for (args, expected) in cases {
         let (ok, stdout, stderr) = chainrule(&args);
         assert!(!ok, "should fail: {args:?}\n{stdout}");
-        assert!(stderr.contains(expected), "expected `{expected}` in:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "expected `{expected}` in:\n{stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
     let _ = x_short;
@@ -158,9 +179,21 @@ fn bad_files_and_flags_get_clear_errors() {
 
 #[test]
 fn explain_shows_the_chain_and_its_costs() {
-    let (ok, stdout, stderr) = chainrule(&["explain".into(), MLP.into(), "--batch".into(), "4096".into()]);
+    let (ok, stdout, stderr) = chainrule(&[
+        "explain".into(),
+        MLP.into(),
+        "--batch".into(),
+        "4096".into(),
+    ]);
     assert!(ok, "{stderr}");
-    for needle in ["Diagonal", "Shared", "chosen order", "pure forward", "pure reverse", "fewer flops"] {
+    for needle in [
+        "Diagonal",
+        "Shared",
+        "chosen order",
+        "pure forward",
+        "pure reverse",
+        "fewer flops",
+    ] {
         assert!(stdout.contains(needle), "`{needle}` missing:\n{stdout}");
     }
 }

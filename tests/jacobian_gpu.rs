@@ -364,7 +364,8 @@ fn bad_input_is_an_error_not_a_panic() {
         .chain([Backend::Cpu(CpuBackend)])
         .collect();
     for backend in &backends {
-        let cases: Vec<(Vec<(&str, &[f32])>, &str, &str)> = vec![
+        type Case<'a> = (Vec<(&'a str, &'a [f32])>, &'a str, &'a str);
+        let cases: Vec<Case> = vec![
             (
                 vec![("x", &x[..5]), ("W", &w[..])],
                 "x",

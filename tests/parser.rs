@@ -58,7 +58,7 @@ fn fully_parenthesized(shape: &Shape) -> String {
 fn binding(shape: &Shape) -> u8 {
     match shape {
         Shape::Binary(BinOp::Add | BinOp::Sub, ..) => 1,
-        Shape::Binary(BinOp::Mul | BinOp::Div, ..) => 2,
+        Shape::Binary(BinOp::Mul | BinOp::Div | BinOp::MatMul, ..) => 2,
         Shape::Neg(_) => 3,
         Shape::Binary(BinOp::Pow, ..) => 4,
         Shape::Number(_) | Shape::Name(_) | Shape::Call(..) => 5,
@@ -208,7 +208,9 @@ fn loose_text() -> impl Strategy<Value = String> {
                 .prop_map(|(lhs, s1, op, s2, rhs)| format!("{lhs}{s1}{op}{s2}{rhs}")),
             inner.clone().prop_map(|operand| format!("-{operand}")),
             (space, inner.clone(), space).prop_map(|(s1, inner, s2)| format!("({s1}{inner}{s2})")),
-            (number_text(), name_text()).prop_map(|(number, name)| format!("{number}{name}")),
+            // A name starting with e or E would read as the number's exponent.
+            (number_text(), "[a-df-zA-DF-Z_][a-zA-Z0-9_]{0,4}")
+                .prop_map(|(number, name)| format!("{number}{name}")),
             (number_text(), inner.clone()).prop_map(|(number, inner)| format!("{number}({inner})")),
             (name_text(), prop::collection::vec(inner, 0..3))
                 .prop_map(|(name, args)| format!("{name}({})", args.join(" , "))),

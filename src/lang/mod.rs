@@ -23,9 +23,7 @@ pub use ast::{BinOp, Expr, ExprKind, Span};
 pub use error::{ParseError, suggest};
 pub use parser::parse_expression;
 
-// For the program-form parser, which shares the lexer and embeds
-// expressions; unused until it lands.
-#[allow(unused_imports)]
+// For the program-form parser, which shares the lexer and embeds expressions.
 pub(crate) use lexer::{Token, TokenKind, tokenize};
 #[allow(unused_imports)]
 pub(crate) use parser::{MAX_DEPTH, parse_expression_at};

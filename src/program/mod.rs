@@ -39,7 +39,9 @@
 //!   operations on constants alone are folded.
 
 mod eval;
+mod lower;
 mod parse;
+mod rules;
 
 use std::fmt;
 

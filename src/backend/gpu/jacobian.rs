@@ -12,7 +12,10 @@ use super::array::F32_BYTES;
 use super::context::GpuContext;
 use crate::error::{Error, Result};
 
-const TILE: usize = 16;
+/// Rows and columns of C per matmul workgroup (shaders/matmul.wgsl).
+const TILE: usize = 64;
+/// Depth of the K slice that workgroup stages per loop iteration.
+const K_TILE: usize = 16;
 const WORKGROUP: usize = 256;
 
 /// How a batch is split: every per-sample buffer holds `per_segment`
@@ -350,14 +353,15 @@ impl GpuContext {
         if k != kb {
             return Err(shape_error("matrix product", (m, k), (kb, n)));
         }
-        // The K loop runs ceil(k / 16) times; software drivers stop loops at
-        // 65,535 iterations without an error.
+        // The K loop runs ceil(k / K_TILE) times; software drivers stop loops
+        // at 65,535 iterations without an error.
         let max_grid = self.limits.max_workgroups_per_dimension as usize;
-        if k.div_ceil(TILE) > 65_535 || m.div_ceil(TILE) > max_grid || n.div_ceil(TILE) > max_grid {
+        if k.div_ceil(K_TILE) > 65_535 || m.div_ceil(TILE) > max_grid || n.div_ceil(TILE) > max_grid
+        {
             return Err(Error::TooLarge {
                 what: format!("a {m}x{k} by {k}x{n} product in one kernel"),
                 needed: (m.max(k).max(n)) as u64,
-                limit: (65_535 * TILE) as u64,
+                limit: (65_535 * K_TILE) as u64,
             });
         }
         let per_sample = |j: &GpuJacobian| matches!(j, GpuJacobian::Dense { .. });

@@ -1,0 +1,367 @@
+//! The operations of programs and their shape rules: element-wise
+//! operations on equal shapes or with a scalar met by every element,
+//! `@` on a matrix param and a vector, the reductions, and the functions,
+//! each rejecting shapes that disagree with a message naming both.
+
+use super::lower::{Lowered, Lowering, Parsed, REDUCTIONS, Value};
+use super::{NodeId, Op, Shape};
+use crate::graph::FUNCTIONS;
+use crate::lang::{BinOp, Expr, ParseError, Span, suggest};
+use crate::ops::{BinaryOp, UnaryOp};
+
+impl Lowering<'_> {
+    /// `op` on two scalar nodes, for the factors of a scaled matrix.
+    pub(super) fn scale(&mut self, op: BinaryOp, a: Option<NodeId>, b: NodeId) -> NodeId {
+        let a = a.unwrap_or_else(|| self.constant(1.0));
+        self.apply(op, a, b)
+    }
+
+    pub(super) fn negate(&mut self, value: Value) -> Value {
+        let minus_one = self.constant(-1.0);
+        match value {
+            Value::Node(a) => Value::Node(self.apply(BinaryOp::Mul, minus_one, a)),
+            Value::Matrix {
+                var,
+                rows,
+                cols,
+                scale,
+            } => Value::Matrix {
+                var,
+                rows,
+                cols,
+                scale: Some(self.scale(BinaryOp::Mul, scale, minus_one)),
+            },
+        }
+    }
+
+    pub(super) fn binary(
+        &mut self,
+        op: BinOp,
+        (a, lhs): (Value, &Expr),
+        (b, rhs): (Value, &Expr),
+        span: Span,
+    ) -> Lowered {
+        let scalar = |id: NodeId| self.shape(id) == Shape::Scalar;
+        match (op, a, b) {
+            (BinOp::MatMul, _, _) => return self.matmul(a, b, lhs, rhs, span),
+            (
+                BinOp::Mul,
+                Value::Matrix {
+                    var,
+                    rows,
+                    cols,
+                    scale,
+                },
+                Value::Node(s),
+            )
+            | (
+                BinOp::Mul,
+                Value::Node(s),
+                Value::Matrix {
+                    var,
+                    rows,
+                    cols,
+                    scale,
+                },
+            ) if scalar(s) => {
+                let scale = Some(self.scale(BinaryOp::Mul, scale, s));
+                return Ok(Value::Matrix {
+                    var,
+                    rows,
+                    cols,
+                    scale,
+                });
+            }
+            (
+                BinOp::Div,
+                Value::Matrix {
+                    var,
+                    rows,
+                    cols,
+                    scale,
+                },
+                Value::Node(s),
+            ) if scalar(s) => {
+                let scale = Some(self.scale(BinaryOp::Div, scale, s));
+                return Ok(Value::Matrix {
+                    var,
+                    rows,
+                    cols,
+                    scale,
+                });
+            }
+            _ => {}
+        }
+        let a = self.node(a, lhs)?;
+        let b = self.node(b, rhs)?;
+        let op = match op {
+            BinOp::Add => BinaryOp::Add,
+            BinOp::Sub => BinaryOp::Sub,
+            BinOp::Mul => BinaryOp::Mul,
+            BinOp::Div => BinaryOp::Div,
+            BinOp::Pow | BinOp::MatMul => BinaryOp::Pow,
+        };
+        self.elementwise(op, (a, lhs.span), (b, rhs.span), span)
+            .map(Value::Node)
+    }
+
+    /// `W @ x`, with any scalar factor written on `W` applied to the result.
+    pub(super) fn matmul(
+        &mut self,
+        a: Value,
+        b: Value,
+        lhs: &Expr,
+        rhs: &Expr,
+        span: Span,
+    ) -> Lowered {
+        let whole = self.text(span);
+        let (left, right) = (self.text(lhs.span), self.text(rhs.span));
+        let Value::Matrix {
+            var,
+            rows,
+            cols,
+            scale,
+        } = a
+        else {
+            let shape = self.node(a, lhs).map(|id| self.shape(id))?;
+            return Err(self
+                .error(
+                    span,
+                    format!(
+                        "`{whole}`: the left side of `@` must be a matrix, but {left} is {shape}"
+                    ),
+                )
+                .with_help("declare a matrix with `param W[m,n]`"));
+        };
+        let x = match b {
+            Value::Node(x) => x,
+            Value::Matrix { rows, cols, .. } => {
+                return Err(self
+                    .error(
+                        span,
+                        format!(
+                            "`{whole}`: the right side of `@` must be a vector, but {right} is a matrix {}",
+                            Shape::Matrix(rows, cols)
+                        ),
+                    )
+                    .with_help("matrix-matrix products are not supported; write `A @ (B @ x)`"));
+            }
+        };
+        let x_shape = self.shape(x);
+        if x_shape != Shape::Vector(cols) {
+            return Err(self
+                .error(
+                    span,
+                    format!(
+                        "`{whole}`: {left} is {} but {right} is {x_shape}",
+                        Shape::Matrix(rows, cols)
+                    ),
+                )
+                .with_help("`@` needs a matrix [m,n] and a vector [n]"));
+        }
+        let product = self.add(Op::MatVec(var, x), Shape::Vector(rows));
+        Ok(Value::Node(match scale {
+            Some(s) if self.constant_of(s) != Some(1.0) => self.apply(BinaryOp::Mul, s, product),
+            _ => product,
+        }))
+    }
+
+    /// An element-wise binary operation, after checking that the shapes
+    /// agree (equal, or one a scalar).
+    pub(super) fn elementwise(
+        &mut self,
+        op: BinaryOp,
+        (a, lhs): (NodeId, Span),
+        (b, rhs): (NodeId, Span),
+        span: Span,
+    ) -> Parsed<NodeId> {
+        let (sa, sb) = (self.shape(a), self.shape(b));
+        if sa != sb && sa != Shape::Scalar && sb != Shape::Scalar {
+            return Err(self
+                .error(
+                    span,
+                    format!(
+                        "`{}`: {} is {sa} but {} is {sb}",
+                        self.text(span),
+                        self.text(lhs),
+                        self.text(rhs)
+                    ),
+                )
+                .with_help("element-wise operations need equal shapes, or a scalar on one side"));
+        }
+        Ok(self.apply(op, a, b))
+    }
+
+    /// `op` on nodes whose shapes agree, folding constants as graphs do.
+    pub(super) fn apply(&mut self, op: BinaryOp, a: NodeId, b: NodeId) -> NodeId {
+        let (sa, sb) = (self.shape(a), self.shape(b));
+        let shape = if sa == Shape::Scalar { sb } else { sa };
+        match (op, self.constant_of(a), self.constant_of(b)) {
+            (_, Some(x), Some(y)) => {
+                let value = op.value_and_partials(x, y).0;
+                // Folding may leave f32's range; the node then stays and is
+                // evaluated (to the same infinity or NaN) per sample.
+                if (value as f32).is_finite() {
+                    return self.constant(value);
+                }
+                self.add(Op::Binary(op, a, b), shape)
+            }
+            (BinaryOp::Pow, None, Some(exponent)) => {
+                let op = UnaryOp::Pow {
+                    exponent: exponent as f32,
+                };
+                self.add(Op::Unary(op, a), sa)
+            }
+            _ => self.add(Op::Binary(op, a, b), shape),
+        }
+    }
+
+    pub(super) fn unary(&mut self, op: UnaryOp, a: NodeId) -> NodeId {
+        if let Some(c) = self.constant_of(a) {
+            let value = op.value_and_derivative(c).0;
+            if (value as f32).is_finite() {
+                return self.constant(value);
+            }
+        }
+        let shape = self.shape(a);
+        self.add(Op::Unary(op, a), shape)
+    }
+
+    /// Checks a call's function and number of arguments before the
+    /// arguments are lowered, so that `foo(x)` reports `foo` first.
+    pub(super) fn check_call(
+        &self,
+        name: &str,
+        name_span: Span,
+        count: usize,
+        span: Span,
+    ) -> Parsed<()> {
+        if !FUNCTIONS.contains(&name) && !REDUCTIONS.contains(&name) {
+            let mut known: Vec<&str> = FUNCTIONS.to_vec();
+            known.extend(REDUCTIONS);
+            let help = match suggest(name, &known) {
+                Some(near) => format!("did you mean `{near}`?"),
+                None => format!("known functions: {}", known.join(", ")),
+            };
+            return Err(self
+                .error(name_span, format!("unknown function `{name}`"))
+                .with_help(help));
+        }
+        let (wanted, fits) = match name {
+            "min" | "max" | "pow" | "dot" => ("two arguments", count == 2),
+            "leaky_relu" | "elu" => ("one or two arguments", count == 1 || count == 2),
+            _ => ("one argument", count == 1),
+        };
+        if fits {
+            return Ok(());
+        }
+        Err(self.error(span, format!("`{name}` takes {wanted}, got {count}")))
+    }
+
+    /// A known function applied to lowered arguments of the right number.
+    pub(super) fn call(
+        &mut self,
+        name: &str,
+        values: &[Value],
+        args: &[Expr],
+        span: Span,
+    ) -> Parsed<NodeId> {
+        let mut nodes = Vec::with_capacity(values.len());
+        for (&value, arg) in values.iter().zip(args) {
+            nodes.push((self.node(value, arg)?, arg.span));
+        }
+        let arity = || ParseError::new(self.source, span, format!("wrong arguments to `{name}`"));
+        match (name, nodes.as_slice()) {
+            ("sum" | "mean", &[(x, at)]) => {
+                let shape = self.shape(x);
+                if !matches!(shape, Shape::Vector(_)) {
+                    return Err(self
+                        .error(
+                            at,
+                            format!("`{name}` needs a vector, but {} is {shape}", self.text(at)),
+                        )
+                        .with_help(format!("`{name}` reduces a vector to a scalar")));
+                }
+                let op = if name == "sum" {
+                    Op::Sum(x)
+                } else {
+                    Op::Mean(x)
+                };
+                Ok(self.add(op, Shape::Scalar))
+            }
+            ("dot", &[(a, lhs), (b, rhs)]) => {
+                let (sa, sb) = (self.shape(a), self.shape(b));
+                match (sa, sb) {
+                    (Shape::Vector(m), Shape::Vector(n)) if m == n => {
+                        Ok(self.add(Op::Dot(a, b), Shape::Scalar))
+                    }
+                    (Shape::Vector(_), Shape::Vector(_)) => Err(self
+                        .error(
+                            span,
+                            format!(
+                                "`{}`: {} is {sa} but {} is {sb}",
+                                self.text(span),
+                                self.text(lhs),
+                                self.text(rhs)
+                            ),
+                        )
+                        .with_help("`dot` needs two vectors of one length")),
+                    _ => {
+                        let (at, shape) = if sa == Shape::Scalar {
+                            (lhs, sa)
+                        } else {
+                            (rhs, sb)
+                        };
+                        Err(self
+                            .error(
+                                span,
+                                format!(
+                                    "`{}`: `dot` needs two vectors, but {} is {shape}",
+                                    self.text(span),
+                                    self.text(at)
+                                ),
+                            )
+                            .with_help("multiply by a scalar with `*`"))
+                    }
+                }
+            }
+            ("min" | "max" | "pow", &[a, b]) => {
+                let op = match name {
+                    "min" => BinaryOp::Min,
+                    "max" => BinaryOp::Max,
+                    _ => BinaryOp::Pow,
+                };
+                self.elementwise(op, a, b, span)
+            }
+            ("leaky_relu" | "elu", [(x, _), slope @ ..]) => {
+                let alpha = match slope {
+                    [] if name == "elu" => 1.0,
+                    [] => 0.01,
+                    [(id, at), ..] => match self.constant_of(*id) {
+                        Some(alpha) => alpha as f32,
+                        None => {
+                            return Err(self
+                                .error(*at, format!("the slope of `{name}` must be a constant")));
+                        }
+                    },
+                };
+                let op = if name == "elu" {
+                    UnaryOp::Elu { alpha }
+                } else {
+                    UnaryOp::LeakyRelu { alpha }
+                };
+                Ok(self.unary(op, *x))
+            }
+            (_, &[(x, _)]) => {
+                let op = UnaryOp::catalogue()
+                    .into_iter()
+                    .find(|op| op.name() == name && op.parameter().is_none());
+                match op {
+                    Some(op) => Ok(self.unary(op, x)),
+                    None => Err(arity()),
+                }
+            }
+            _ => Err(arity()),
+        }
+    }
+}
