@@ -36,7 +36,9 @@ pub use backend::cpu::CpuBackend;
 pub use backend::gpu::{
     AdapterReport, ContextOptions, DeviceLimits, GpuArray, GpuContext, LimitsOverride,
 };
-pub use backend::{Backend, UnaryOutput};
+pub use backend::{
+    Backend, EvalOutput, Gradient, GradientOutput, JacobianOutput, Reduction, UnaryOutput,
+};
 pub use error::{Error, Result};
 pub use ops::UnaryOp;
 

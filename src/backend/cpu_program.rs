@@ -128,6 +128,19 @@ impl JacobianAlgebra for CpuAlgebra<'_> {
                     data: vec![scale; self.size(a)],
                 }
             }
+            Op::LogSumExp(a) => {
+                // The gradient of logsumexp is softmax: exp(z - lse(z)).
+                let n_a = self.size(a);
+                let data = (0..batch * n_a)
+                    .map(|e| (self.at(a, e / n_a, e % n_a) - self.at(node, e / n_a, 0)).exp())
+                    .collect();
+                Jacobian::Dense {
+                    batch,
+                    rows: 1,
+                    cols: n_a,
+                    data,
+                }
+            }
             Op::Dot(a, b) => {
                 let other = if slot == 0 { b } else { a };
                 Jacobian::Dense {

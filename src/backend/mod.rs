@@ -6,7 +6,10 @@ pub mod chain;
 pub mod cpu;
 mod cpu_program;
 pub mod gpu;
+mod gradient;
 mod vector;
+
+pub use gradient::{Gradient, GradientOutput, Reduction};
 
 pub use vector::JacobianOutput;
 

@@ -26,7 +26,10 @@ pub struct JacobianOutput {
 }
 
 /// The variables bound in declaration order, and the batch size.
-fn bind<'a>(program: &Program, variables: &[(&str, &'a [f32])]) -> Result<(Vec<&'a [f32]>, usize)> {
+pub(crate) fn bind<'a>(
+    program: &Program,
+    variables: &[(&str, &'a [f32])],
+) -> Result<(Vec<&'a [f32]>, usize)> {
     for (name, _) in variables {
         if program.variable(name).is_none() {
             return Err(Error::InvalidArgument(format!(

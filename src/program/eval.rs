@@ -87,7 +87,7 @@ fn shape_of(program: &Program, op: Op) -> Result<Shape> {
                 (sw, sx) => mismatch("a product of a matrix variable and a vector", sw, sx),
             }
         }
-        Op::Sum(a) | Op::Mean(a) => match shape(a) {
+        Op::Sum(a) | Op::Mean(a) | Op::LogSumExp(a) => match shape(a) {
             Shape::Vector(_) => Ok(Shape::Scalar),
             other => mismatch("a reduction", other, Shape::Scalar),
         },
@@ -164,6 +164,7 @@ pub(super) fn forward(program: &Program, values: &[&[f64]]) -> Result<Vec<Vec<f6
                     .collect()
             }
             Op::Sum(a) => vec![at(&out, a).iter().sum()],
+            Op::LogSumExp(a) => vec![log_sum_exp(at(&out, a))],
             Op::Mean(a) => {
                 let a = at(&out, a);
                 vec![a.iter().sum::<f64>() / a.len() as f64]
@@ -298,6 +299,16 @@ pub(super) fn jacobian_dense(program: &Program, values: &[&[f64]], wrt: usize) -
                     any = true;
                 }
             }
+            Op::LogSumExp(a) => {
+                if let Some(ta) = tangent(a) {
+                    let za = value(a);
+                    let lse = log_sum_exp(za);
+                    for (i, &z) in za.iter().enumerate() {
+                        axpy(&mut out, (z - lse).exp(), row(ta, i, cols));
+                    }
+                    any = true;
+                }
+            }
             Op::Dot(a, b) => {
                 let (va, vb) = (value(a), value(b));
                 for (i, (&ai, &bi)) in va.iter().zip(vb).enumerate() {
@@ -318,4 +329,18 @@ pub(super) fn jacobian_dense(program: &Program, values: &[&[f64]], wrt: usize) -
         .cloned()
         .flatten()
         .unwrap_or_else(|| vec![0.0; rows * cols]))
+}
+
+/// ln(sum(exp(z))) with the maximum subtracted: finite for any finite z.
+pub(crate) fn log_sum_exp(z: &[f64]) -> f64 {
+    let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !max.is_finite() {
+        // All -Inf gives -Inf; any +Inf or NaN propagates.
+        return if z.iter().any(|v| v.is_nan()) {
+            f64::NAN
+        } else {
+            max
+        };
+    }
+    max + z.iter().map(|&v| (v - max).exp()).sum::<f64>().ln()
 }

@@ -18,7 +18,16 @@ use crate::ops::BinaryOp;
 pub(super) const KEYWORDS: [&str; 3] = ["input", "param", "output"];
 
 /// The functions programs add to those of element-wise expressions.
-pub(super) const REDUCTIONS: [&str; 3] = ["sum", "mean", "dot"];
+pub(super) const REDUCTIONS: [&str; 8] = [
+    "sum",
+    "mean",
+    "dot",
+    "logsumexp",
+    "softmax",
+    "log_softmax",
+    "mse",
+    "cross_entropy",
+];
 
 pub(super) type Parsed<T> = Result<T, ParseError>;
 
@@ -49,6 +58,7 @@ enum Key {
     Sum(NodeId),
     Mean(NodeId),
     Dot(NodeId, NodeId),
+    LogSumExp(NodeId),
 }
 
 impl Key {
@@ -62,6 +72,7 @@ impl Key {
             Op::Sum(a) => Key::Sum(a),
             Op::Mean(a) => Key::Mean(a),
             Op::Dot(a, b) => Key::Dot(a, b),
+            Op::LogSumExp(a) => Key::LogSumExp(a),
         }
     }
 }
@@ -454,6 +465,7 @@ impl<'a> Lowering<'a> {
                 Op::Sum(a) => Op::Sum(new(a)),
                 Op::Mean(a) => Op::Mean(new(a)),
                 Op::Dot(a, b) => Op::Dot(new(a), new(b)),
+                Op::LogSumExp(a) => Op::LogSumExp(new(a)),
             };
             if let Some(slot) = renumbered.get_mut(id) {
                 *slot = program.nodes.len();

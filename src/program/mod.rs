@@ -139,6 +139,10 @@ pub enum Op {
     Mean(NodeId),
     /// The dot product of two vectors of one length.
     Dot(NodeId, NodeId),
+    /// ln(sum(exp(z))) of a vector, computed with the maximum subtracted so
+    /// that it never overflows; its gradient is softmax(z). `softmax`,
+    /// `log_softmax` and `cross_entropy` lower onto it.
+    LogSumExp(NodeId),
 }
 
 impl Op {
@@ -147,7 +151,7 @@ impl Op {
     pub fn operands(&self) -> impl Iterator<Item = NodeId> + use<> {
         let (a, b) = match *self {
             Op::Variable(_) | Op::Constant(_) => (None, None),
-            Op::Unary(_, a) | Op::Sum(a) | Op::Mean(a) => (Some(a), None),
+            Op::Unary(_, a) | Op::Sum(a) | Op::Mean(a) | Op::LogSumExp(a) => (Some(a), None),
             Op::Binary(_, a, b) | Op::MatVec(a, b) | Op::Dot(a, b) => (Some(a), Some(b)),
         };
         a.into_iter().chain(b)

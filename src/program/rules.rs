@@ -248,7 +248,9 @@ impl Lowering<'_> {
                 .with_help(help));
         }
         let (wanted, fits) = match name {
-            "min" | "max" | "pow" | "dot" => ("two arguments", count == 2),
+            "min" | "max" | "pow" | "dot" | "mse" | "cross_entropy" => {
+                ("two arguments", count == 2)
+            }
             "leaky_relu" | "elu" => ("one or two arguments", count == 1 || count == 2),
             _ => ("one argument", count == 1),
         };
@@ -324,6 +326,57 @@ impl Lowering<'_> {
                             .with_help("multiply by a scalar with `*`"))
                     }
                 }
+            }
+            ("logsumexp" | "softmax" | "log_softmax", &[(z, at)]) => {
+                let shape = self.shape(z);
+                if !matches!(shape, Shape::Vector(_)) {
+                    return Err(self.error(
+                        at,
+                        format!("`{name}` needs a vector, but {} is {shape}", self.text(at)),
+                    ));
+                }
+                let lse = self.add(Op::LogSumExp(z), Shape::Scalar);
+                if name == "logsumexp" {
+                    return Ok(lse);
+                }
+                // log_softmax(z) = z - logsumexp(z), exact and finite for any finite z.
+                let log_softmax = self.elementwise(BinaryOp::Sub, (z, at), (lse, at), span)?;
+                if name == "log_softmax" {
+                    return Ok(log_softmax);
+                }
+                Ok(self.unary(UnaryOp::Exp, log_softmax))
+            }
+            ("mse", &[(y, ys), (t, ts)]) => {
+                // The mean over elements of (y - t)^2; plain (y - t)^2 for scalars.
+                let difference = self.elementwise(BinaryOp::Sub, (y, ys), (t, ts), span)?;
+                let squared = self.unary(UnaryOp::Square, difference);
+                match self.shape(squared) {
+                    Shape::Vector(_) => Ok(self.add(Op::Mean(squared), Shape::Scalar)),
+                    _ => Ok(squared),
+                }
+            }
+            ("cross_entropy", &[(z, zs), (t, ts)]) => {
+                let (sz, st) = (self.shape(z), self.shape(t));
+                if !matches!(sz, Shape::Vector(_)) || sz != st {
+                    return Err(self
+                        .error(
+                            span,
+                            format!(
+                                "`{}`: logits {} are {sz} but targets {} are {st}",
+                                self.text(span),
+                                self.text(zs),
+                                self.text(ts)
+                            ),
+                        )
+                        .with_help("cross_entropy(z, t) takes logits and probabilities of one vector shape"));
+                }
+                // -sum(t * log_softmax(z)), with the log-softmax from the stable logsumexp.
+                let lse = self.add(Op::LogSumExp(z), Shape::Scalar);
+                let log_softmax = self.elementwise(BinaryOp::Sub, (z, zs), (lse, zs), span)?;
+                let weighted = self.elementwise(BinaryOp::Mul, (t, ts), (log_softmax, zs), span)?;
+                let total = self.add(Op::Sum(weighted), Shape::Scalar);
+                let minus_one = self.constant(-1.0);
+                self.elementwise(BinaryOp::Mul, (minus_one, span), (total, span), span)
             }
             ("min" | "max" | "pow", &[a, b]) => {
                 let op = match name {

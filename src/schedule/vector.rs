@@ -128,7 +128,7 @@ pub fn local_shape(program: &Program, node: NodeId, slot: usize) -> Result<JacSh
             shape(Structure::Shared, m, n)
         }
         Op::Sum(a) | Op::Mean(a) => shape(Structure::Shared, 1, size(a)),
-        Op::Dot(a, _) => shape(Structure::Dense, 1, size(a)),
+        Op::Dot(a, _) | Op::LogSumExp(a) => shape(Structure::Dense, 1, size(a)),
         Op::Variable(_) | Op::Constant(_) => {
             return Err(Error::Shape("leaves have no local Jacobian".into()));
         }
@@ -138,7 +138,7 @@ pub fn local_shape(program: &Program, node: NodeId, slot: usize) -> Result<JacSh
 /// The operands of an op, in slot order.
 pub fn operands(op: &Op) -> Vec<NodeId> {
     match *op {
-        Op::Unary(_, a) | Op::Sum(a) | Op::Mean(a) => vec![a],
+        Op::Unary(_, a) | Op::Sum(a) | Op::Mean(a) | Op::LogSumExp(a) => vec![a],
         Op::Binary(_, a, b) | Op::MatVec(a, b) | Op::Dot(a, b) => vec![a, b],
         Op::Variable(_) | Op::Constant(_) => vec![],
     }
@@ -251,19 +251,42 @@ impl Planner<'_> {
 /// Plans `request` for the output of `program` w.r.t. input variable `wrt`
 /// over a batch of `batch` samples.
 pub fn plan(program: &Program, wrt: usize, request: Request, batch: usize) -> Result<JacobianPlan> {
-    let nodes = &program.nodes;
-    let wrt_node = nodes
+    let wrt_node = program
+        .nodes
         .iter()
         .position(|op| *op == Op::Variable(wrt))
         .ok_or_else(|| Error::InvalidArgument("the input does not appear in the program".into()))?;
+    let mut plan = plan_node(program, wrt_node, request, batch)?;
+    plan.wrt = wrt;
+    Ok(plan)
+}
+
+/// Plans `request` w.r.t. the value of node `wrt_node` (a variable, or an
+/// intermediate value such as `W @ x`, whose cotangent gives W's gradient).
+/// The plan's `wrt` is `usize::MAX` unless the caller sets the variable.
+pub fn plan_node(
+    program: &Program,
+    wrt_node: usize,
+    request: Request,
+    batch: usize,
+) -> Result<JacobianPlan> {
+    let nodes = &program.nodes;
+    if wrt_node >= nodes.len() {
+        return Err(Error::InvalidArgument(format!("no node {wrt_node}")));
+    }
+    let wrt = usize::MAX;
     let wrt_size = program.shapes[wrt_node].size();
     let depends: Vec<bool> = {
         let mut d = vec![false; nodes.len()];
         for (id, op) in nodes.iter().enumerate() {
+            // Below the node differentiated against, nothing depends on it.
+            if id < wrt_node {
+                continue;
+            }
             d[id] = id == wrt_node || operands(op).iter().any(|&o| d[o]);
             // Matrices are parameters: a product depends on x through its vector only.
             if let Op::MatVec(_, v) = op {
-                d[id] = d[*v];
+                d[id] = id == wrt_node || d[*v];
             }
         }
         d

@@ -16,6 +16,7 @@ mod unary;
 pub use adapter::{ADAPTER_NAME_VARIABLE, BACKEND_VARIABLE};
 pub use array::GpuArray;
 pub use ceilings::Bandwidths;
+pub(crate) use jacobian::Segments;
 pub use jacobian::{BatchLayout, GpuJacobian};
 pub(crate) use program::program_algebra;
 

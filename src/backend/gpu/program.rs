@@ -120,6 +120,34 @@ fn reduction_source(dot: bool) -> String {
     src
 }
 
+/// logsumexp of each sample's vector with the maximum subtracted, and its
+/// gradient softmax(z) = exp(z - lse) as the local partial row: one
+/// invocation per sample, three loops of n (bounded by the planner).
+fn log_sum_exp_source() -> String {
+    let mut src = shaders::library();
+    src.push_str(
+        "\nstruct ForwardParams {\n    total: u32,\n    row_stride: u32,\n    size: u32,\n    a_size: u32,\n    \
+         b_size: u32,\n    a_shared: u32,\n    b_shared: u32,\n    scale: f32,\n}\n\n\
+         @group(0) @binding(0) var<uniform> params: ForwardParams;\n\
+         @group(0) @binding(1) var<storage, read> a: array<f32>;\n\
+         @group(0) @binding(2) var<storage, read_write> out_v: array<f32>;\n\
+         @group(0) @binding(3) var<storage, read_write> out_softmax: array<f32>;\n\n\
+         @compute @workgroup_size(256)\nfn main(@builtin(global_invocation_id) gid: vec3<u32>) {\n    \
+         let sample = gid.y * params.row_stride + gid.x;\n    if (sample >= params.total) {\n        return;\n    }\n    \
+         let n = params.a_size;\n    let base = select(sample * n, 0u, params.a_shared == 1u);\n    \
+         var m = a[base];\n    var any_nan = false;\n    \
+         for (var i = 0u; i < n; i = i + 1u) {\n        let z = a[base + i];\n        \
+         any_nan = any_nan || is_nan_f32(z);\n        m = max(m, z);\n    }\n    \
+         var total = 0.0;\n    for (var i = 0u; i < n; i = i + 1u) {\n        \
+         total = total + exp_acc(a[base + i] - m);\n    }\n    \
+         var lse = m + ln_acc(total);\n    if (any_nan) {\n        lse = nan_like(m);\n    }\n    \
+         out_v[sample] = lse;\n    \
+         for (var i = 0u; i < n; i = i + 1u) {\n        \
+         out_softmax[sample * n + i] = exp_acc(a[base + i] - lse);\n    }\n}\n",
+    );
+    src
+}
+
 impl GpuContext {
     fn run_kernel(
         &self,
@@ -326,6 +354,41 @@ impl GpuContext {
                                 }
                             };
                             (out, vec![])
+                        }
+                        Op::LogSumExp(a) => {
+                            let n_a = size(a);
+                            if n_a > 65_535 {
+                                return Err(Error::TooLarge {
+                                    what: format!("a logsumexp over {n_a} elements in one loop"),
+                                    needed: n_a as u64,
+                                    limit: 65_535,
+                                });
+                            }
+                            let out = self.new_segments(layout, 1);
+                            let softmax = self.new_segments(layout, n_a);
+                            for (s, (target, rows)) in out.iter().zip(&softmax).enumerate() {
+                                let samples = layout.samples_in(s);
+                                let (xa, a_shared) = segment_of(&values[a], s);
+                                let (gx, gy, _) = self.grid_1d(samples);
+                                let params = ForwardParams {
+                                    total: samples as u32,
+                                    row_stride: gx * WORKGROUP as u32,
+                                    size: 1,
+                                    a_size: n_a as u32,
+                                    b_size: n_a as u32,
+                                    a_shared,
+                                    b_shared: 0,
+                                    scale: 1.0,
+                                };
+                                self.run_kernel(
+                                    "forward/logsumexp",
+                                    log_sum_exp_source,
+                                    params,
+                                    &[&xa, target, rows],
+                                    (gx, gy),
+                                )?;
+                            }
+                            (NodeValue::PerSample(out), vec![softmax])
                         }
                         Op::Sum(a) | Op::Mean(a) | Op::Dot(a, _) => {
                             let (dot, other) = match *op {
@@ -542,6 +605,11 @@ impl JacobianAlgebra for GpuAlgebra<'_> {
                     buffer: self.context.upload_shared(&vec![value; size(a)]),
                 }
             }
+            Op::LogSumExp(a) => GpuJacobian::Dense {
+                rows: 1,
+                cols: size(a),
+                segments: partial(0)?,
+            },
             Op::Dot(a, b) => {
                 let other = if slot == 0 { b } else { a };
                 match &self.forward.values[other] {
@@ -620,6 +688,38 @@ pub(crate) fn program_algebra<'a>(
 }
 
 impl GpuContext {
+    /// A node's value as a 1 x size row per sample (or shared).
+    pub(crate) fn node_row(
+        &self,
+        forward: &Forward,
+        node: usize,
+        size: usize,
+    ) -> Result<GpuJacobian> {
+        match forward.values.get(node) {
+            Some(NodeValue::PerSample(segments)) => Ok(GpuJacobian::Dense {
+                rows: 1,
+                cols: size,
+                segments: segments.clone(),
+            }),
+            Some(NodeValue::Shared(buffer)) => Ok(GpuJacobian::Shared {
+                rows: 1,
+                cols: size,
+                buffer: Arc::clone(buffer),
+            }),
+            None => Err(Error::Shape(format!("no node {node}"))),
+        }
+    }
+
+    /// Per-sample rows in segments, read back as B x size.
+    pub(crate) async fn download_rows(
+        &self,
+        layout: BatchLayout,
+        size: usize,
+        segments: &Segments,
+    ) -> Result<Vec<f32>> {
+        self.download_segments(layout, size, segments).await
+    }
+
     /// A node's values for every sample, B x size.
     pub(crate) fn download_node(
         &self,

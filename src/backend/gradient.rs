@@ -1,0 +1,376 @@
+//! Gradients of a scalar output (a loss) by reverse accumulation: the
+//! cotangent of each variable is a vector-Jacobian product through the
+//! structured local Jacobians, planned like any other chain. A matrix W
+//! enters through `W @ v`, whose cotangent g gives W's gradient as the outer
+//! product g v^T per sample, or summed over the batch as one matrix product.
+//! Gradients are of the batch mean of the output unless per-sample ones are
+//! asked for.
+
+use crate::backend::Backend;
+use crate::backend::chain::run_plan;
+use crate::backend::cpu_program::{CpuAlgebra, forward};
+use crate::backend::gpu::{BatchLayout, GpuJacobian};
+use crate::backend::vector::bind;
+use crate::error::{Error, Result};
+use crate::jacobian::Jacobian;
+use crate::program::{Kind, Op, Program, Shape};
+use crate::schedule::vector::{Request, plan_node};
+
+/// Batch mean, or one gradient per sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reduction {
+    /// The gradient of the mean of the output over the batch.
+    #[default]
+    Mean,
+    /// Each sample's gradient of its own output.
+    PerSample,
+}
+
+/// One variable's gradient.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gradient {
+    /// The variable.
+    pub name: String,
+    /// Its array shape: the variable's shape, with the batch first for
+    /// per-sample gradients and for inputs (whose gradient is per sample).
+    pub shape: Vec<usize>,
+    /// The values, row-major.
+    pub values: Vec<f32>,
+}
+
+/// The output's values and the gradients asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradientOutput {
+    /// The output for each sample.
+    pub values: Vec<f32>,
+    /// Their mean, the loss of the batch.
+    pub mean: f64,
+    /// One per variable asked for, in the order asked.
+    pub gradients: Vec<Gradient>,
+}
+
+/// How one variable's gradient is formed.
+enum Target {
+    /// The cotangent of the variable's own node.
+    Node { node: usize },
+    /// A matrix: the cotangents of its products `W @ v`, each with `v`.
+    Matrix {
+        uses: Vec<(usize, usize)>,
+        rows: usize,
+        cols: usize,
+    },
+}
+
+fn target(program: &Program, variable: usize) -> Result<Target> {
+    let node = program.variable_node(variable);
+    let Some(node) = node else {
+        return Err(Error::InvalidArgument(format!(
+            "`{}` does not affect the output, so its gradient is zero; remove it from the request",
+            program.variables[variable].name
+        )));
+    };
+    match program.variables[variable].shape {
+        Shape::Matrix(rows, cols) => Ok(Target::Matrix {
+            uses: program
+                .nodes
+                .iter()
+                .enumerate()
+                .filter_map(|(id, op)| match *op {
+                    Op::MatVec(w, v) if w == node => Some((id, v)),
+                    _ => None,
+                })
+                .collect(),
+            rows,
+            cols,
+        }),
+        _ => Ok(Target::Node { node }),
+    }
+}
+
+fn dims(program: &Program, variable: usize, batch: Option<usize>) -> Vec<usize> {
+    let mut dims: Vec<usize> = batch.into_iter().collect();
+    match program.variables[variable].shape {
+        Shape::Scalar => {}
+        Shape::Vector(n) => dims.push(n),
+        Shape::Matrix(m, n) => {
+            dims.push(m);
+            dims.push(n);
+        }
+    }
+    dims
+}
+
+/// Sums B x size per-sample rows, scaled.
+fn batch_sum(rows: &[f64], size: usize, scale: f64) -> Vec<f32> {
+    let mut total = vec![0f64; size];
+    for row in rows.chunks(size.max(1)) {
+        for (t, v) in total.iter_mut().zip(row) {
+            *t += v;
+        }
+    }
+    total.into_iter().map(|t| (t * scale) as f32).collect()
+}
+
+impl Backend {
+    /// Gradients of `program`'s scalar output w.r.t. the named variables,
+    /// with each variable's values by name (inputs B x size, parameters
+    /// their size). With [`Reduction::Mean`] a parameter's gradient is that
+    /// of the batch mean, and an input's is each sample's share of it.
+    pub fn gradient(
+        &self,
+        program: &Program,
+        wrt: &[&str],
+        variables: &[(&str, &[f32])],
+        reduction: Reduction,
+    ) -> Result<GradientOutput> {
+        if program.shapes[program.output] != Shape::Scalar {
+            return Err(Error::Shape(format!(
+                "a gradient needs a scalar output, but `{}` is {}; reduce it (sum, mean, mse, cross_entropy) or use jacobian / vjp",
+                program.output_name, program.shapes[program.output]
+            )));
+        }
+        if wrt.is_empty() {
+            return Err(Error::InvalidArgument(
+                "name at least one variable to differentiate".into(),
+            ));
+        }
+        let indices: Vec<usize> = wrt
+            .iter()
+            .map(|name| {
+                program.variable(name).ok_or_else(|| {
+                    Error::InvalidArgument(format!("`{name}` is not a variable of the program"))
+                })
+            })
+            .collect::<Result<_>>()?;
+        let (bound, batch) = bind(program, variables)?;
+        let targets: Vec<Target> = indices
+            .iter()
+            .map(|&v| target(program, v))
+            .collect::<Result<_>>()?;
+        let ones = vec![1.0f32; batch];
+        let scale = 1.0 / batch as f64;
+        match self {
+            Backend::Cpu(_) => {
+                let forward = forward(program, &bound, batch)?;
+                let seed = Jacobian::Dense {
+                    batch,
+                    rows: 1,
+                    cols: 1,
+                    data: vec![1.0; batch],
+                };
+                let cotangent = |node: usize| -> Result<Vec<f64>> {
+                    let plan = plan_node(program, node, Request::Vjp, batch)?;
+                    let mut algebra = CpuAlgebra {
+                        program,
+                        forward: &forward,
+                        seed: Some(seed.clone()),
+                    };
+                    let size = program.shapes[node].size();
+                    Ok(run_plan(&plan, &mut algebra, size)?.to_dense(batch))
+                };
+                let mut gradients = Vec::new();
+                for (&variable, target) in indices.iter().zip(&targets) {
+                    let (per_sample, size) = match target {
+                        Target::Node { node } => (cotangent(*node)?, program.shapes[*node].size()),
+                        Target::Matrix { uses, rows, cols } => {
+                            let mut outer = vec![0f64; batch * rows * cols];
+                            for &(product, v) in uses {
+                                let g = cotangent(product)?;
+                                let values = &forward.values[v];
+                                for b in 0..batch {
+                                    for i in 0..*rows {
+                                        for j in 0..*cols {
+                                            outer[(b * rows + i) * cols + j] +=
+                                                g[b * rows + i] * values[b * cols + j];
+                                        }
+                                    }
+                                }
+                            }
+                            (outer, rows * cols)
+                        }
+                    };
+                    gradients.push(finish(
+                        program, variable, per_sample, size, batch, reduction, scale,
+                    ));
+                }
+                let values: Vec<f32> = forward.values[program.output]
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect();
+                Ok(output(values, gradients))
+            }
+            Backend::Gpu(context) => {
+                let largest = program.shapes.iter().map(|s| s.size()).max().unwrap_or(1)
+                    * program
+                        .shapes
+                        .iter()
+                        .map(|s| s.size())
+                        .max()
+                        .unwrap_or(1)
+                        .max(1);
+                let layout = context.batch_layout(batch, largest)?;
+                let forward = context.forward(program, &bound, layout)?;
+                let seed = context.upload_jacobian(
+                    &Jacobian::Dense {
+                        batch,
+                        rows: 1,
+                        cols: 1,
+                        data: vec![1.0; batch],
+                    },
+                    layout,
+                )?;
+                let cotangent = |node: usize| -> Result<GpuJacobian> {
+                    let plan = plan_node(program, node, Request::Vjp, batch)?;
+                    let mut algebra =
+                        super::gpu::program_algebra(context, program, &forward, Some(seed.clone()));
+                    let size = program.shapes[node].size();
+                    let lazy = run_plan(&plan, &mut algebra, size)?;
+                    context.materialize(lazy, layout)
+                };
+                let mut gradients = Vec::new();
+                for (&variable, target) in indices.iter().zip(&targets) {
+                    let (rows_per_sample, size) = match target {
+                        Target::Node { node } => {
+                            let g = cotangent(*node)?;
+                            let size = program.shapes[*node].size();
+                            (as_rows(g, size)?, size)
+                        }
+                        Target::Matrix { uses, rows, cols } => {
+                            let mut total: Option<GpuJacobian> = None;
+                            for &(product, v) in uses {
+                                let g = as_rows(cotangent(product)?, *rows)?;
+                                // g (rows x 1) times v (1 x cols) per sample: the outer product.
+                                let column = GpuJacobian::Dense {
+                                    rows: *rows,
+                                    cols: 1,
+                                    segments: g,
+                                };
+                                let row = context.node_row(&forward, v, *cols)?;
+                                let outer = context
+                                    .matmul(None, &column, None, &row, None, false, layout)?;
+                                total = Some(match total {
+                                    None => outer,
+                                    Some(t) => context.jacobian_sum(&t, &outer, layout)?,
+                                });
+                            }
+                            let total = total.ok_or_else(|| {
+                                Error::InvalidArgument(
+                                    "the matrix is never used in a product".into(),
+                                )
+                            })?;
+                            (as_rows(total, rows * cols)?, rows * cols)
+                        }
+                    };
+                    let values =
+                        match (reduction, program.variables[variable].kind) {
+                            (Reduction::Mean, Kind::Param) => {
+                                // One product per segment, ones(1 x S) times the S x size rows.
+                                let mut total = vec![0f64; size];
+                                for (s, segment) in rows_per_sample.iter().enumerate() {
+                                    let samples = layout.samples_in(s);
+                                    let left = GpuJacobian::Shared {
+                                        rows: 1,
+                                        cols: samples,
+                                        buffer: context.upload_shared(&ones[..samples]),
+                                    };
+                                    let right = GpuJacobian::Shared {
+                                        rows: samples,
+                                        cols: size,
+                                        buffer: segment.clone(),
+                                    };
+                                    let one = BatchLayout {
+                                        batch: 1,
+                                        per_segment: 1,
+                                    };
+                                    let sum = context
+                                        .matmul(None, &left, None, &right, None, false, one)?;
+                                    let part = context.download_jacobian(&sum, one)?.to_dense(1);
+                                    for (t, p) in total.iter_mut().zip(part) {
+                                        *t += p;
+                                    }
+                                }
+                                total.into_iter().map(|t| (t * scale) as f32).collect()
+                            }
+                            (Reduction::Mean, Kind::Input) => {
+                                let rows = pollster::block_on(context.download_rows(
+                                    layout,
+                                    size,
+                                    &rows_per_sample,
+                                ))?;
+                                rows.into_iter()
+                                    .map(|v| (f64::from(v) * scale) as f32)
+                                    .collect()
+                            }
+                            (Reduction::PerSample, _) => pollster::block_on(
+                                context.download_rows(layout, size, &rows_per_sample),
+                            )?,
+                        };
+                    let per_batch = reduction == Reduction::PerSample
+                        || program.variables[variable].kind == Kind::Input;
+                    gradients.push(Gradient {
+                        name: program.variables[variable].name.clone(),
+                        shape: dims(program, variable, per_batch.then_some(batch)),
+                        values,
+                    });
+                }
+                let values = context.download_node(&forward, program.output, 1)?;
+                Ok(output(values, gradients))
+            }
+        }
+    }
+}
+
+/// The per-sample rows of a cotangent or outer product, as segments.
+fn as_rows(j: GpuJacobian, size: usize) -> Result<crate::backend::gpu::Segments> {
+    match j {
+        GpuJacobian::Dense {
+            rows,
+            cols,
+            segments,
+        } if rows * cols == size => Ok(segments),
+        other => Err(Error::Shape(format!(
+            "expected {size} values per sample, got a {:?} Jacobian",
+            other.dims()
+        ))),
+    }
+}
+
+fn finish(
+    program: &Program,
+    variable: usize,
+    per_sample: Vec<f64>,
+    size: usize,
+    batch: usize,
+    reduction: Reduction,
+    scale: f64,
+) -> Gradient {
+    let kind = program.variables[variable].kind;
+    let (shape, values) = match (reduction, kind) {
+        (Reduction::Mean, Kind::Param) => (
+            dims(program, variable, None),
+            batch_sum(&per_sample, size, scale),
+        ),
+        (Reduction::Mean, Kind::Input) => (
+            dims(program, variable, Some(batch)),
+            per_sample.iter().map(|&v| (v * scale) as f32).collect(),
+        ),
+        (Reduction::PerSample, _) => (
+            dims(program, variable, Some(batch)),
+            per_sample.iter().map(|&v| v as f32).collect(),
+        ),
+    };
+    Gradient {
+        name: program.variables[variable].name.clone(),
+        shape,
+        values,
+    }
+}
+
+fn output(values: Vec<f32>, gradients: Vec<Gradient>) -> GradientOutput {
+    let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / values.len().max(1) as f64;
+    GradientOutput {
+        values,
+        mean,
+        gradients,
+    }
+}
