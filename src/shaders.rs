@@ -13,6 +13,8 @@ pub const ACTIVATIONS: &str = include_str!("../shaders/activations.wgsl");
 pub const BINARY: &str = include_str!("../shaders/binary.wgsl");
 /// The batched, scaled matrix product of structured Jacobians (standalone).
 pub const MATMUL: &str = include_str!("../shaders/matmul.wgsl");
+/// The same product for many small matrices, one invocation per element (standalone).
+pub const MATMUL_SMALL: &str = include_str!("../shaders/matmul_small.wgsl");
 /// Scaling, sums and Hadamard products of structured Jacobians (standalone).
 pub const JACOBIAN: &str = include_str!("../shaders/jacobian.wgsl");
 /// The bulk unary kernel's entry point.
@@ -21,13 +23,14 @@ pub const UNARY_KERNEL: &str = include_str!("../shaders/unary.wgsl");
 /// Every file with its name. The first four form the element-wise library,
 /// in the order a kernel concatenates them; `unary.wgsl` is appended to it;
 /// the last two are complete kernels on their own.
-pub const FILES: [(&str, &str); 7] = [
+pub const FILES: [(&str, &str); 8] = [
     ("common.wgsl", COMMON),
     ("trig.wgsl", TRIG),
     ("activations.wgsl", ACTIVATIONS),
     ("binary.wgsl", BINARY),
     ("unary.wgsl", UNARY_KERNEL),
     ("matmul.wgsl", MATMUL),
+    ("matmul_small.wgsl", MATMUL_SMALL),
     ("jacobian.wgsl", JACOBIAN),
 ];
 

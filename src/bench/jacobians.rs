@@ -230,10 +230,10 @@ impl Report {
     /// Every figure as a record.
     pub fn records(&self, machine: &Machine) -> Vec<Record> {
         let mut records = Vec::new();
-        let metric = if self.workload == "w2" {
-            "jacobians_per_s"
-        } else {
-            "chains_per_s"
+        let metric = match self.workload.as_str() {
+            "w2" => "jacobians_per_s",
+            "w3" => "samples_per_s",
+            _ => "chains_per_s",
         };
         for (case, batch, timings, error) in &self.cases {
             for t in timings {
@@ -257,10 +257,10 @@ impl Report {
                 records.push(machine.record(&self.workload, case, &path, "flops", t.flops, "flop"));
             }
             if let Some(e) = error {
-                let path = if self.workload == "w2" {
-                    "gpu-end-to-end"
-                } else {
+                let path = if self.workload == "w5" {
                     "optimal"
+                } else {
+                    "gpu-end-to-end"
                 };
                 records.push(machine.record(
                     &self.workload,
@@ -278,15 +278,19 @@ impl Report {
     /// The on-screen table.
     pub fn table(&self) -> String {
         use super::si;
-        let title = if self.workload == "w2" {
-            "W2 mlp_jacobian: every sample's 32x64 Jacobian (floor = flops / measured matmul rate)"
-        } else {
-            "W5 chain_bracketing: J6...J1 per sample (floor = the optimal order's flops / measured matmul rate)"
-        };
-        let unit = if self.workload == "w2" {
-            "jac/s"
-        } else {
-            "chains/s"
+        let (title, unit) = match self.workload.as_str() {
+            "w2" => (
+                "W2 mlp_jacobian: every sample's 32x64 Jacobian (floor = flops / measured matmul rate)",
+                "jac/s",
+            ),
+            "w3" => (
+                "W3 neuron_grad: d loss/dw, d loss/db of the batch mean and each sample's d a/dw (floor = 132 bytes a sample / copy bandwidth)",
+                "samples/s",
+            ),
+            _ => (
+                "W5 chain_bracketing: J6...J1 per sample (floor = the optimal order's flops / measured matmul rate)",
+                "chains/s",
+            ),
         };
         let mut out = format!("{title}\n");
         out.push_str(&format!(
@@ -323,4 +327,98 @@ impl Report {
         }
         out
     }
+}
+
+/// W3's neuron and its loss.
+pub const W3_LOSS: &str = "input x[16]
+input t
+param w[16] b
+a = relu(dot(w, x) + b)
+loss = mse(a, t)
+output loss
+";
+
+/// W3's activation, for each sample's gradient with respect to w.
+pub const W3_ACTIVATION: &str = "input x[16]
+param w[16] b
+a = relu(dot(w, x) + b)
+output a
+";
+
+/// W3: B = 2^20 samples (2^16 when quick): d loss/dw and d loss/db of the
+/// batch mean, and each sample's d a/dw. The floor moves x, t in and the
+/// per-sample gradient out: 33 floats a sample over the copy bandwidth.
+pub fn run_w3(
+    backend: &Backend,
+    settings: Settings,
+    ceilings: Ceilings,
+    mut progress: impl FnMut(&str),
+) -> Result<Report> {
+    let batch = if settings.quick { 1 << 16 } else { 1 << 20 };
+    let loss = Program::parse(W3_LOSS)?;
+    let activation = Program::parse(W3_ACTIVATION)?;
+    let mut rng = StdRng::seed_from_u64(super::w1::SEED + 3);
+    let x = uniform(&mut rng, batch * 16, 4.0);
+    let t = uniform(&mut rng, batch, 4.0);
+    let w = uniform(&mut rng, 16, 0.25);
+    let b = uniform(&mut rng, 1, 0.25);
+    let with_t: [(&str, &[f32]); 4] = [("x", &x), ("t", &t), ("w", &w), ("b", &b)];
+    let without_t: [(&str, &[f32]); 3] = [("x", &x), ("w", &w), ("b", &b)];
+    let run = |backend: &Backend| -> Result<(Vec<f32>, Vec<f32>)> {
+        let mean = backend.gradient(&loss, &["w", "b"], &with_t, crate::Reduction::Mean)?;
+        let per_sample =
+            backend.gradient(&activation, &["w"], &without_t, crate::Reduction::PerSample)?;
+        let mut means = mean.gradients[0].values.clone();
+        means.extend(&mean.gradients[1].values);
+        Ok((means, per_sample.gradients[0].values.clone()))
+    };
+    progress("W3 cpu");
+    let cpu_backend = Backend::Cpu(crate::CpuBackend);
+    let mut reference = None;
+    let cpu = median_seconds(settings.repeats, || {
+        reference = Some(run(&cpu_backend)?);
+        Ok(())
+    })?;
+    let (reference_means, reference_per_sample) =
+        reference.ok_or_else(|| Error::Readback("no reference".into()))?;
+    let bytes = 33.0 * 4.0 * batch as f64;
+    let mut timings = vec![
+        Timing {
+            path: "cpu".into(),
+            seconds: cpu,
+            flops: 0.0,
+        },
+        Timing {
+            path: "floor".into(),
+            seconds: bytes / ceilings.copy,
+            flops: 0.0,
+        },
+    ];
+    let mut error = None;
+    if let Backend::Gpu(_) = backend {
+        progress("W3 gpu");
+        let mut last = None;
+        let seconds = median_seconds(settings.repeats, || {
+            last = Some(run(backend)?);
+            Ok(())
+        })?;
+        timings.push(Timing {
+            path: "gpu-end-to-end".into(),
+            seconds,
+            flops: 0.0,
+        });
+        if let Some((means, per_sample)) = last {
+            let f64s = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+            error = Some(
+                relative_frobenius(&f64s(&means), &f64s(&reference_means)).max(relative_frobenius(
+                    &f64s(&per_sample),
+                    &f64s(&reference_per_sample),
+                )),
+            );
+        }
+    }
+    Ok(Report {
+        workload: "w3".into(),
+        cases: vec![("neuron_grad".into(), batch, timings, error)],
+    })
 }

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 const WORKLOADS: [(&str, Option<&str>); 5] = [
     ("w1", None),
     ("w2", None),
-    ("w3", Some("gradients of scalar losses")),
+    ("w3", None),
     ("w4", None),
     ("w5", None),
 ];
@@ -163,13 +163,19 @@ fn run(args: Args) -> Result<(), String> {
                 cases.extend(chain.plot_cases());
                 (format!("{}\n{}", report.table(), chain.table()), cases)
             }
-            "w2" | "w5" => {
-                bar.set_length(if name == "w2" { 2 } else { 8 });
+            "w2" | "w3" | "w5" => {
+                bar.set_length(if name == "w5" { 8 } else { 2 });
                 bar.set_position(0);
-                let report = if name == "w2" {
-                    jacobians::run_w2(&backend, settings, ceilings, |what| step(&bar, "", what))
-                } else {
-                    jacobians::run_w5(&backend, settings, ceilings, |what| step(&bar, "", what))
+                let report = match name {
+                    "w2" => {
+                        jacobians::run_w2(&backend, settings, ceilings, |what| step(&bar, "", what))
+                    }
+                    "w3" => {
+                        jacobians::run_w3(&backend, settings, ceilings, |what| step(&bar, "", what))
+                    }
+                    _ => {
+                        jacobians::run_w5(&backend, settings, ceilings, |what| step(&bar, "", what))
+                    }
                 }
                 .map_err(|e| e.to_string())?;
                 records.extend(report.records(&machine));

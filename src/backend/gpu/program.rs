@@ -121,7 +121,9 @@ fn reduction_source(dot: bool) -> String {
 }
 
 /// logsumexp of each sample's vector with the maximum subtracted, and its
-/// gradient softmax(z) = exp(z - lse) as the local partial row: one
+/// gradient softmax(z) = exp(z - m) / sum(exp(z - m)) as the local partial
+/// row (not exp(z - lse): lse rounded to f32 is off by up to half an ulp of
+/// |z|, which would make every softmax wrong by that much). One
 /// invocation per sample, three loops of n (bounded by the planner).
 fn log_sum_exp_source() -> String {
     let mut src = shaders::library();
@@ -143,7 +145,7 @@ fn log_sum_exp_source() -> String {
          var lse = m + ln_acc(total);\n    if (any_nan) {\n        lse = nan_like(m);\n    }\n    \
          out_v[sample] = lse;\n    \
          for (var i = 0u; i < n; i = i + 1u) {\n        \
-         out_softmax[sample * n + i] = exp_acc(a[base + i] - lse);\n    }\n}\n",
+         out_softmax[sample * n + i] = exp_acc(a[base + i] - m) / total;\n    }\n}\n",
     );
     src
 }

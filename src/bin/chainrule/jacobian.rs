@@ -69,18 +69,13 @@ fn render(dims: &[Option<usize>]) -> String {
     format!("({})", parts.join(", "))
 }
 
-pub(crate) fn run(
-    text: &str,
+/// Reads every --input and --param file, checking each against its
+/// declaration and the inputs against each other's batch size.
+pub(crate) fn load_variables(
+    program: &Program,
     inputs: &[String],
     params: &[String],
-    wrt: Option<&str>,
-    out: &Path,
-    values_path: Option<&Path>,
-    cpu: bool,
-) -> chainrule::Result<()> {
-    let text = program_text(text)?;
-    let program = Program::parse(&text)?;
-    let wrt = choose_wrt(&program, wrt)?;
+) -> chainrule::Result<Vec<(String, Vec<f32>)>> {
     let mut arrays: Vec<(String, Vec<f32>)> = Vec::new();
     let mut batch: Option<usize> = None;
     for (flag, list, kind) in [
@@ -144,6 +139,22 @@ pub(crate) fn run(
             arrays.push((name, array.data));
         }
     }
+    Ok(arrays)
+}
+
+pub(crate) fn run(
+    text: &str,
+    inputs: &[String],
+    params: &[String],
+    wrt: Option<&str>,
+    out: &Path,
+    values_path: Option<&Path>,
+    cpu: bool,
+) -> chainrule::Result<()> {
+    let text = program_text(text)?;
+    let program = Program::parse(&text)?;
+    let wrt = choose_wrt(&program, wrt)?;
+    let arrays = load_variables(&program, inputs, params)?;
     let variables: Vec<(&str, &[f32])> = arrays
         .iter()
         .map(|(n, d)| (n.as_str(), d.as_slice()))

@@ -3,6 +3,7 @@
 //! list the operations.
 
 mod eval;
+mod grad;
 mod info;
 mod jacobian;
 
@@ -89,6 +90,36 @@ enum Command {
         #[arg(long)]
         cpu: bool,
     },
+    /// Gradients of a program's scalar output (a loss) with respect to
+    /// inputs and parameters: the batch mean, or one per sample.
+    #[command(
+        after_help = "Example: chainrule grad @neuron.txt --input x=X.npy --input t=T.npy --param w=w.npy \\\n    \
+        --param b=b.npy --wrt w,b --out-dir grads\n\
+        Writes DIR/NAME.npy per variable: a parameter's gradient of the batch mean has its own shape;\n\
+        with --per-sample, and for inputs, the batch comes first."
+    )]
+    Grad {
+        /// The program, or @FILE to read it from a file.
+        program: String,
+        /// NAME=FILE.npy for each input.
+        #[arg(long = "input", value_name = "NAME=FILE")]
+        inputs: Vec<String>,
+        /// NAME=FILE.npy for each parameter.
+        #[arg(long = "param", value_name = "NAME=FILE")]
+        params: Vec<String>,
+        /// The variables to differentiate, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        wrt: Vec<String>,
+        /// One gradient per sample instead of the gradient of the batch mean.
+        #[arg(long)]
+        per_sample: bool,
+        /// Where to write the .npy files.
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+        /// Compute on the CPU (the f64 reference) instead of the GPU.
+        #[arg(long)]
+        cpu: bool,
+    },
     /// The derivation step by step. For an expression: intermediate
     /// variables, local derivatives, paths, and the derivative. For a
     /// program (or @FILE): each chain of local Jacobians, the order chosen
@@ -137,6 +168,15 @@ fn main() -> ExitCode {
             values.as_deref(),
             cpu,
         ),
+        Command::Grad {
+            program,
+            inputs,
+            params,
+            wrt,
+            per_sample,
+            out_dir,
+            cpu,
+        } => grad::run(&program, &inputs, &params, &wrt, per_sample, &out_dir, cpu),
         Command::Explain {
             expression,
             batch,

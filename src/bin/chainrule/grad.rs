@@ -1,0 +1,68 @@
+//! `chainrule grad`: gradients of a program's scalar output (a loss) with
+//! respect to named inputs and parameters, one .npy file per variable.
+
+use std::path::Path;
+
+use chainrule::program::Program;
+use chainrule::{Error, Reduction, npy};
+
+use crate::backend;
+use crate::jacobian::{load_variables, program_text};
+
+pub(crate) fn run(
+    text: &str,
+    inputs: &[String],
+    params: &[String],
+    wrt: &[String],
+    per_sample: bool,
+    out_dir: &Path,
+    cpu: bool,
+) -> chainrule::Result<()> {
+    let text = program_text(text)?;
+    let program = Program::parse(&text)?;
+    let names: Vec<&str> = wrt
+        .iter()
+        .flat_map(|w| w.split(','))
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .collect();
+    if names.is_empty() {
+        return Err(Error::InvalidArgument(
+            "--wrt names the variables to differentiate, e.g. --wrt w,b".into(),
+        ));
+    }
+    let arrays = load_variables(&program, inputs, params)?;
+    let variables: Vec<(&str, &[f32])> = arrays
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    let backend = backend(cpu)?;
+    let reduction = if per_sample {
+        Reduction::PerSample
+    } else {
+        Reduction::Mean
+    };
+    let out = backend.gradient(&program, &names, &variables, reduction)?;
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::File {
+        path: out_dir.display().to_string(),
+        message: e.to_string(),
+    })?;
+    for gradient in &out.gradients {
+        let path = out_dir.join(format!("{}.npy", gradient.name));
+        npy::write(&path, &gradient.shape, &gradient.values)?;
+        println!(
+            "{} {:?} -> {}",
+            gradient.name,
+            gradient.shape,
+            path.display()
+        );
+    }
+    println!(
+        "{} = {:.9e} (mean over {} samples) on {}",
+        program.output_name,
+        out.mean,
+        out.values.len(),
+        backend.describe()
+    );
+    Ok(())
+}
