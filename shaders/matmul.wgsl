@@ -6,21 +6,23 @@
 // is one kernel that writes nothing in between.
 //
 // Each workgroup of 16 x 16 invocations computes a 64 x 64 block of C and
-// each invocation a 4 x 4 register block of it: every value read from
-// workgroup memory then feeds four multiply-adds instead of one, which is
-// what bounds a one-output-per-invocation kernel. The invocation's rows
-// and columns are strided by 16 rather than adjacent so that neighbouring
-// invocations read neighbouring words of workgroup memory (no bank
-// conflicts) and write neighbouring words of C (coalesced stores).
+// each invocation a 4 x 4 register block of it. With one output per
+// invocation, workgroup-memory reads rather than arithmetic bound the
+// kernel; here every value read feeds four multiply-adds, and the reads are
+// whole vec4s (one per operand per step of K). An invocation owns rows
+// ly + 16i (so that a product with at most 16 rows leaves three of its four
+// accumulators idle rather than three quarters of the invocations) and
+// four adjacent columns (one vec4 of the B tile).
 //
 // The loop over K runs ceil(K / 16) times: the planner keeps that far
 // below the 65,535 iterations a software driver executes.
 
 const BLOCK: u32 = 64u;
 const KTILE: u32 = 16u;
-// One word of padding per K row keeps the transposing stores of A (and of
-// a transposed B) from landing 16 deep in one bank.
-const PITCH: u32 = 65u;
+// vec4s per K row of a tile: 16, plus one so that the transposing stores
+// of A (and of a transposed B) spread over the banks instead of landing
+// 16 deep in one.
+const PITCH: u32 = 17u;
 
 struct MatmulParams {
     m: u32,
@@ -47,10 +49,11 @@ struct MatmulParams {
 @group(0) @binding(5) var<storage, read> mid_scale: array<f32>;
 @group(0) @binding(6) var<storage, read> col_scale: array<f32>;
 
-// Both tiles are stored K-major, [kk * PITCH + i], so the inner loop reads
-// one contiguous run of each per step whatever the operands' layouts.
-var<workgroup> tile_a: array<f32, 1040>;
-var<workgroup> tile_b: array<f32, 1040>;
+// Both tiles are K-major. tile_a[kk * PITCH + ly] holds A's rows ly, ly + 16,
+// ly + 32 and ly + 48 at inner index kk; tile_b[kk * PITCH + q] holds B's
+// columns 4q .. 4q + 3.
+var<workgroup> tile_a: array<vec4<f32>, 272>;
+var<workgroup> tile_b: array<vec4<f32>, 272>;
 
 @compute @workgroup_size(16, 16, 1)
 fn main(
@@ -64,20 +67,9 @@ fn main(
     let sample = group.z;
     let row0 = group.y * BLOCK;
     let col0 = group.x * BLOCK;
-    let a_base = sample * params.a_stride;
-    let b_base = sample * params.b_stride;
-    let scale_mid = (params.flags & 2u) != 0u;
-    let b_transposed = (params.flags & 8u) != 0u;
-    // Uniform across the workgroup, so the unchecked loads below never
-    // diverge; only blocks on the edge of C pay for bounds checks.
+    // Uniform across the workgroup, so the unchecked loads never diverge;
+    // only blocks on the edge of C pay for bounds checks.
     let inside = row0 + BLOCK <= m && col0 + BLOCK <= n;
-
-    // Row-major A and transposed B are read 16 consecutive K values per
-    // row (a 64-byte run); plain B 64 consecutive columns per K row.
-    let lk = lid & 15u;
-    let lr = lid >> 4u;
-    let bk = lid >> 6u;
-    let bc = lid & 63u;
 
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
@@ -85,93 +77,49 @@ fn main(
     var acc3 = vec4<f32>(0.0);
 
     let steps = (k + KTILE - 1u) / KTILE;
-    for (var step = 0u; step < steps; step = step + 1u) {
-        let k0 = step * KTILE;
-        let ka = k0 + lk;
-        if (inside && k0 + KTILE <= k) {
-            var s = 1.0;
-            if (scale_mid) {
-                s = mid_scale[sample * k + ka];
+    if (row0 + 16u >= m) {
+        // At most 16 rows of C left (thin products such as 16 x 256 or
+        // 8 x 8, common in Jacobian chains): only the first row of each
+        // register block exists, so only it is accumulated.
+        for (var step = 0u; step < steps; step = step + 1u) {
+            stage(step, sample, row0, col0, inside, lid);
+            workgroupBarrier();
+            for (var t = 0u; t < KTILE; t = t + 1u) {
+                let av = tile_a[t * PITCH + local.y];
+                let bv = tile_b[t * PITCH + local.x];
+                acc0 = fma(vec4<f32>(av.x), bv, acc0);
             }
-            for (var j = 0u; j < 4u; j = j + 1u) {
-                let r = lr + 16u * j;
-                tile_a[lk * PITCH + r] = a[a_base + (row0 + r) * k + ka] * s;
-            }
-            if (b_transposed) {
-                for (var j = 0u; j < 4u; j = j + 1u) {
-                    let cc = lr + 16u * j;
-                    tile_b[lk * PITCH + cc] = b[b_base + (col0 + cc) * k + ka];
-                }
-            } else {
-                for (var j = 0u; j < 4u; j = j + 1u) {
-                    let kk = bk + 4u * j;
-                    tile_b[kk * PITCH + bc] = b[b_base + (k0 + kk) * n + col0 + bc];
-                }
-            }
-        } else {
-            // Outside the matrices both operands load 0, so the padding
-            // adds nothing even where the other operand holds inf or NaN.
-            var s = 0.0;
-            if (ka < k) {
-                s = 1.0;
-                if (scale_mid) {
-                    s = mid_scale[sample * k + ka];
-                }
-            }
-            for (var j = 0u; j < 4u; j = j + 1u) {
-                let r = lr + 16u * j;
-                var v = 0.0;
-                if (ka < k && row0 + r < m) {
-                    v = a[a_base + (row0 + r) * k + ka] * s;
-                }
-                tile_a[lk * PITCH + r] = v;
-            }
-            if (b_transposed) {
-                for (var j = 0u; j < 4u; j = j + 1u) {
-                    let cc = lr + 16u * j;
-                    var v = 0.0;
-                    if (ka < k && col0 + cc < n) {
-                        v = b[b_base + (col0 + cc) * k + ka];
-                    }
-                    tile_b[lk * PITCH + cc] = v;
-                }
-            } else {
-                for (var j = 0u; j < 4u; j = j + 1u) {
-                    let kk = bk + 4u * j;
-                    var v = 0.0;
-                    if (k0 + kk < k && col0 + bc < n) {
-                        v = b[b_base + (k0 + kk) * n + col0 + bc];
-                    }
-                    tile_b[kk * PITCH + bc] = v;
-                }
-            }
+            workgroupBarrier();
         }
-        workgroupBarrier();
-        for (var t = 0u; t < KTILE; t = t + 1u) {
-            let ao = t * PITCH + local.y;
-            let bo = t * PITCH + local.x;
-            let bv = vec4<f32>(tile_b[bo], tile_b[bo + 16u], tile_b[bo + 32u], tile_b[bo + 48u]);
-            acc0 = fma(vec4<f32>(tile_a[ao]), bv, acc0);
-            acc1 = fma(vec4<f32>(tile_a[ao + 16u]), bv, acc1);
-            acc2 = fma(vec4<f32>(tile_a[ao + 32u]), bv, acc2);
-            acc3 = fma(vec4<f32>(tile_a[ao + 48u]), bv, acc3);
+    } else {
+        for (var step = 0u; step < steps; step = step + 1u) {
+            stage(step, sample, row0, col0, inside, lid);
+            workgroupBarrier();
+            for (var t = 0u; t < KTILE; t = t + 1u) {
+                let av = tile_a[t * PITCH + local.y];
+                let bv = tile_b[t * PITCH + local.x];
+                acc0 = fma(vec4<f32>(av.x), bv, acc0);
+                acc1 = fma(vec4<f32>(av.y), bv, acc1);
+                acc2 = fma(vec4<f32>(av.z), bv, acc2);
+                acc3 = fma(vec4<f32>(av.w), bv, acc3);
+            }
+            workgroupBarrier();
         }
-        workgroupBarrier();
     }
 
+    let col = col0 + 4u * local.x;
     var cs = vec4<f32>(1.0);
     if ((params.flags & 4u) != 0u) {
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            let col = col0 + local.x + 16u * j;
-            if (col < n) {
-                cs[j] = col_scale[sample * n + col];
+        for (var q = 0u; q < 4u; q = q + 1u) {
+            if (col + q < n) {
+                cs[q] = col_scale[sample * n + col + q];
             }
         }
     }
-    store_row(sample, row0 + local.y, col0 + local.x, acc0 * cs);
-    store_row(sample, row0 + local.y + 16u, col0 + local.x, acc1 * cs);
-    store_row(sample, row0 + local.y + 32u, col0 + local.x, acc2 * cs);
-    store_row(sample, row0 + local.y + 48u, col0 + local.x, acc3 * cs);
+    store_row(sample, row0 + local.y, col, acc0 * cs);
+    store_row(sample, row0 + local.y + 16u, col, acc1 * cs);
+    store_row(sample, row0 + local.y + 32u, col, acc2 * cs);
+    store_row(sample, row0 + local.y + 48u, col, acc3 * cs);
 }
 
 fn store_row(sample: u32, row: u32, col: u32, v: vec4<f32>) {
@@ -182,10 +130,95 @@ fn store_row(sample: u32, row: u32, col: u32, v: vec4<f32>) {
     if ((params.flags & 1u) != 0u) {
         out = out * row_scale[sample * params.m + row];
     }
-    let base = sample * params.c_stride + row * params.n;
-    for (var j = 0u; j < 4u; j = j + 1u) {
-        if (col + 16u * j < params.n) {
-            c[base + col + 16u * j] = out[j];
+    let at = sample * params.c_stride + row * params.n + col;
+    if (col + 4u <= params.n) {
+        c[at] = out.x;
+        c[at + 1u] = out.y;
+        c[at + 2u] = out.z;
+        c[at + 3u] = out.w;
+    } else {
+        for (var q = 0u; q < 4u; q = q + 1u) {
+            if (col + q < params.n) {
+                c[at + q] = out[q];
+            }
+        }
+    }
+}
+
+// Stages A[row0 .., k0 ..] diag(s) and B[k0 .., col0 ..] in workgroup memory.
+// Each invocation reads a 64-byte run along a row of A (or of a transposed
+// B) with its 15 neighbours, and 4 adjacent columns of a plain B.
+fn stage(step: u32, sample: u32, row0: u32, col0: u32, inside: bool, lid: u32) {
+    let m = params.m;
+    let k = params.k;
+    let n = params.n;
+    let a_base = sample * params.a_stride;
+    let b_base = sample * params.b_stride;
+    let scale_mid = (params.flags & 2u) != 0u;
+    let b_transposed = (params.flags & 8u) != 0u;
+    let k0 = step * KTILE;
+    // For A and a transposed B, neighbouring invocations take neighbouring
+    // K (contiguous in memory) and each writes one whole vec4 of a tile:
+    // rows lr + 16j of A, columns 4lr + j of B.
+    let lk = lid & 15u;
+    let lr = lid >> 4u;
+    let ka = k0 + lk;
+    // For a plain B the columns are contiguous instead: K row k0 + lr,
+    // columns 4lk .. 4lk + 3.
+    let kb = k0 + lr;
+    let a_row = a_base + (row0 + lr) * k + ka;
+    if (inside && k0 + KTILE <= k) {
+        var s = 1.0;
+        if (scale_mid) {
+            s = mid_scale[sample * k + ka];
+        }
+        let a16 = 16u * k;
+        tile_a[lk * PITCH + lr] = s * vec4<f32>(
+            a[a_row],
+            a[a_row + a16],
+            a[a_row + 2u * a16],
+            a[a_row + 3u * a16],
+        );
+        if (b_transposed) {
+            let at = b_base + (col0 + 4u * lr) * k + ka;
+            tile_b[lk * PITCH + lr] = vec4<f32>(b[at], b[at + k], b[at + 2u * k], b[at + 3u * k]);
+        } else {
+            let at = b_base + kb * n + col0 + 4u * lk;
+            tile_b[lr * PITCH + lk] = vec4<f32>(b[at], b[at + 1u], b[at + 2u], b[at + 3u]);
+        }
+    } else {
+        // Outside the matrices both operands load 0, so the padding adds
+        // nothing even where the other operand holds inf or NaN.
+        var s = 0.0;
+        if (ka < k) {
+            s = 1.0;
+            if (scale_mid) {
+                s = mid_scale[sample * k + ka];
+            }
+        }
+        var va = vec4<f32>(0.0);
+        var vb = vec4<f32>(0.0);
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            if (ka < k && row0 + lr + 16u * j < m) {
+                va[j] = s * a[a_row + 16u * j * k];
+            }
+            if (b_transposed) {
+                let cb = col0 + 4u * lr + j;
+                if (ka < k && cb < n) {
+                    vb[j] = b[b_base + cb * k + ka];
+                }
+            } else {
+                let cb = col0 + 4u * lk + j;
+                if (kb < k && cb < n) {
+                    vb[j] = b[b_base + kb * n + cb];
+                }
+            }
+        }
+        tile_a[lk * PITCH + lr] = va;
+        if (b_transposed) {
+            tile_b[lk * PITCH + lr] = vb;
+        } else {
+            tile_b[lr * PITCH + lk] = vb;
         }
     }
 }

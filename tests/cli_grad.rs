@@ -8,7 +8,8 @@ use std::process::Command;
 
 use chainrule::npy;
 
-const NEURON: &str = "input x[4]\ninput t\nparam w[4] b\na = relu(dot(w, x) + b)\nloss = mse(a, t)\noutput loss\n";
+const NEURON: &str =
+    "input x[4]\ninput t\nparam w[4] b\na = relu(dot(w, x) + b)\nloss = mse(a, t)\noutput loss\n";
 
 fn chainrule(args: &[String]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_chainrule"))
@@ -59,7 +60,10 @@ fn grad_writes_the_neurons_gradients() {
     // The closed forms: dC/dw = (2/N) sum over active samples of e_i x_i.
     let (mut gw, mut gb) = ([0f64; 4], 0f64);
     for i in 0..batch {
-        let z: f64 = (0..4).map(|j| f64::from(w[j]) * f64::from(x[i * 4 + j])).sum::<f64>() + f64::from(b[0]);
+        let z: f64 = (0..4)
+            .map(|j| f64::from(w[j]) * f64::from(x[i * 4 + j]))
+            .sum::<f64>()
+            + f64::from(b[0]);
         if z > 0.0 {
             let e = z - f64::from(t[i]);
             for j in 0..4 {
@@ -83,7 +87,10 @@ fn grad_writes_the_neurons_gradients() {
         assert_eq!(dw.shape, vec![4]);
         assert!(db.shape.is_empty());
         for j in 0..4 {
-            assert!((f64::from(dw.data[j]) - gw[j]).abs() < 1e-5, "{extra:?} dw[{j}]");
+            assert!(
+                (f64::from(dw.data[j]) - gw[j]).abs() < 1e-5,
+                "{extra:?} dw[{j}]"
+            );
         }
         assert!((f64::from(db.data[0]) - gb).abs() < 1e-5, "{extra:?} db");
         let per = dir.join(format!("per{}", extra.len()));
@@ -91,7 +98,10 @@ fn grad_writes_the_neurons_gradients() {
         flags.extend(extra.iter().copied());
         let (ok, _, stderr) = chainrule(&args(&flags, &per));
         assert!(ok, "{stderr}");
-        assert_eq!(npy::read(&per.join("w.npy")).expect("w").shape, vec![batch, 4]);
+        assert_eq!(
+            npy::read(&per.join("w.npy")).expect("w").shape,
+            vec![batch, 4]
+        );
     }
     let (ok, _, stderr) = chainrule(&args(&["--wrt", "q", "--cpu"], &dir.join("bad")));
     assert!(!ok && stderr.contains("`q` is not a variable"), "{stderr}");

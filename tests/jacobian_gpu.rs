@@ -399,3 +399,62 @@ fn bad_input_is_an_error_not_a_panic() {
         assert!(matches!(bad_seed, Err(Error::Shape(_))));
     }
 }
+
+/// Chains whose sizes cross the product kernel's 64 x 64 blocks and 16-wide
+/// inner slices (interior blocks take the unchecked path, edges the checked
+/// one), with diagonals folded in, against the dense f64 product.
+#[test]
+fn chains_across_tile_boundaries_match_the_dense_product() {
+    let Some(context) = gpu() else { return };
+    let mut rng = rng("tile boundaries");
+    let sizes = [1, 15, 16, 17, 63, 64, 65, 100, 130];
+    for round in 0..12 {
+        let batch = rng.random_range(1..5);
+        let dims: Vec<usize> = (0..4)
+            .map(|_| sizes[rng.random_range(0..sizes.len())])
+            .collect();
+        // J3 (dense) D (diagonal) J2 (shared) J1 (dense or shared)
+        let mut factors = vec![
+            random_jacobian(&mut rng, Structure::Dense, dims[3], dims[2], batch),
+            random_jacobian(&mut rng, Structure::Diagonal, dims[2], dims[2], batch),
+            random_jacobian(&mut rng, Structure::Shared, dims[2], dims[1], batch),
+        ];
+        let last = if round % 2 == 0 {
+            Structure::Dense
+        } else {
+            Structure::Shared
+        };
+        factors.push(random_jacobian(&mut rng, last, dims[1], dims[0], batch));
+        let shapes: Vec<JacShape> = factors.iter().map(Jacobian::shape).collect();
+        let order = chain_order(&shapes, batch).expect("order");
+        let largest = dims.iter().max().copied().unwrap_or(1).pow(2);
+        let layout = context.batch_layout(batch, largest).expect("layout");
+        let on_device: Vec<_> = factors
+            .iter()
+            .map(|f| context.upload_jacobian(f, layout).expect("upload"))
+            .collect();
+        let product = context
+            .chain_product(&on_device, &order.bracketing, layout)
+            .expect("product");
+        let result = context
+            .download_jacobian(&product, layout)
+            .expect("download");
+        let mut expected = factors[0].clone();
+        for f in &factors[1..] {
+            expected = expected.product(f, batch).expect("reference product");
+        }
+        let error = relative_error(&result.to_dense(batch), &expected.to_dense(batch));
+        assert!(error < 1e-5, "dims {dims:?}: {error:e}");
+    }
+}
+
+/// A network wide enough that the forward pass (samples as rows times W^T)
+/// fills whole blocks of the transposed-operand path.
+#[test]
+fn a_wide_network_matches_the_oracle() {
+    let Some(context) = gpu() else { return };
+    let mut rng = rng("wide network");
+    let text =
+        "input x[130]\nparam W1[70,130] W2[65,70]\ny = sigmoid(W2 @ tanh(W1 @ x))\noutput y\n";
+    check_program(&context, text, "x", 67, false, &mut rng);
+}

@@ -133,6 +133,19 @@ struct MatmulParams {
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SmallParams {
+    m: u32,
+    k: u32,
+    n: u32,
+    total: u32,
+    a_stride: u32,
+    b_stride: u32,
+    row_stride: u32,
+    flags: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct JacParams {
     mode: u32,
     rows: u32,
@@ -423,10 +436,43 @@ impl GpuContext {
                 buffer: out,
             });
         }
+        // Many small products (a row times a matrix, an outer product): one
+        // invocation per element beats 64 x 64 tiles that would sit idle.
+        let small = (m * n <= 1024 || m < 4 || n < 4) && k <= 65_535;
+        let small_kernel = if small {
+            Some(self.kernel_sync("jacobian/matmul_small", crate::shaders::MATMUL_SMALL)?)
+        } else {
+            None
+        };
         let mut segments = Vec::with_capacity(layout.segments());
         for s in 0..layout.segments() {
             let samples = layout.samples_in(s);
             let out = self.pooled(samples * m * n);
+            if let Some(small_kernel) = &small_kernel {
+                let total = samples * m * n;
+                let (gx, gy, _) = self.grid_1d(total);
+                let params = SmallParams {
+                    m: m as u32,
+                    k: k as u32,
+                    n: n as u32,
+                    total: total as u32,
+                    a_stride: stride(a),
+                    b_stride: stride(b),
+                    row_stride: gx * WORKGROUP as u32,
+                    flags,
+                };
+                let uniform = self.uniform(&params);
+                let (a_s, b_s) = (operand(a, s)?, operand(b, s)?);
+                let (r, md, c) = (scale(row, s), scale(mid, s), scale(col, s));
+                self.dispatch(
+                    small_kernel,
+                    &[&uniform, &a_s, &b_s, &out, &r, &md, &c],
+                    (gx, gy, 1),
+                    "jacobian small matmul",
+                );
+                segments.push(out);
+                continue;
+            }
             let params = MatmulParams {
                 m: m as u32,
                 k: k as u32,
