@@ -86,9 +86,9 @@ fn grad_writes_the_neurons_gradients() {
         let db = npy::read(&out.join("b.npy")).expect("b");
         assert_eq!(dw.shape, vec![4]);
         assert!(db.shape.is_empty());
-        for j in 0..4 {
+        for (j, (&actual, expected)) in dw.data.iter().zip(gw).enumerate() {
             assert!(
-                (f64::from(dw.data[j]) - gw[j]).abs() < 1e-5,
+                (f64::from(actual) - expected).abs() < 1e-5,
                 "{extra:?} dw[{j}]"
             );
         }
