@@ -197,11 +197,19 @@ impl Ceilings {
 }
 
 /// The median wall time in seconds of `repeats` runs of `work`, after one
-/// untimed warm-up run (which compiles kernels and fills caches).
+/// untimed warm-up run (which compiles kernels and fills caches). A call
+/// whose warm-up took over a second is timed once: its figure is stable
+/// enough, and repeating it would make a full run needlessly long.
 pub fn median_seconds<T>(repeats: usize, mut work: impl FnMut() -> Result<T>) -> Result<f64> {
+    let start = Instant::now();
     work()?;
-    let mut times = Vec::with_capacity(repeats.max(1));
-    for _ in 0..repeats.max(1) {
+    let repeats = if start.elapsed().as_secs_f64() > 1.0 {
+        1
+    } else {
+        repeats.max(1)
+    };
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
         let start = Instant::now();
         work()?;
         times.push(start.elapsed().as_secs_f64());
