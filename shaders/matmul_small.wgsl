@@ -16,7 +16,8 @@ struct SmallParams {
     b_stride: u32,
     row_stride: u32,
     // As in matmul.wgsl: bit 0 row scale, bit 1 inner scale, bit 2 column
-    // scale, bit 3 B stored transposed.
+    // scale, bit 3 B stored transposed; and bit 4 A stored transposed
+    // (k x m), which makes G^T X over a batch of rows one product.
     flags: u32,
 }
 
@@ -39,13 +40,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let within = e % per_sample;
     let row = within / params.n;
     let col = within % params.n;
-    let a_base = sample * params.a_stride + row * params.k;
+    let a_transposed = (params.flags & 16u) != 0u;
+    let a_base = sample * params.a_stride;
     let b_base = sample * params.b_stride;
     let scale_mid = (params.flags & 2u) != 0u;
     let transposed = (params.flags & 8u) != 0u;
     var sum = 0.0;
     for (var kk = 0u; kk < params.k; kk = kk + 1u) {
-        var va = a[a_base + kk];
+        var va = 0.0;
+        if (a_transposed) {
+            va = a[a_base + kk * params.m + row];
+        } else {
+            va = a[a_base + row * params.k + kk];
+        }
         if (scale_mid) {
             va = va * mid_scale[sample * params.k + kk];
         }

@@ -2,7 +2,8 @@
 //! cotangent of each variable is a vector-Jacobian product through the
 //! structured local Jacobians, planned like any other chain. A matrix W
 //! enters through `W @ v`, whose cotangent g gives W's gradient as the outer
-//! product g v^T per sample, or summed over the batch as one matrix product.
+//! product g v^T per sample, or summed over the batch as G^T V, one matrix
+//! product over the rows of each segment.
 //! Gradients are of the batch mean of the output unless per-sample ones are
 //! asked for.
 
@@ -229,6 +230,81 @@ impl Backend {
                 };
                 let mut gradients = Vec::new();
                 for (&variable, target) in indices.iter().zip(&targets) {
+                    // A weight's gradient of the batch mean: G^T V, one
+                    // product per segment over its rows, for every `W @ v`.
+                    if let (Target::Matrix { uses, rows, cols }, Reduction::Mean) =
+                        (target, reduction)
+                    {
+                        let mut total = vec![0f64; rows * cols];
+                        for &(product, v) in uses {
+                            let g = as_rows(cotangent(product)?, *rows)?;
+                            let row = context.node_row(&forward, v, *cols)?;
+                            let one = BatchLayout {
+                                batch: 1,
+                                per_segment: 1,
+                            };
+                            for (s, g_segment) in g.iter().enumerate() {
+                                let samples = layout.samples_in(s);
+                                let part = match &row {
+                                    GpuJacobian::Dense { segments, .. } => {
+                                        let v_segment = segments.get(s).ok_or_else(|| {
+                                            Error::Shape(
+                                                "values have fewer segments than the layout".into(),
+                                            )
+                                        })?;
+                                        let buffer = context.transposed_product(
+                                            g_segment,
+                                            v_segment,
+                                            (samples, *rows, *cols),
+                                        )?;
+                                        GpuJacobian::Shared {
+                                            rows: *rows,
+                                            cols: *cols,
+                                            buffer,
+                                        }
+                                    }
+                                    // v shared by the batch: (sum of g) v^T.
+                                    shared => {
+                                        let g_rows = GpuJacobian::Shared {
+                                            rows: samples,
+                                            cols: *rows,
+                                            buffer: g_segment.clone(),
+                                        };
+                                        let ones_row = GpuJacobian::Shared {
+                                            rows: 1,
+                                            cols: samples,
+                                            buffer: context.upload_shared(&ones[..samples]),
+                                        };
+                                        let sum = context.matmul(
+                                            None, &ones_row, None, &g_rows, None, false, one,
+                                        )?;
+                                        let column = match sum {
+                                            GpuJacobian::Shared { buffer, .. } => {
+                                                GpuJacobian::Shared {
+                                                    rows: *rows,
+                                                    cols: 1,
+                                                    buffer,
+                                                }
+                                            }
+                                            other => other,
+                                        };
+                                        context
+                                            .matmul(None, &column, None, shared, None, false, one)?
+                                    }
+                                };
+                                let part = context.download_jacobian(&part, one)?.to_dense(1);
+                                for (t, p) in total.iter_mut().zip(part) {
+                                    *t += p;
+                                }
+                            }
+                        }
+                        gradients.push(Gradient {
+                            name: program.variables[variable].name.clone(),
+                            shape: dims(program, variable, None),
+                            values: total.into_iter().map(|t| (t * scale) as f32).collect(),
+                        });
+                        continue;
+                    }
                     let (rows_per_sample, size) = match target {
                         Target::Node { node } => {
                             let g = cotangent(*node)?;

@@ -505,6 +505,45 @@ impl GpuContext {
         })
     }
 
+    /// G^T X for row-stacked G (k x m) and X (k x n), both one buffer: the
+    /// sum over k samples of the outer products g x^T, in one dispatch.
+    pub(crate) fn transposed_product(
+        &self,
+        g: &wgpu::Buffer,
+        x: &wgpu::Buffer,
+        (k, m, n): (usize, usize, usize),
+    ) -> Result<Arc<wgpu::Buffer>> {
+        if k > 65_535 {
+            return Err(Error::TooLarge {
+                what: format!("a product over {k} samples in one loop"),
+                needed: k as u64,
+                limit: 65_535,
+            });
+        }
+        let kernel = self.kernel_sync("jacobian/matmul_small", crate::shaders::MATMUL_SMALL)?;
+        let out = self.pooled(m * n);
+        let total = m * n;
+        let (gx, gy, _) = self.grid_1d(total);
+        let params = SmallParams {
+            m: m as u32,
+            k: k as u32,
+            n: n as u32,
+            total: total as u32,
+            a_stride: 0,
+            b_stride: 0,
+            row_stride: gx * WORKGROUP as u32,
+            flags: 16,
+        };
+        let uniform = self.uniform(&params);
+        self.dispatch(
+            &kernel,
+            &[&uniform, g, x, &out, &self.dummy, &self.dummy, &self.dummy],
+            (gx, gy, 1),
+            "jacobian transposed product",
+        );
+        Ok(out)
+    }
+
     pub(crate) fn grid_1d(&self, total: usize) -> (u32, u32, u32) {
         let groups = total.div_ceil(WORKGROUP);
         let max = self.limits.max_workgroups_per_dimension as usize;
