@@ -115,3 +115,48 @@ pub fn run_plan<A: JacobianAlgebra>(
     }
     step_value(algebra, &plan.output, &shared, input_size)
 }
+
+/// Reverse accumulation over a whole program: the cotangent of every node in
+/// `needed`, from `seed` at the output (1 x m per sample) down, each a row
+/// times the local Jacobians of the node's users, summed across users (the
+/// total-derivative chain rule). Nothing larger than a row per sample is ever
+/// formed, whatever the structure of the local Jacobians. The matrix operand
+/// of `W @ v` gets no cotangent here: its gradient is the outer product of
+/// the product's cotangent with v.
+pub fn reverse_cotangents<A: JacobianAlgebra>(
+    program: &crate::program::Program,
+    algebra: &mut A,
+    seed: A::Value,
+    needed: &[bool],
+) -> Result<Vec<Option<A::Value>>> {
+    use crate::program::Op;
+    let count = program.nodes.len();
+    let mut cotangents: Vec<Option<A::Value>> = vec![None; count];
+    if program.output >= count {
+        return Err(Error::Shape("the output node is missing".into()));
+    }
+    cotangents[program.output] = Some(seed);
+    for id in (0..count).rev() {
+        let Some(cotangent) = cotangents[id].clone() else {
+            continue;
+        };
+        let cotangent = algebra.finish(cotangent)?;
+        cotangents[id] = Some(cotangent.clone());
+        let operands: Vec<usize> = crate::schedule::vector::operands(&program.nodes[id]);
+        for (slot, &o) in operands.iter().enumerate() {
+            if !needed.get(o).copied().unwrap_or(false)
+                || (matches!(program.nodes[id], Op::MatVec(..)) && slot == 0)
+            {
+                continue;
+            }
+            let local = algebra.local(id, slot)?;
+            let contribution = algebra.product(cotangent.clone(), local)?;
+            let contribution = algebra.finish(contribution)?;
+            cotangents[o] = Some(match cotangents[o].take() {
+                None => contribution,
+                Some(existing) => algebra.sum(existing, contribution)?,
+            });
+        }
+    }
+    Ok(cotangents)
+}

@@ -8,14 +8,13 @@
 //! asked for.
 
 use crate::backend::Backend;
-use crate::backend::chain::run_plan;
+use crate::backend::chain::reverse_cotangents;
 use crate::backend::cpu_program::{CpuAlgebra, forward};
 use crate::backend::gpu::{BatchLayout, GpuJacobian};
 use crate::backend::vector::bind;
 use crate::error::{Error, Result};
 use crate::jacobian::Jacobian;
 use crate::program::{Kind, Op, Program, Shape};
-use crate::schedule::vector::{Request, plan_node};
 
 /// Batch mean, or one gradient per sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -148,6 +147,27 @@ impl Backend {
             .iter()
             .map(|&v| target(program, v))
             .collect::<Result<_>>()?;
+        // The nodes whose cotangents are needed: those that depend on a
+        // variable asked for (the product `W @ v` depends on W).
+        let mut needed = vec![false; program.nodes.len()];
+        for target in &targets {
+            match target {
+                Target::Node { node } => needed[*node] = true,
+                Target::Matrix { uses, .. } => {
+                    for &(product, _) in uses {
+                        needed[product] = true;
+                    }
+                }
+            }
+        }
+        for id in 0..program.nodes.len() {
+            if crate::schedule::vector::operands(&program.nodes[id])
+                .iter()
+                .any(|&o| needed[o])
+            {
+                needed[id] = true;
+            }
+        }
         let ones = vec![1.0f32; batch];
         let scale = 1.0 / batch as f64;
         match self {
@@ -159,15 +179,19 @@ impl Backend {
                     cols: 1,
                     data: vec![1.0; batch],
                 };
+                let mut algebra = CpuAlgebra {
+                    program,
+                    forward: &forward,
+                    seed: None,
+                };
+                let cotangents = reverse_cotangents(program, &mut algebra, seed, &needed)?;
                 let cotangent = |node: usize| -> Result<Vec<f64>> {
-                    let plan = plan_node(program, node, Request::Vjp, batch)?;
-                    let mut algebra = CpuAlgebra {
-                        program,
-                        forward: &forward,
-                        seed: Some(seed.clone()),
-                    };
-                    let size = program.shapes[node].size();
-                    Ok(run_plan(&plan, &mut algebra, size)?.to_dense(batch))
+                    cotangents
+                        .get(node)
+                        .cloned()
+                        .flatten()
+                        .map(|j| j.to_dense(batch))
+                        .ok_or_else(|| Error::Shape(format!("node {node} got no cotangent")))
                 };
                 let mut gradients = Vec::new();
                 for (&variable, target) in indices.iter().zip(&targets) {
@@ -220,12 +244,19 @@ impl Backend {
                     },
                     layout,
                 )?;
+                let mut algebra = super::gpu::program_algebra(context, program, &forward, None);
+                let cotangents = reverse_cotangents(
+                    program,
+                    &mut algebra,
+                    crate::backend::gpu::jacobian_lazy::Lazy::Ready(seed),
+                    &needed,
+                )?;
                 let cotangent = |node: usize| -> Result<GpuJacobian> {
-                    let plan = plan_node(program, node, Request::Vjp, batch)?;
-                    let mut algebra =
-                        super::gpu::program_algebra(context, program, &forward, Some(seed.clone()));
-                    let size = program.shapes[node].size();
-                    let lazy = run_plan(&plan, &mut algebra, size)?;
+                    let lazy = cotangents
+                        .get(node)
+                        .cloned()
+                        .flatten()
+                        .ok_or_else(|| Error::Shape(format!("node {node} got no cotangent")))?;
                     context.materialize(lazy, layout)
                 };
                 let mut gradients = Vec::new();
