@@ -296,7 +296,7 @@ impl GpuContext {
         pollster::block_on(self.kernel(label, || source.to_string()))
     }
 
-    fn uniform<T: bytemuck::Pod>(&self, value: &T) -> wgpu::Buffer {
+    pub(crate) fn uniform<T: bytemuck::Pod>(&self, value: &T) -> wgpu::Buffer {
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("jacobian params"),
             size: std::mem::size_of::<T>() as u64,
@@ -308,7 +308,7 @@ impl GpuContext {
         buffer
     }
 
-    fn dispatch(
+    pub(crate) fn dispatch(
         &self,
         kernel: &super::context::Kernel,
         buffers: &[&wgpu::Buffer],

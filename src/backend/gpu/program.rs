@@ -160,42 +160,10 @@ impl GpuContext {
         grid: (u32, u32),
     ) -> Result<()> {
         let kernel = pollster::block_on(self.kernel(label, source))?;
-        let uniform = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("forward params"),
-            size: std::mem::size_of::<ForwardParams>() as u64,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        self.queue
-            .write_buffer(&uniform, 0, bytemuck::bytes_of(&params));
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: uniform.as_entire_binding(),
-        }];
-        for (i, b) in buffers.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: b.as_entire_binding(),
-            });
-        }
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(label),
-            layout: &kernel.layout,
-            entries: &entries,
-        });
-        let mut encoder = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(label),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(&kernel.pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(grid.0, grid.1, 1);
-        }
-        self.queue.submit([encoder.finish()]);
+        let uniform = self.uniform(&params);
+        let mut bound: Vec<&wgpu::Buffer> = vec![&uniform];
+        bound.extend_from_slice(buffers);
+        self.dispatch(&kernel, &bound, (grid.0, grid.1, 1), label);
         Ok(())
     }
 
