@@ -123,6 +123,7 @@ impl Backend {
         variables: &[(&str, &[f32])],
         reduction: Reduction,
     ) -> Result<GradientOutput> {
+        program.check()?;
         if program.shapes[program.output] != Shape::Scalar {
             return Err(Error::Shape(format!(
                 "a gradient needs a scalar output, but `{}` is {}; reduce it (sum, mean, mse, cross_entropy) or use jacobian / vjp",

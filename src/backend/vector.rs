@@ -303,6 +303,9 @@ impl Backend {
         request: Request,
         seed: Option<&[f32]>,
     ) -> Result<JacobianOutput> {
+        // A program built by hand rather than parsed is checked here, so
+        // that nothing below can index out of range.
+        program.check()?;
         let wrt = wrt_index(program, wrt)?;
         let (bound, batch) = bind(program, variables)?;
         let plan = plan(program, wrt, request, batch)?;
