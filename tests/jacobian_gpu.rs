@@ -458,3 +458,33 @@ fn a_wide_network_matches_the_oracle() {
         "input x[130]\nparam W1[70,130] W2[65,70]\ny = sigmoid(W2 @ tanh(W1 @ x))\noutput y\n";
     check_program(&context, text, "x", 67, false, &mut rng);
 }
+
+/// softmax's Jacobian diag(s) - s s^T reaches its neighbours as a diagonal
+/// and a rank-one product, never as an n x n matrix: the plan forms no
+/// shared step, and its cost stays far below one n x n product per sample.
+#[test]
+fn softmax_is_never_formed_as_a_dense_matrix() {
+    let text = "input z[64]\nparam W[3,64]\ny = W @ softmax(z)\noutput y\n";
+    let program = Program::parse(text).expect("parses");
+    let batch = 128;
+    let plan = chainrule::schedule::vector::plan(
+        &program,
+        0,
+        chainrule::schedule::vector::Request::Jacobian,
+        batch,
+    )
+    .expect("plan");
+    assert!(
+        plan.shared.is_empty(),
+        "no shared (materialised) step: {plan:?}"
+    );
+    let dense_floor = (batch * 64 * 64) as f64;
+    assert!(
+        plan.cost.flops < dense_floor,
+        "{} flops; a dense softmax Jacobian alone would be {dense_floor}",
+        plan.cost.flops
+    );
+    let Some(context) = gpu() else { return };
+    let mut rng = rng("softmax");
+    check_program(&context, text, "z", batch, false, &mut rng);
+}

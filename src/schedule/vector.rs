@@ -15,6 +15,10 @@ use crate::ops::BinaryOp;
 use crate::program::{NodeId, Op, Program};
 use crate::schedule::chain::{ChainOrder, chain_order, forward_order, reverse_order};
 
+/// The most terms a node's Jacobian may carry unsummed; beyond it the sum
+/// is formed, so that the number of chains cannot grow without bound.
+const MAX_DISTRIBUTED: usize = 8;
+
 /// One factor of a chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Factor {
@@ -213,30 +217,44 @@ impl Planner<'_> {
         Ok((total.unwrap_or(identity), cost))
     }
 
-    /// The factors that stand for node `o`'s Jacobian inside a longer chain:
-    /// its own chain when it has one user and one path, else a shared step.
-    fn chain_of(&mut self, o: NodeId) -> Result<Vec<Factor>> {
+    /// The chains that stand for node `o`'s Jacobian inside longer chains.
+    /// One chain when `o` has one user and one path. Where paths meet at a
+    /// node with one user, a sum that would be Dense is not formed: each
+    /// term continues as its own chain (products distribute over the sum),
+    /// so a structured sum such as softmax's diag(s) - s s^T (a diagonal
+    /// plus a rank-one product) reaches its neighbours as those two pieces,
+    /// never as an n x n matrix. Otherwise (several users, or a sum whose
+    /// structure survives) the Jacobian is computed once as a shared step.
+    fn chains_of(&mut self, o: NodeId) -> Result<Vec<Vec<Factor>>> {
         let terms = self.terms[o]
             .clone()
             .ok_or_else(|| Error::Shape(format!("node {o} does not depend on the input")))?;
-        if terms.len() == 1 && self.uses[o] <= 1 {
-            return Ok(terms.into_iter().next().unwrap_or_default());
+        // The input itself (an empty chain, the identity) is never worth a step.
+        if terms.len() == 1 && (self.uses[o] <= 1 || terms[0].is_empty()) {
+            return Ok(terms);
+        }
+        let seed = self.seed_placeholder();
+        let planned: Vec<Term> = terms
+            .iter()
+            .cloned()
+            .map(|f| self.term(f, seed))
+            .collect::<Result<_>>()?;
+        let (shape, _) = self.step_shape(&planned)?;
+        if self.uses[o] <= 1
+            && shape.structure == Structure::Dense
+            && terms.len() <= MAX_DISTRIBUTED
+        {
+            return Ok(terms);
         }
         if self.shared_shapes[o].is_none() {
-            let seed = self.seed_placeholder();
-            let terms: Vec<Term> = terms
-                .into_iter()
-                .map(|f| self.term(f, seed))
-                .collect::<Result<_>>()?;
-            let (shape, _) = self.step_shape(&terms)?;
             self.shared_shapes[o] = Some(shape);
             self.shared.push(Step {
                 node: o,
-                terms,
+                terms: planned,
                 shape,
             });
         }
-        Ok(vec![Factor::Shared(o)])
+        Ok(vec![vec![Factor::Shared(o)]])
     }
 
     fn seed_placeholder(&self) -> JacShape {
@@ -322,9 +340,11 @@ pub fn plan_node(
             if !depends[o] || (matches!(nodes[id], Op::MatVec(..)) && slot == 0) {
                 continue;
             }
-            let mut factors = vec![Factor::Local { node: id, slot }];
-            factors.extend(planner.chain_of(o)?);
-            terms.push(factors);
+            for chain in planner.chains_of(o)? {
+                let mut factors = vec![Factor::Local { node: id, slot }];
+                factors.extend(chain);
+                terms.push(factors);
+            }
         }
         planner.terms[id] = Some(terms);
     }
