@@ -73,6 +73,8 @@ fn eval_matches_the_closed_form_of_the_seed_example() {
         args.extend(extra.iter().copied());
         let (ok, stdout, stderr) = chainrule(&args);
         assert!(ok, "{extra:?}: {stdout}\n{stderr}");
+        // A run meant for the GPU must not have fallen back to the CPU.
+        assert!(!stderr.contains("falling back"), "{extra:?}: {stderr}");
         let values = npy::read(&v).expect("values");
         let derivatives = npy::read(&d).expect("derivatives");
         assert_eq!(values.shape, vec![xs.len()]);

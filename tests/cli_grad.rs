@@ -82,6 +82,8 @@ fn grad_writes_the_neurons_gradients() {
         flags.extend(extra.iter().copied());
         let (ok, stdout, stderr) = chainrule(&args(&flags, &out));
         assert!(ok, "{stdout}\n{stderr}");
+        // A run meant for the GPU must not have fallen back to the CPU.
+        assert!(!stderr.contains("falling back"), "{stderr}");
         let dw = npy::read(&out.join("w.npy")).expect("w");
         let db = npy::read(&out.join("b.npy")).expect("b");
         assert_eq!(dw.shape, vec![4]);

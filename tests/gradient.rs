@@ -1080,3 +1080,62 @@ fn bad_requests_are_errors_that_say_what_is_wrong() {
         );
     }
 }
+
+/// Batches split into many segments (a context with tiny limits) give the
+/// same gradients: G^T V per segment and the ones-row sums add up.
+#[test]
+fn gradients_over_many_segments_match_the_cpu() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let small = chainrule::GpuContext::new(&chainrule::ContextOptions {
+        limits: chainrule::LimitsOverride {
+            max_binding_bytes: Some(16 * 1024),
+            max_buffer_bytes: Some(16 * 1024),
+            max_workgroups_per_dimension: Some(7),
+        },
+        ..chainrule::ContextOptions::default()
+    })
+    .expect("small context");
+    let text = "input x[8]\ninput t[4]\nparam W1[16,8] b1[16] W2[4,16] b2[4]\nh = tanh(W1 @ x + b1)\nz = W2 @ h + b2\nloss = cross_entropy(z, t)\noutput loss\n";
+    let program = Program::parse(text).expect("parses");
+    let mut rng = common::rng("segmented gradients");
+    let batch = 301;
+    let x = common::uniform(&mut rng, batch * 8, -2.0, 2.0);
+    let t: Vec<f32> = (0..batch * 4)
+        .map(|i| if i % 4 == (i / 4) % 4 { 1.0 } else { 0.0 })
+        .collect();
+    let w1 = common::uniform(&mut rng, 128, -0.35, 0.35);
+    let b1 = common::uniform(&mut rng, 16, -0.35, 0.35);
+    let w2 = common::uniform(&mut rng, 64, -0.25, 0.25);
+    let b2 = common::uniform(&mut rng, 4, -0.25, 0.25);
+    let vars: [(&str, &[f32]); 6] = [
+        ("x", &x),
+        ("t", &t),
+        ("W1", &w1),
+        ("b1", &b1),
+        ("W2", &w2),
+        ("b2", &b2),
+    ];
+    let names = ["W1", "b1", "W2", "b2", "x"];
+    let small_backend = Backend::Gpu(std::sync::Arc::new(small));
+    for reduction in [Reduction::Mean, Reduction::PerSample] {
+        let gpu = small_backend
+            .gradient(&program, &names, &vars, reduction)
+            .expect("gpu");
+        let cpu = Backend::Cpu(CpuBackend)
+            .gradient(&program, &names, &vars, reduction)
+            .expect("cpu");
+        for (g, c) in gpu.gradients.iter().zip(&cpu.gradients) {
+            assert_eq!(g.shape, c.shape, "{}", g.name);
+            let scale = c.values.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+            for (a, b) in g.values.iter().zip(&c.values) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * scale + 1e-7,
+                    "{} {reduction:?}: {a} vs {b}",
+                    g.name
+                );
+            }
+        }
+    }
+}

@@ -488,3 +488,24 @@ fn softmax_is_never_formed_as_a_dense_matrix() {
     let mut rng = rng("softmax");
     check_program(&context, text, "z", batch, false, &mut rng);
 }
+
+/// An output that ignores the input has a zero Jacobian, not an error.
+#[test]
+fn an_ignored_input_has_a_zero_jacobian() {
+    let program = Program::parse("input x[3]\nparam p[2]\ny = p * 2\noutput y\n").expect("parses");
+    let (x, p) = ([1.0f32; 12], [0.5f32, -0.5]);
+    let backends: Vec<Backend> = gpu()
+        .map(Backend::Gpu)
+        .into_iter()
+        .chain([Backend::Cpu(CpuBackend)])
+        .collect();
+    for backend in backends {
+        let out = backend
+            .jacobian(&program, "x", &[("x", &x[..]), ("p", &p[..])])
+            .expect("jacobian");
+        assert_eq!(out.batch, 4);
+        let dense = out.jacobian.try_to_dense(4).expect("dense");
+        assert_eq!(dense.len(), 4 * 2 * 3);
+        assert!(dense.iter().all(|&v| v == 0.0));
+    }
+}

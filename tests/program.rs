@@ -917,3 +917,27 @@ fn deep_nesting_parses_on_a_small_stack() {
         assert!(result.is_ok(), "{result:?}");
     }
 }
+
+/// A program built by hand is checked before use: two nodes for one
+/// variable, a matrix input, or an empty vector are errors, not wrong answers.
+#[test]
+fn hand_built_programs_that_would_mislead_are_refused() {
+    let base = Program::parse("input x[2]\ny = x + x\noutput y\n").expect("parses");
+    let mut twice = base.clone();
+    // Read x through two separate nodes: planners find a variable by its node.
+    twice.nodes = vec![
+        Op::Variable(0),
+        Op::Variable(0),
+        Op::Binary(BinaryOp::Add, 0, 1),
+    ];
+    twice.shapes = vec![Shape::Vector(2); 3];
+    twice.names = vec![None, None, Some("y".into())];
+    twice.output = 2;
+    assert!(twice.check().is_err());
+    let mut empty = base.clone();
+    empty.variables[0].shape = Shape::Vector(0);
+    assert!(empty.check().is_err());
+    let mut matrix_input = base;
+    matrix_input.variables[0].shape = Shape::Matrix(2, 1);
+    assert!(matrix_input.check().is_err());
+}

@@ -226,14 +226,9 @@ impl Backend {
                 Ok(output(values, gradients))
             }
             Backend::Gpu(context) => {
-                let largest = program.shapes.iter().map(|s| s.size()).max().unwrap_or(1)
-                    * program
-                        .shapes
-                        .iter()
-                        .map(|s| s.size())
-                        .max()
-                        .unwrap_or(1)
-                        .max(1);
+                let largest = program.shapes.iter().map(|s| s.size()).max().unwrap_or(1);
+                // The reverse pass forms nothing larger per sample than a
+                // node's value: cotangent rows and W's outer products.
                 let layout = context.batch_layout(batch, largest)?;
                 let forward = context.forward(program, &bound, layout)?;
                 let seed = context.upload_jacobian(

@@ -50,11 +50,17 @@ impl Backend {
     /// The GPU chosen by `options`, or the CPU backend when none can be opened.
     /// The second value is the one-line notice to show the user when the
     /// fallback was taken; errors in the options themselves (a misspelt
-    /// WGPU_BACKEND) are returned, not papered over.
+    /// WGPU_BACKEND, an adapter name that matches nothing) are returned, not
+    /// papered over.
     pub fn gpu_or_cpu(options: &gpu::ContextOptions) -> Result<(Backend, Option<String>)> {
+        // An adapter asked for by name that is not there is the caller's
+        // mistake to hear about, not a reason to run somewhere else.
+        let named = options.adapter_name.is_some()
+            || std::env::var(gpu::ADAPTER_NAME_VARIABLE).is_ok_and(|v| !v.trim().is_empty());
         match gpu::GpuContext::new(options) {
             Ok(context) => Ok((Backend::Gpu(std::sync::Arc::new(context)), None)),
             Err(error @ crate::Error::BadEnvironment { .. }) => Err(error),
+            Err(error @ crate::Error::NoAdapter { .. }) if named => Err(error),
             Err(error) => Ok((
                 Backend::Cpu(cpu::CpuBackend),
                 Some(format!(

@@ -168,9 +168,46 @@ fn walk(tree: &Bracketing, shapes: &[JacShape], batch: usize) -> Result<(JacShap
     }
 }
 
+/// A layout must hold whole samples, and the Jacobian the batch it names.
+fn check_layout(layout: BatchLayout, j: &Jacobian) -> Result<()> {
+    if layout.per_segment == 0 && layout.batch > 0 {
+        return Err(Error::InvalidArgument(
+            "a batch layout needs at least one sample per segment".into(),
+        ));
+    }
+    match j {
+        Jacobian::Diagonal { batch, .. } | Jacobian::Dense { batch, .. }
+            if *batch != layout.batch =>
+        {
+            Err(Error::Shape(format!(
+                "the Jacobian holds {batch} samples but the layout {}",
+                layout.batch
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A device Jacobian's segments must be the layout's.
+fn check_segments(layout: BatchLayout, j: &GpuJacobian) -> Result<()> {
+    match j {
+        GpuJacobian::Diagonal { segments, .. } | GpuJacobian::Dense { segments, .. }
+            if segments.len() != layout.segments() || layout.per_segment == 0 =>
+        {
+            Err(Error::Shape(format!(
+                "the Jacobian has {} segments but the layout {}",
+                segments.len(),
+                layout.segments()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl GpuContext {
     /// A structured Jacobian on the device (f32) from the f64 reference type.
     pub fn upload_jacobian(&self, j: &Jacobian, layout: BatchLayout) -> Result<GpuJacobian> {
+        check_layout(layout, j)?;
         let f32s = |d: &[f64]| d.iter().map(|&x| x as f32).collect::<Vec<f32>>();
         Ok(match j {
             Jacobian::Identity { n } => GpuJacobian::Identity { n: *n },
@@ -195,6 +232,7 @@ impl GpuContext {
 
     /// Reads a structured Jacobian back, keeping its structure.
     pub fn download_jacobian(&self, j: &GpuJacobian, layout: BatchLayout) -> Result<Jacobian> {
+        check_segments(layout, j)?;
         let f64s = |d: Vec<f32>| d.into_iter().map(f64::from).collect::<Vec<f64>>();
         pollster::block_on(async {
             Ok(match j {
@@ -261,6 +299,9 @@ impl GpuContext {
                     context.lazy_product(left, right, layout)
                 }
             }
+        }
+        for factor in factors {
+            check_segments(layout, factor)?;
         }
         let lazy = go(self, factors, bracketing, layout)?;
         self.materialize(lazy, layout)
@@ -382,7 +423,7 @@ impl Backend {
         let out = self.run_request(program, wrt, variables, Request::Jvp, Some(tangents))?;
         Ok(out
             .jacobian
-            .to_dense(out.batch)
+            .try_to_dense(out.batch)?
             .into_iter()
             .map(|x| x as f32)
             .collect())
@@ -399,7 +440,7 @@ impl Backend {
         let out = self.run_request(program, wrt, variables, Request::Vjp, Some(cotangents))?;
         Ok(out
             .jacobian
-            .to_dense(out.batch)
+            .try_to_dense(out.batch)?
             .into_iter()
             .map(|x| x as f32)
             .collect())

@@ -42,7 +42,7 @@ struct Args {
     /// Elements per W1 call instead of 2^24.
     #[arg(long)]
     elements: Option<usize>,
-    /// W1 operations, e.g. sigmoid,leaky_relu(0.2); default: all.
+    /// W1 operations separated by `;`, e.g. 'sigmoid;leaky_relu(0.2)'; default: all.
     #[arg(long, value_delimiter = ';')]
     ops: Vec<String>,
     /// Use the CPU backend even where a GPU exists.

@@ -7,7 +7,7 @@
 //! invariants the parser guarantees and then reads through `get`, so that a
 //! program built by hand gives an error, never a panic.
 
-use super::{NodeId, Op, Program, Shape};
+use super::{Kind, NodeId, Op, Program, Shape};
 use crate::error::{Error, Result};
 
 /// The most elements a tangent may have in [`jacobian_dense`] (1 GiB of
@@ -44,6 +44,34 @@ pub(super) fn check(program: &Program) -> Result<()> {
             return Err(Error::Shape(format!(
                 "node {id} is {expected} but is recorded as {shape}"
             )));
+        }
+    }
+    for variable in &program.variables {
+        if variable.shape.size() == 0 {
+            return Err(Error::Shape(format!("`{}` has no elements", variable.name)));
+        }
+        if variable.kind == Kind::Input && matches!(variable.shape, Shape::Matrix(..)) {
+            return Err(Error::Shape(format!(
+                "input `{}` is a matrix; matrices are parameters",
+                variable.name
+            )));
+        }
+    }
+    // One node per variable: planners find a variable by its node.
+    let mut seen = vec![false; program.variables.len()];
+    for op in &program.nodes {
+        if let Op::Variable(v) = *op {
+            match seen.get_mut(v) {
+                Some(slot) if !*slot => *slot = true,
+                Some(_) => {
+                    return Err(invalid(format!("variable {v} is read by two nodes")));
+                }
+                None => {
+                    return Err(invalid(format!(
+                        "node reads variable {v}, which is not declared"
+                    )));
+                }
+            }
         }
     }
     if let Some(Shape::Matrix(..)) = program.shapes.get(program.output) {

@@ -269,11 +269,35 @@ impl Planner<'_> {
 /// Plans `request` for the output of `program` w.r.t. input variable `wrt`
 /// over a batch of `batch` samples.
 pub fn plan(program: &Program, wrt: usize, request: Request, batch: usize) -> Result<JacobianPlan> {
-    let wrt_node = program
-        .nodes
-        .iter()
-        .position(|op| *op == Op::Variable(wrt))
-        .ok_or_else(|| Error::InvalidArgument("the input does not appear in the program".into()))?;
+    let variable = program
+        .variables
+        .get(wrt)
+        .ok_or_else(|| Error::InvalidArgument(format!("no variable {wrt}")))?;
+    let Some(wrt_node) = program.nodes.iter().position(|op| *op == Op::Variable(wrt)) else {
+        // The output ignores this input: its Jacobian is zero.
+        let (rows, cols) = match request {
+            Request::Jacobian => (program.shapes[program.output].size(), variable.shape.size()),
+            Request::Jvp => (program.shapes[program.output].size(), 1),
+            Request::Vjp => (1, variable.shape.size()),
+        };
+        return Ok(JacobianPlan {
+            wrt,
+            batch,
+            shared: Vec::new(),
+            output: Step {
+                node: program.output,
+                terms: Vec::new(),
+                shape: JacShape {
+                    structure: Structure::Dense,
+                    rows,
+                    cols,
+                },
+            },
+            cost: Cost::default(),
+            forward_cost: Cost::default(),
+            reverse_cost: Cost::default(),
+        });
+    };
     let mut plan = plan_node(program, wrt_node, request, batch)?;
     plan.wrt = wrt;
     Ok(plan)

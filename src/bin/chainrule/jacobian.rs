@@ -173,7 +173,7 @@ pub(crate) fn run(
     }
     let dense: Vec<f32> = result
         .jacobian
-        .to_dense(batch)
+        .try_to_dense(batch)?
         .into_iter()
         .map(|x| x as f32)
         .collect();
