@@ -8,16 +8,75 @@ use crate::jacobian::Cost;
 use crate::program::{Op, Program};
 use crate::schedule::vector::{Factor, JacobianPlan, Step, local_shape, operands};
 
+/// A node's name: the variable's or the assigned one, else its expression
+/// written out to a few levels (deeper parts as t<id>).
 fn node_name(program: &Program, id: usize) -> String {
-    if let Op::Variable(v) = program.nodes[id] {
-        return program.variables[v].name.clone();
+    label(program, id, 3)
+}
+
+fn label(program: &Program, id: usize, depth: usize) -> String {
+    let Some(op) = program.nodes.get(id) else {
+        return format!("t{id}");
+    };
+    if let Op::Variable(v) = *op {
+        return program
+            .variables
+            .get(v)
+            .map_or_else(|| format!("t{id}"), |v| v.name.clone());
     }
-    program
-        .names
-        .get(id)
-        .cloned()
-        .flatten()
-        .unwrap_or_else(|| format!("t{id}"))
+    if let Some(Some(name)) = program.names.get(id) {
+        return name.clone();
+    }
+    if depth == 0 {
+        return format!("t{id}");
+    }
+    let sub = |n: usize| {
+        let text = label(program, n, depth - 1);
+        if text.contains(' ') {
+            format!("({text})")
+        } else {
+            text
+        }
+    };
+    match *op {
+        Op::Constant(c) => format!("{}", c as f32),
+        Op::Unary(f, a) => match f.parameter() {
+            Some(p) => format!("{}({}, {p})", f.name(), label(program, a, depth - 1)),
+            None => format!("{}({})", f.name(), label(program, a, depth - 1)),
+        },
+        Op::Binary(f, a, b) => {
+            let symbol = match f {
+                crate::ops::BinaryOp::Add => "+",
+                crate::ops::BinaryOp::Sub => "-",
+                crate::ops::BinaryOp::Mul => "*",
+                crate::ops::BinaryOp::Div => "/",
+                crate::ops::BinaryOp::Pow => "^",
+                crate::ops::BinaryOp::Min => return format!("min({}, {})", sub(a), sub(b)),
+                crate::ops::BinaryOp::Max => return format!("max({}, {})", sub(a), sub(b)),
+            };
+            format!("{} {symbol} {}", sub(a), sub(b))
+        }
+        Op::MatVec(w, v) => format!("{} @ {}", sub(w), sub(v)),
+        Op::Sum(a) => format!("sum({})", label(program, a, depth - 1)),
+        Op::Mean(a) => format!("mean({})", label(program, a, depth - 1)),
+        Op::Dot(a, b) => format!(
+            "dot({}, {})",
+            label(program, a, depth - 1),
+            label(program, b, depth - 1)
+        ),
+        Op::LogSumExp(a) => format!("logsumexp({})", label(program, a, depth - 1)),
+        Op::Variable(_) => format!("t{id}"),
+    }
+}
+
+/// A node's name, parenthesised when it is an expression.
+fn wrapped(program: &Program, id: usize) -> String {
+    let name = node_name(program, id);
+    if name.contains(' ') || name.contains('(') {
+        format!("({name})")
+    } else {
+        name
+    }
 }
 
 fn factor_name(program: &Program, factor: Factor, wrt: &str) -> String {
@@ -31,11 +90,11 @@ fn factor_name(program: &Program, factor: Factor, wrt: &str) -> String {
                 .map_or_else(|_| "?".to_string(), |s| s.to_string());
             format!(
                 "d{}/d{} [{shape}]",
-                node_name(program, node),
-                node_name(program, operand)
+                wrapped(program, node),
+                wrapped(program, operand)
             )
         }
-        Factor::Shared(node) => format!("d{}/d{wrt} [computed above]", node_name(program, node)),
+        Factor::Shared(node) => format!("d{}/d{wrt} [computed above]", wrapped(program, node)),
         Factor::Seed => "seed".to_string(),
     }
 }
@@ -45,14 +104,17 @@ fn flops(cost: Cost) -> String {
 }
 
 fn write_step(out: &mut String, program: &Program, step: &Step, wrt: &str) {
-    let target = node_name(program, step.node);
+    let target = wrapped(program, step.node);
     let _ = writeln!(
         out,
         "d{target}/d{wrt} [{}] = sum of {} path product(s):",
         step.shape,
         step.terms.len()
     );
-    for term in &step.terms {
+    for (index, term) in step.terms.iter().enumerate() {
+        if step.terms.len() > 1 {
+            let _ = writeln!(out, "  path {}:", index + 1);
+        }
         let names: Vec<String> = term
             .factors
             .iter()
