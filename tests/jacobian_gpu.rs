@@ -509,3 +509,25 @@ fn an_ignored_input_has_a_zero_jacobian() {
         assert!(dense.iter().all(|&v| v == 0.0));
     }
 }
+
+/// Software drivers cut a loop short after 65,535 iterations without an
+/// error. A reduction loops once per element: at 65,535 elements it must
+/// still be exact, and beyond it the planner must refuse up front rather
+/// than return a sum of the first 65,535.
+#[test]
+fn loop_trip_counts_stay_within_what_drivers_execute() {
+    let Some(context) = gpu() else { return };
+    let backend = Backend::Gpu(Arc::clone(&context));
+    let at_limit = Program::parse("input x[65535]\ny = sum(x)\noutput y\n").expect("parses");
+    let x = vec![1.0f32; 2 * 65_535];
+    let out = backend
+        .jacobian(&at_limit, "x", &[("x", &x[..])])
+        .expect("at the limit");
+    assert_eq!(out.values, vec![65_535.0, 65_535.0], "every element summed");
+    let beyond = Program::parse("input x[70000]\ny = sum(x)\noutput y\n").expect("parses");
+    let x = vec![1.0f32; 70_000];
+    match backend.jacobian(&beyond, "x", &[("x", &x[..])]) {
+        Err(Error::TooLarge { .. }) => {}
+        other => panic!("expected TooLarge, got {:?}", other.map(|o| o.values)),
+    }
+}
