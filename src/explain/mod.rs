@@ -26,15 +26,17 @@
 //! the paths listed are capped, so explaining any graph terminates quickly.
 
 mod chain;
+mod rules;
 mod symbolic;
+
+use rules::{binary_partials, binary_value, definition, unary_partial, unary_value};
 
 pub use chain::explain_plan;
 
 use std::fmt;
 
 use crate::graph::{Graph, Node, NodeId};
-use crate::ops::{BinaryOp, UnaryOp};
-use symbolic::{Expr, Rel};
+use symbolic::Expr;
 
 /// Paths can multiply at every shared node; beyond this many, only the
 /// count is given.
@@ -317,191 +319,6 @@ fn count_text(count: u128) -> String {
         "more than 10^38".to_string()
     } else {
         count.to_string()
-    }
-}
-
-/// Step 1's definition of an operation node, as written (not simplified).
-fn definition(node: Node, operand: &dyn Fn(NodeId) -> Option<Expr>) -> Option<Expr> {
-    Some(match node {
-        Node::Input(_) | Node::Constant(_) => return None,
-        Node::Unary(op, a) => {
-            let a = operand(a)?;
-            match op {
-                UnaryOp::Pow { exponent } => {
-                    Expr::Pow(Box::new(a), Box::new(Expr::Num(f64::from(exponent))))
-                }
-                UnaryOp::LeakyRelu { alpha } | UnaryOp::Elu { alpha } => {
-                    Expr::Call(op.name(), vec![a, Expr::Num(f64::from(alpha))])
-                }
-                _ => Expr::Call(op.name(), vec![a]),
-            }
-        }
-        Node::Binary(op, a, b) => {
-            let (a, b) = (operand(a)?, operand(b)?);
-            let minus_one = || Box::new(Expr::Num(-1.0));
-            match op {
-                BinaryOp::Add => Expr::Add(vec![a, b]),
-                BinaryOp::Sub => Expr::Add(vec![a, Expr::Mul(vec![*minus_one(), b])]),
-                BinaryOp::Mul => Expr::Mul(vec![a, b]),
-                BinaryOp::Div => Expr::Mul(vec![a, Expr::Pow(Box::new(b), minus_one())]),
-                BinaryOp::Pow => Expr::Pow(Box::new(a), Box::new(b)),
-                BinaryOp::Min | BinaryOp::Max => Expr::Call(op.name(), vec![a, b]),
-            }
-        }
-    })
-}
-
-/// An operation's value from its operands' values, simplified.
-fn unary_value(op: UnaryOp, a: Expr) -> Expr {
-    match op {
-        UnaryOp::Identity => a,
-        UnaryOp::Square => Expr::pow(a, Expr::Num(2.0)),
-        UnaryOp::Reciprocal => Expr::recip(a),
-        UnaryOp::Pow { exponent } => Expr::pow(a, Expr::Num(f64::from(exponent))),
-        UnaryOp::LeakyRelu { alpha } | UnaryOp::Elu { alpha } => {
-            Expr::call(op.name(), vec![a, Expr::Num(f64::from(alpha))])
-        }
-        _ => Expr::call(op.name(), vec![a]),
-    }
-}
-
-fn binary_value(op: BinaryOp, a: Expr, b: Expr) -> Expr {
-    match op {
-        BinaryOp::Add => Expr::add(vec![a, b]),
-        BinaryOp::Sub => Expr::sub(a, b),
-        BinaryOp::Mul => Expr::mul(vec![a, b]),
-        BinaryOp::Div => Expr::mul(vec![a, Expr::recip(b)]),
-        BinaryOp::Pow => Expr::pow(a, b),
-        BinaryOp::Min | BinaryOp::Max => Expr::call(op.name(), vec![a, b]),
-    }
-}
-
-/// The derivative of a unary operation at `a`, in the form the paper and
-/// `UnaryOp::derivative_formula` give it.
-fn unary_partial(op: UnaryOp, a: &Expr) -> Expr {
-    let zero = || Expr::Num(0.0);
-    let call = |name: &'static str, x: &Expr| Expr::call(name, vec![x.clone()]);
-    let one_minus = |e: Expr| Expr::sub(Expr::Num(1.0), e);
-    match op {
-        UnaryOp::Identity => Expr::Num(1.0),
-        UnaryOp::Relu => Expr::bracket(Rel::Greater, a.clone(), zero()),
-        UnaryOp::LeakyRelu { alpha } => Expr::add(vec![
-            Expr::bracket(Rel::AtLeast, a.clone(), zero()),
-            Expr::mul(vec![
-                Expr::Num(f64::from(alpha)),
-                Expr::bracket(Rel::Less, a.clone(), zero()),
-            ]),
-        ]),
-        UnaryOp::Elu { alpha } => Expr::add(vec![
-            Expr::bracket(Rel::Greater, a.clone(), zero()),
-            Expr::mul(vec![
-                Expr::Num(f64::from(alpha)),
-                call("exp", a),
-                Expr::bracket(Rel::AtMost, a.clone(), zero()),
-            ]),
-        ]),
-        UnaryOp::Sigmoid => {
-            let s = call("sigmoid", a);
-            Expr::mul(vec![s.clone(), one_minus(s)])
-        }
-        UnaryOp::Tanh => one_minus(Expr::pow(call("tanh", a), Expr::Num(2.0))),
-        UnaryOp::Softplus => call("sigmoid", a),
-        UnaryOp::Silu => {
-            let s = call("sigmoid", a);
-            let inner = Expr::add(vec![
-                Expr::Num(1.0),
-                Expr::mul(vec![a.clone(), one_minus(s.clone())]),
-            ]);
-            Expr::mul(vec![s, inner])
-        }
-        UnaryOp::Gelu => gelu_partial(a),
-        UnaryOp::Exp => call("exp", a),
-        UnaryOp::Ln => Expr::recip(a.clone()),
-        UnaryOp::Sin => call("cos", a),
-        UnaryOp::Cos => Expr::neg(call("sin", a)),
-        UnaryOp::Tan => Expr::pow(call("cos", a), Expr::Num(-2.0)),
-        UnaryOp::Sqrt => Expr::recip(Expr::mul(vec![Expr::Num(2.0), call("sqrt", a)])),
-        UnaryOp::Abs => call("sign", a),
-        UnaryOp::Square => Expr::mul(vec![Expr::Num(2.0), a.clone()]),
-        UnaryOp::Reciprocal => Expr::neg(Expr::pow(a.clone(), Expr::Num(-2.0))),
-        UnaryOp::Pow { exponent } => {
-            let p = f64::from(exponent);
-            Expr::mul(vec![Expr::Num(p), Expr::pow(a.clone(), Expr::Num(p - 1.0))])
-        }
-    }
-}
-
-/// gelu's tanh form is x s with s = sigmoid(2k (x + c x^3)), k = sqrt(2/pi):
-/// its derivative is s + 2 x s (1 - s) k (1 + 3c x^2), as `ops` computes it.
-fn gelu_partial(a: &Expr) -> Expr {
-    let k = Expr::Named("sqrt(2/pi)", (2.0 / std::f64::consts::PI).sqrt());
-    let c = Expr::Num(0.044_715);
-    let z = Expr::mul(vec![
-        Expr::Num(2.0),
-        k.clone(),
-        Expr::add(vec![
-            a.clone(),
-            Expr::mul(vec![c.clone(), Expr::pow(a.clone(), Expr::Num(3.0))]),
-        ]),
-    ]);
-    let s = Expr::call("sigmoid", vec![z]);
-    let slope = Expr::add(vec![
-        Expr::Num(1.0),
-        Expr::mul(vec![
-            Expr::Num(3.0),
-            c,
-            Expr::pow(a.clone(), Expr::Num(2.0)),
-        ]),
-    ]);
-    Expr::add(vec![
-        s.clone(),
-        Expr::mul(vec![
-            Expr::Num(2.0),
-            a.clone(),
-            s.clone(),
-            Expr::sub(Expr::Num(1.0), s),
-            k,
-            slope,
-        ]),
-    ])
-}
-
-/// Both partials of a binary operation at (a, b).
-fn binary_partials(op: BinaryOp, a: &Expr, b: &Expr) -> (Expr, Expr) {
-    let one = || Expr::Num(1.0);
-    // A tie gives half to each side, as in `ops` and JAX.
-    let wins = |rel: Rel| {
-        Expr::add(vec![
-            Expr::bracket(rel, a.clone(), b.clone()),
-            Expr::mul(vec![
-                Expr::Num(0.5),
-                Expr::bracket(Rel::Equal, a.clone(), b.clone()),
-            ]),
-        ])
-    };
-    match op {
-        BinaryOp::Add => (one(), one()),
-        BinaryOp::Sub => (one(), Expr::Num(-1.0)),
-        BinaryOp::Mul => (b.clone(), a.clone()),
-        BinaryOp::Div => (
-            Expr::recip(b.clone()),
-            Expr::neg(Expr::mul(vec![
-                a.clone(),
-                Expr::pow(b.clone(), Expr::Num(-2.0)),
-            ])),
-        ),
-        BinaryOp::Pow => (
-            Expr::mul(vec![
-                b.clone(),
-                Expr::pow(a.clone(), Expr::sub(b.clone(), one())),
-            ]),
-            Expr::mul(vec![
-                Expr::pow(a.clone(), b.clone()),
-                Expr::call("ln", vec![a.clone()]),
-            ]),
-        ),
-        BinaryOp::Max => (wins(Rel::Greater), wins(Rel::Less)),
-        BinaryOp::Min => (wins(Rel::Less), wins(Rel::Greater)),
     }
 }
 
