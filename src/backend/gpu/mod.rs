@@ -3,26 +3,29 @@
 //! one readback pattern, and the bulk kernels.
 
 mod adapter;
+mod algebra;
 mod array;
 mod ceilings;
 mod codegen;
 mod context;
 mod graph;
 mod jacobian;
+mod lazy;
 mod pool;
+mod products;
 mod program;
 mod unary;
 
 pub use adapter::{ADAPTER_NAME_VARIABLE, BACKEND_VARIABLE};
+pub(crate) use algebra::program_algebra;
 pub use array::GpuArray;
 pub use ceilings::Bandwidths;
 pub(crate) use jacobian::Segments;
 pub use jacobian::{BatchLayout, GpuJacobian};
-pub(crate) use program::program_algebra;
 
 /// Lazy products, for the plan executor.
 pub(crate) mod jacobian_lazy {
-    pub(crate) use super::jacobian::Lazy;
+    pub(crate) use super::lazy::Lazy;
 }
 pub use context::{
     AdapterReport, ContextOptions, DeviceLimits, GpuContext, LimitsOverride, survey_adapters,

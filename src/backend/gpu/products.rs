@@ -1,0 +1,244 @@
+//! Products of structured Jacobians on the device: the tiled batched
+//! product (shaders/matmul.wgsl) with diagonal scalings folded into its
+//! rows, inner dimension and columns, and the per-element product for many
+//! small matrices (shaders/matmul_small.wgsl), including G^T X over a batch.
+
+use std::sync::Arc;
+
+use super::context::GpuContext;
+use super::jacobian::{BatchLayout, GpuJacobian, Segments, WORKGROUP, shape_error};
+use crate::error::{Error, Result};
+
+/// Rows and columns of C per matmul workgroup (shaders/matmul.wgsl).
+const TILE: usize = 64;
+/// Depth of the K slice that workgroup stages per loop iteration.
+const K_TILE: usize = 16;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct MatmulParams {
+    m: u32,
+    k: u32,
+    n: u32,
+    samples: u32,
+    a_stride: u32,
+    b_stride: u32,
+    c_stride: u32,
+    flags: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SmallParams {
+    m: u32,
+    k: u32,
+    n: u32,
+    total: u32,
+    a_stride: u32,
+    b_stride: u32,
+    row_stride: u32,
+    flags: u32,
+}
+
+impl GpuContext {
+    /// C = diag(row) a diag(mid) b diag(col), a and b Shared or Dense
+    /// (b optionally stored transposed). Shared when nothing varies per sample.
+    #[expect(clippy::too_many_arguments, reason = "the kernel's own parameters")]
+    pub(crate) fn matmul(
+        &self,
+        row: Option<&Segments>,
+        a: &GpuJacobian,
+        mid: Option<&Segments>,
+        b: &GpuJacobian,
+        col: Option<&Segments>,
+        transpose_b: bool,
+        layout: BatchLayout,
+    ) -> Result<GpuJacobian> {
+        let (m, k) = a.dims();
+        let (b_rows, b_cols) = b.dims();
+        let (kb, n) = if transpose_b {
+            (b_cols, b_rows)
+        } else {
+            (b_rows, b_cols)
+        };
+        if k != kb {
+            return Err(shape_error("matrix product", (m, k), (kb, n)));
+        }
+        // The K loop runs ceil(k / K_TILE) times; software drivers stop loops
+        // at 65,535 iterations without an error.
+        let max_grid = self.limits.max_workgroups_per_dimension as usize;
+        if k.div_ceil(K_TILE) > 65_535 || m.div_ceil(TILE) > max_grid || n.div_ceil(TILE) > max_grid
+        {
+            return Err(Error::TooLarge {
+                what: format!("a {m}x{k} by {k}x{n} product in one kernel"),
+                needed: (m.max(k).max(n)) as u64,
+                limit: (65_535 * K_TILE) as u64,
+            });
+        }
+        let per_sample = |j: &GpuJacobian| matches!(j, GpuJacobian::Dense { .. });
+        let varies =
+            per_sample(a) || per_sample(b) || row.is_some() || mid.is_some() || col.is_some();
+        let kernel = self.kernel_sync("jacobian/matmul", crate::shaders::MATMUL)?;
+        let flags = u32::from(row.is_some())
+            | (u32::from(mid.is_some()) << 1)
+            | (u32::from(col.is_some()) << 2)
+            | (u32::from(transpose_b) << 3);
+        let operand = |j: &GpuJacobian, s: usize| -> Result<Arc<wgpu::Buffer>> {
+            match j {
+                GpuJacobian::Shared { buffer, .. } => Ok(Arc::clone(buffer)),
+                GpuJacobian::Dense { segments, .. } => segments.get(s).cloned().ok_or_else(|| {
+                    Error::Shape("a per-sample operand has fewer segments than the layout".into())
+                }),
+                _ => Err(Error::Shape("matmul operands are Shared or Dense".into())),
+            }
+        };
+        let scale = |d: Option<&Segments>, s: usize| -> Arc<wgpu::Buffer> {
+            d.and_then(|d| d.get(s).cloned())
+                .unwrap_or_else(|| Arc::clone(&self.dummy))
+        };
+        let stride = |j: &GpuJacobian| match j {
+            GpuJacobian::Dense { rows, cols, .. } => (rows * cols) as u32,
+            _ => 0,
+        };
+        if !varies {
+            let out = self.pooled(m * n);
+            let params = MatmulParams {
+                m: m as u32,
+                k: k as u32,
+                n: n as u32,
+                samples: 1,
+                a_stride: 0,
+                b_stride: 0,
+                c_stride: (m * n) as u32,
+                flags,
+            };
+            let uniform = self.uniform(&params);
+            let (a0, b0) = (operand(a, 0)?, operand(b, 0)?);
+            self.dispatch(
+                &kernel,
+                &[
+                    &uniform,
+                    &a0,
+                    &b0,
+                    &out,
+                    &self.dummy,
+                    &self.dummy,
+                    &self.dummy,
+                ],
+                (n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, 1),
+                "jacobian matmul",
+            );
+            return Ok(GpuJacobian::Shared {
+                rows: m,
+                cols: n,
+                buffer: out,
+            });
+        }
+        // Many small products (a row times a matrix, an outer product): one
+        // invocation per element beats 64 x 64 tiles that would sit idle.
+        let small = (m * n <= 1024 || m < 4 || n < 4) && k <= 65_535;
+        let small_kernel = if small {
+            Some(self.kernel_sync("jacobian/matmul_small", crate::shaders::MATMUL_SMALL)?)
+        } else {
+            None
+        };
+        let mut segments = Vec::with_capacity(layout.segments());
+        for s in 0..layout.segments() {
+            let samples = layout.samples_in(s);
+            let out = self.pooled(samples * m * n);
+            if let Some(small_kernel) = &small_kernel {
+                let total = samples * m * n;
+                let (gx, gy, _) = self.grid_1d(total);
+                let params = SmallParams {
+                    m: m as u32,
+                    k: k as u32,
+                    n: n as u32,
+                    total: total as u32,
+                    a_stride: stride(a),
+                    b_stride: stride(b),
+                    row_stride: gx * WORKGROUP as u32,
+                    flags,
+                };
+                let uniform = self.uniform(&params);
+                let (a_s, b_s) = (operand(a, s)?, operand(b, s)?);
+                let (r, md, c) = (scale(row, s), scale(mid, s), scale(col, s));
+                self.dispatch(
+                    small_kernel,
+                    &[&uniform, &a_s, &b_s, &out, &r, &md, &c],
+                    (gx, gy, 1),
+                    "jacobian small matmul",
+                );
+                segments.push(out);
+                continue;
+            }
+            let params = MatmulParams {
+                m: m as u32,
+                k: k as u32,
+                n: n as u32,
+                samples: samples as u32,
+                a_stride: stride(a),
+                b_stride: stride(b),
+                c_stride: (m * n) as u32,
+                flags,
+            };
+            let uniform = self.uniform(&params);
+            let (a_s, b_s) = (operand(a, s)?, operand(b, s)?);
+            let (r, md, c) = (scale(row, s), scale(mid, s), scale(col, s));
+            self.dispatch(
+                &kernel,
+                &[&uniform, &a_s, &b_s, &out, &r, &md, &c],
+                (
+                    n.div_ceil(TILE) as u32,
+                    m.div_ceil(TILE) as u32,
+                    samples as u32,
+                ),
+                "jacobian matmul",
+            );
+            segments.push(out);
+        }
+        Ok(GpuJacobian::Dense {
+            rows: m,
+            cols: n,
+            segments,
+        })
+    }
+
+    /// G^T X for row-stacked G (k x m) and X (k x n), both one buffer: the
+    /// sum over k samples of the outer products g x^T, in one dispatch.
+    pub(crate) fn transposed_product(
+        &self,
+        g: &wgpu::Buffer,
+        x: &wgpu::Buffer,
+        (k, m, n): (usize, usize, usize),
+    ) -> Result<Arc<wgpu::Buffer>> {
+        if k > 65_535 {
+            return Err(Error::TooLarge {
+                what: format!("a product over {k} samples in one loop"),
+                needed: k as u64,
+                limit: 65_535,
+            });
+        }
+        let kernel = self.kernel_sync("jacobian/matmul_small", crate::shaders::MATMUL_SMALL)?;
+        let out = self.pooled(m * n);
+        let total = m * n;
+        let (gx, gy, _) = self.grid_1d(total);
+        let params = SmallParams {
+            m: m as u32,
+            k: k as u32,
+            n: n as u32,
+            total: total as u32,
+            a_stride: 0,
+            b_stride: 0,
+            row_stride: gx * WORKGROUP as u32,
+            flags: 16,
+        };
+        let uniform = self.uniform(&params);
+        self.dispatch(
+            &kernel,
+            &[&uniform, g, x, &out, &self.dummy, &self.dummy, &self.dummy],
+            (gx, gy, 1),
+            "jacobian transposed product",
+        );
+        Ok(out)
+    }
+}
