@@ -531,3 +531,27 @@ fn loop_trip_counts_stay_within_what_drivers_execute() {
         other => panic!("expected TooLarge, got {:?}", other.map(|o| o.values)),
     }
 }
+
+/// The device-resident Jacobian, read back, is the one the host call returns.
+#[test]
+fn the_resident_jacobian_equals_the_host_one() {
+    let Some(context) = gpu() else { return };
+    let mut rng = rng("resident jacobian");
+    let text = "input x[9]\nparam W[5,9] b[5]\ny = tanh(W @ x + b)\noutput y\n";
+    let program = Program::parse(text).expect("parses");
+    let vars = bindings(&program, 40, &mut rng, false);
+    let refs: Vec<(&str, &[f32])> = vars
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
+        .collect();
+    let host = Backend::Gpu(Arc::clone(&context))
+        .jacobian(&program, "x", &refs)
+        .expect("host");
+    let (device, layout) = context
+        .jacobian_on_device(&program, "x", &refs)
+        .expect("device");
+    let read = context
+        .download_jacobian(&device, layout)
+        .expect("download");
+    assert_eq!(read, host.jacobian);
+}

@@ -335,6 +335,51 @@ fn seed_jacobian(
     })
 }
 
+impl GpuContext {
+    /// Runs `plan` on the device: forward pass, then the plan's products,
+    /// leaving the result there.
+    fn run_on_device(
+        &self,
+        program: &Program,
+        plan: &JacobianPlan,
+        bound: &[&[f32]],
+        batch: usize,
+        seed: Option<Jacobian>,
+    ) -> Result<(GpuJacobian, BatchLayout, super::gpu::Forward)> {
+        let n = program
+            .variables
+            .get(plan.wrt)
+            .map_or(1, |v| v.shape.size());
+        let seed_shape = seed.as_ref().map(Jacobian::shape);
+        let largest = largest_per_sample(program, plan, seed_shape)?;
+        let layout = self.batch_layout(batch, largest)?;
+        let forward = self.forward(program, bound, layout)?;
+        let seed = seed.map(|s| self.upload_jacobian(&s, layout)).transpose()?;
+        let mut algebra = super::gpu::program_algebra(self, program, &forward, seed);
+        let result = run_plan(plan, &mut algebra, n)?;
+        let result = self.materialize(result, layout)?;
+        Ok((result, layout, forward))
+    }
+
+    /// The batched Jacobian of `program`'s output w.r.t. input `wrt`, left
+    /// on the device (the inputs are uploaded; nothing is read back), for
+    /// callers that chain GPU work, and for timing. Call
+    /// [`GpuContext::synchronize`] to wait for it, or download it.
+    pub fn jacobian_on_device(
+        &self,
+        program: &Program,
+        wrt: &str,
+        variables: &[(&str, &[f32])],
+    ) -> Result<(GpuJacobian, BatchLayout)> {
+        program.check()?;
+        let wrt = wrt_index(program, wrt)?;
+        let (bound, batch) = bind(program, variables)?;
+        let plan = plan(program, wrt, Request::Jacobian, batch)?;
+        let (result, layout, _) = self.run_on_device(program, &plan, &bound, batch, None)?;
+        Ok((result, layout))
+    }
+}
+
 impl Backend {
     fn run_request(
         &self,
@@ -379,16 +424,8 @@ impl Backend {
                 })
             }
             Backend::Gpu(context) => {
-                let seed_shape = seed.as_ref().map(Jacobian::shape);
-                let largest = largest_per_sample(program, &plan, seed_shape)?;
-                let layout = context.batch_layout(batch, largest)?;
-                let forward = context.forward(program, &bound, layout)?;
-                let seed = seed
-                    .map(|s| context.upload_jacobian(&s, layout))
-                    .transpose()?;
-                let mut algebra = super::gpu::program_algebra(context, program, &forward, seed);
-                let result = run_plan(&plan, &mut algebra, n)?;
-                let result = context.materialize(result, layout)?;
+                let (result, layout, forward) =
+                    context.run_on_device(program, &plan, &bound, batch, seed)?;
                 let jacobian = context.download_jacobian(&result, layout)?;
                 let values = context.download_node(&forward, program.output, m)?;
                 Ok(JacobianOutput {

@@ -102,8 +102,20 @@ pub fn run_w2(
         },
     ];
     let mut error = None;
-    if let Backend::Gpu(_) = backend {
+    if let Backend::Gpu(context) = backend {
         progress("W2 gpu");
+        // Resident: inputs uploaded (1 MiB), the Jacobians left on the device.
+        let resident = median_seconds(settings.repeats, || {
+            let (jacobian, _) = context.jacobian_on_device(&program, "x", &variables)?;
+            context.synchronize()?;
+            drop(jacobian);
+            Ok(())
+        })?;
+        timings.push(Timing {
+            path: "gpu-resident".into(),
+            seconds: resident,
+            flops,
+        });
         let mut last = None;
         let e2e = median_seconds(settings.repeats, || {
             last = Some(backend.jacobian(&program, "x", &variables)?);

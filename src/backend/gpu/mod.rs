@@ -22,6 +22,7 @@ pub use array::GpuArray;
 pub use ceilings::Bandwidths;
 pub(crate) use jacobian::Segments;
 pub use jacobian::{BatchLayout, GpuJacobian};
+pub(crate) use program::Forward;
 
 /// Lazy products, for the plan executor.
 pub(crate) mod jacobian_lazy {
