@@ -296,6 +296,34 @@ fn random_jacobian(
     }
 }
 
+/// The chain multiplied on the GPU in the order the dynamic programme
+/// chose (diagonals folded), and left to right in f64 on the CPU.
+fn gpu_and_reference_product(
+    context: &GpuContext,
+    factors: &[Jacobian],
+    batch: usize,
+) -> (chainrule::schedule::chain::ChainOrder, Jacobian, Jacobian) {
+    let shapes: Vec<JacShape> = factors.iter().map(Jacobian::shape).collect();
+    let order = chain_order(&shapes, batch).expect("order");
+    let largest = shapes.iter().map(|s| s.rows * s.cols).max().unwrap_or(1) * 4 + 1024;
+    let layout = context.batch_layout(batch, largest).expect("layout");
+    let on_device: Vec<_> = factors
+        .iter()
+        .map(|f| context.upload_jacobian(f, layout).expect("upload"))
+        .collect();
+    let product = context
+        .chain_product(&on_device, &order.bracketing, layout)
+        .expect("product");
+    let result = context
+        .download_jacobian(&product, layout)
+        .expect("download");
+    let mut expected = factors[0].clone();
+    for f in &factors[1..] {
+        expected = expected.product(f, batch).expect("reference product");
+    }
+    (order, result, expected)
+}
+
 /// Random chains of random structure, multiplied on the GPU in the order the
 /// dynamic programme chose (diagonals folded), against the dense f64 product.
 #[test]
@@ -325,28 +353,12 @@ fn random_structured_chains_match_the_dense_product() {
         }
         factors.reverse();
         let shapes: Vec<JacShape> = factors.iter().map(Jacobian::shape).collect();
-        let order = chain_order(&shapes, batch).expect("order");
-        let largest = shapes.iter().map(|s| s.rows * s.cols).max().unwrap_or(1) * 4 + 1024;
-        let layout = context.batch_layout(batch, largest).expect("layout");
-        let on_device: Vec<_> = factors
-            .iter()
-            .map(|f| context.upload_jacobian(f, layout).expect("upload"))
-            .collect();
-        let product = context
-            .chain_product(&on_device, &order.bracketing, layout)
-            .expect("product");
-        let result = context
-            .download_jacobian(&product, layout)
-            .expect("download");
+        let (order, result, expected) = gpu_and_reference_product(&context, &factors, batch);
         assert_eq!(
             result.shape().structure,
             order.result.structure,
             "structure as planned"
         );
-        let mut expected = factors[0].clone();
-        for f in &factors[1..] {
-            expected = expected.product(f, batch).expect("reference product");
-        }
         let error = relative_error(&result.to_dense(batch), &expected.to_dense(batch));
         assert!(error < 1e-5, "chain {shapes:?}: {error:e}");
     }
@@ -425,24 +437,7 @@ fn chains_across_tile_boundaries_match_the_dense_product() {
             Structure::Shared
         };
         factors.push(random_jacobian(&mut rng, last, dims[1], dims[0], batch));
-        let shapes: Vec<JacShape> = factors.iter().map(Jacobian::shape).collect();
-        let order = chain_order(&shapes, batch).expect("order");
-        let largest = dims.iter().max().copied().unwrap_or(1).pow(2);
-        let layout = context.batch_layout(batch, largest).expect("layout");
-        let on_device: Vec<_> = factors
-            .iter()
-            .map(|f| context.upload_jacobian(f, layout).expect("upload"))
-            .collect();
-        let product = context
-            .chain_product(&on_device, &order.bracketing, layout)
-            .expect("product");
-        let result = context
-            .download_jacobian(&product, layout)
-            .expect("download");
-        let mut expected = factors[0].clone();
-        for f in &factors[1..] {
-            expected = expected.product(f, batch).expect("reference product");
-        }
+        let (_, result, expected) = gpu_and_reference_product(&context, &factors, batch);
         let error = relative_error(&result.to_dense(batch), &expected.to_dense(batch));
         assert!(error < 1e-5, "dims {dims:?}: {error:e}");
     }

@@ -438,6 +438,24 @@ impl Backend {
         }
     }
 
+    /// A JVP or VJP, as B rows of f32.
+    fn seeded(
+        &self,
+        program: &Program,
+        wrt: &str,
+        variables: &[(&str, &[f32])],
+        request: Request,
+        seed: &[f32],
+    ) -> Result<Vec<f32>> {
+        let out = self.run_request(program, wrt, variables, request, Some(seed))?;
+        Ok(out
+            .jacobian
+            .try_to_dense(out.batch)?
+            .into_iter()
+            .map(|x| x as f32)
+            .collect())
+    }
+
     /// The batched Jacobian of `program`'s output w.r.t. input `wrt`, with
     /// each variable's values by name (inputs B x size, parameters their size).
     pub fn jacobian(
@@ -457,13 +475,7 @@ impl Backend {
         variables: &[(&str, &[f32])],
         tangents: &[f32],
     ) -> Result<Vec<f32>> {
-        let out = self.run_request(program, wrt, variables, Request::Jvp, Some(tangents))?;
-        Ok(out
-            .jacobian
-            .try_to_dense(out.batch)?
-            .into_iter()
-            .map(|x| x as f32)
-            .collect())
+        self.seeded(program, wrt, variables, Request::Jvp, tangents)
     }
 
     /// u^T J for each sample: `cotangents` B x m, result B x n.
@@ -474,12 +486,6 @@ impl Backend {
         variables: &[(&str, &[f32])],
         cotangents: &[f32],
     ) -> Result<Vec<f32>> {
-        let out = self.run_request(program, wrt, variables, Request::Vjp, Some(cotangents))?;
-        Ok(out
-            .jacobian
-            .try_to_dense(out.batch)?
-            .into_iter()
-            .map(|x| x as f32)
-            .collect())
+        self.seeded(program, wrt, variables, Request::Vjp, cotangents)
     }
 }
