@@ -36,19 +36,13 @@ pub struct Row {
     pub errors: ErrorStats,
 }
 
-/// W1's result: a row per operation and the ceilings used.
+/// W1's result: a row per operation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     /// Elements per call.
     pub elements: usize,
     /// One per operation.
     pub rows: Vec<Row>,
-    /// Device copy bandwidth (or host, on the CPU backend), bytes/s.
-    pub copy_bandwidth: f64,
-    /// Host-to-device bytes/s, GPU only.
-    pub upload_bandwidth: Option<f64>,
-    /// Device-to-host bytes/s, GPU only.
-    pub download_bandwidth: Option<f64>,
 }
 
 /// W1's inputs: uniform in [-4, 4] from a fixed seed.
@@ -161,9 +155,6 @@ pub fn run(
     Ok(Report {
         elements,
         rows,
-        copy_bandwidth: copy,
-        upload_bandwidth: upload,
-        download_bandwidth: download,
     })
 }
 
