@@ -4,29 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use chainrule::npy;
 use npyz::WriterBuilder;
-
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("chainrule-eval-{test}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-fn chainrule(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_chainrule"))
-        .args(args)
-        .output()
-        .expect("runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
@@ -47,7 +28,7 @@ fn write_f64(p: &Path, data: &[f64]) {
 #[test]
 fn eval_matches_the_closed_form_of_the_seed_example() {
     let gpu_present = common::gpu().is_some();
-    let dir = scratch("seed");
+    let dir = common::scratch("eval-seed");
     let mut rng = common::rng("eval seed example");
     let xs = common::uniform(&mut rng, 50_001, 0.2, 1.4);
     let x_path = dir.join("x.npy");
@@ -71,7 +52,7 @@ fn eval_matches_the_closed_form_of_the_seed_example() {
             path(&d),
         ];
         args.extend(extra.iter().copied());
-        let (ok, stdout, stderr) = chainrule(&args);
+        let (ok, stdout, stderr) = common::chainrule(&args);
         assert!(ok, "{extra:?}: {stdout}\n{stderr}");
         // A run meant for the GPU must not have fallen back to the CPU.
         assert!(!stderr.contains("falling back"), "{extra:?}: {stderr}");
@@ -99,7 +80,7 @@ fn eval_matches_the_closed_form_of_the_seed_example() {
 
 #[test]
 fn eval_with_two_inputs_in_flag_order_and_f64_files() {
-    let dir = scratch("two");
+    let dir = common::scratch("eval-two");
     let xs = [1.0f64, 2.0, -0.5];
     let ys = [3.0f32, -1.0, 0.25];
     let (x_path, y_path, d_path) = (dir.join("x.npy"), dir.join("y.npy"), dir.join("d.npy"));
@@ -110,7 +91,7 @@ fn eval_with_two_inputs_in_flag_order_and_f64_files() {
         format!("y={}", path(&y_path)),
     );
     // --input y first: the columns follow the flags, not the expression.
-    let (ok, stdout, stderr) = chainrule(&[
+    let (ok, stdout, stderr) = common::chainrule(&[
         "eval",
         "3*x^2*y",
         "--input",
@@ -136,7 +117,7 @@ fn eval_with_two_inputs_in_flag_order_and_f64_files() {
 
 #[test]
 fn eval_refuses_bad_input_clearly() {
-    let dir = scratch("bad");
+    let dir = common::scratch("eval-bad");
     let good = dir.join("good.npy");
     let short = dir.join("short.npy");
     let matrix = dir.join("matrix.npy");
@@ -212,29 +193,23 @@ fn eval_refuses_bad_input_clearly() {
         full.extend(args.iter().cloned());
         full.push("--cpu".into());
         let refs: Vec<&str> = full.iter().map(String::as_str).collect();
-        let (ok, stdout, stderr) = chainrule(&refs);
-        assert!(!ok, "{args:?} should fail:\n{stdout}");
-        assert!(
-            stderr.contains(expected),
-            "{args:?}: expected `{expected}` in:\n{stderr}"
-        );
-        assert!(!stderr.contains("panicked"), "{stderr}");
+        common::assert_fails_clearly(&format!("{args:?}"), common::chainrule(&refs), expected);
     }
 }
 
 #[test]
 fn explain_prints_the_four_steps() {
-    let (ok, stdout, stderr) = chainrule(&["explain", "x + x^2"]);
+    let (ok, stdout, stderr) = common::chainrule(&["explain", "x + x^2"]);
     assert!(ok, "{stderr}");
     for step in ["Step 1", "Step 2", "Step 3", "Step 4", "2 paths"] {
         assert!(stdout.contains(step), "`{step}` missing:\n{stdout}");
     }
-    let (ok, stdout, _) = chainrule(&["explain", "ln(sin(x^3)^2)"]);
+    let (ok, stdout, _) = common::chainrule(&["explain", "ln(sin(x^3)^2)"]);
     assert!(ok);
     assert!(
         stdout.contains("dy/dx = 6*x^2*cos(x^3)/sin(x^3)"),
         "{stdout}"
     );
-    let (ok, _, stderr) = chainrule(&["explain", "ln(sin(x^3)^2"]);
+    let (ok, _, stderr) = common::chainrule(&["explain", "ln(sin(x^3)^2"]);
     assert!(!ok && stderr.contains("unclosed"), "{stderr}");
 }

@@ -4,24 +4,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use chainrule::npy;
 
 const NEURON: &str =
     "input x[4]\ninput t\nparam w[4] b\na = relu(dot(w, x) + b)\nloss = mse(a, t)\noutput loss\n";
-
-fn chainrule(args: &[String]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_chainrule"))
-        .args(args)
-        .output()
-        .expect("runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 fn write(dir: &Path, name: &str, shape: &[usize], data: &[f32]) -> String {
     let path = dir.join(format!("{name}.npy"));
@@ -80,7 +67,7 @@ fn grad_writes_the_neurons_gradients() {
         let out = dir.join(format!("mean{}", extra.len()));
         let mut flags = vec!["--wrt", "w,b"];
         flags.extend(extra.iter().copied());
-        let (ok, stdout, stderr) = chainrule(&args(&flags, &out));
+        let (ok, stdout, stderr) = common::chainrule(&args(&flags, &out));
         assert!(ok, "{stdout}\n{stderr}");
         // A run meant for the GPU must not have fallen back to the CPU.
         assert!(!stderr.contains("falling back"), "{stderr}");
@@ -98,13 +85,13 @@ fn grad_writes_the_neurons_gradients() {
         let per = dir.join(format!("per{}", extra.len()));
         let mut flags = vec!["--wrt", "w", "--per-sample"];
         flags.extend(extra.iter().copied());
-        let (ok, _, stderr) = chainrule(&args(&flags, &per));
+        let (ok, _, stderr) = common::chainrule(&args(&flags, &per));
         assert!(ok, "{stderr}");
         assert_eq!(
             npy::read(&per.join("w.npy")).expect("w").shape,
             vec![batch, 4]
         );
     }
-    let (ok, _, stderr) = chainrule(&args(&["--wrt", "q", "--cpu"], &dir.join("bad")));
+    let (ok, _, stderr) = common::chainrule(&args(&["--wrt", "q", "--cpu"], &dir.join("bad")));
     assert!(!ok && stderr.contains("`q` is not a variable"), "{stderr}");
 }

@@ -5,28 +5,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use chainrule::npy;
 use chainrule::program::Program;
-
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("chainrule-jac-{test}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-fn chainrule(args: &[String]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_chainrule"))
-        .args(args)
-        .output()
-        .expect("runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 const MLP: &str = "input x[6]\nparam W1[5,6] b1[5] W2[3,5] b2[3]\nh = sigmoid(W1 @ x + b1)\ny = tanh(W2 @ h + b2)\noutput y\n";
 
@@ -42,7 +23,7 @@ fn arg(kind: &str, name: &str, path: &Path) -> [String; 2] {
 
 #[test]
 fn the_two_layer_network_matches_the_oracle_in_jax_layout() {
-    let dir = scratch("mlp");
+    let dir = common::scratch("jac-mlp");
     let mut rng = common::rng("cli jacobian");
     let batch = 19;
     let x = common::uniform(&mut rng, batch * 6, -4.0, 4.0);
@@ -76,7 +57,7 @@ fn the_two_layer_network_matches_the_oracle_in_jax_layout() {
     for extra in modes {
         let mut full = args.clone();
         full.extend(extra.iter().cloned());
-        let (ok, stdout, stderr) = chainrule(&full);
+        let (ok, stdout, stderr) = common::chainrule(&full);
         assert!(ok, "{extra:?}: {stdout}\n{stderr}");
         // A run meant for the GPU must not have fallen back to the CPU.
         assert!(!stderr.contains("falling back"), "{extra:?}: {stderr}");
@@ -107,7 +88,7 @@ fn the_two_layer_network_matches_the_oracle_in_jax_layout() {
 
 #[test]
 fn a_scalar_output_gives_shape_batch_by_input() {
-    let dir = scratch("scalar");
+    let dir = common::scratch("jac-scalar");
     let x = vec![0.5f32; 4 * 3];
     let mut args = vec![
         "jacobian".to_string(),
@@ -116,7 +97,7 @@ fn a_scalar_output_gives_shape_batch_by_input() {
     args.extend(arg("input", "x", &write(&dir, "x", &[4, 3], &x)));
     let out = dir.join("J.npy");
     args.extend(["--out".into(), out.display().to_string(), "--cpu".into()]);
-    let (ok, _, stderr) = chainrule(&args);
+    let (ok, _, stderr) = common::chainrule(&args);
     assert!(ok, "{stderr}");
     let j = npy::read(&out).expect("J");
     assert_eq!(j.shape, vec![4, 3]);
@@ -125,7 +106,7 @@ fn a_scalar_output_gives_shape_batch_by_input() {
 
 #[test]
 fn bad_files_and_flags_get_clear_errors() {
-    let dir = scratch("bad");
+    let dir = common::scratch("jac-bad");
     let x = write(&dir, "x", &[4, 6], &[0.1; 24]);
     let x_wrong = write(&dir, "xw", &[4, 5], &[0.1; 20]);
     let w1 = write(&dir, "w1", &[5, 6], &[0.1; 30]);
@@ -167,24 +148,13 @@ fn bad_files_and_flags_get_clear_errors() {
         ),
     ];
     for (args, expected) in cases {
-        let (ok, stdout, stderr) = chainrule(&args);
-        assert!(!ok, "should fail: {args:?}\n{stdout}");
-        assert!(
-            stderr.contains(expected),
-            "expected `{expected}` in:\n{stderr}"
-        );
-        assert!(!stderr.contains("panicked"), "{stderr}");
+        common::assert_fails_clearly(&format!("{args:?}"), common::chainrule(&args), expected);
     }
 }
 
 #[test]
 fn explain_shows_the_chain_and_its_costs() {
-    let (ok, stdout, stderr) = chainrule(&[
-        "explain".into(),
-        MLP.into(),
-        "--batch".into(),
-        "4096".into(),
-    ]);
+    let (ok, stdout, stderr) = common::chainrule(&["explain", MLP, "--batch", "4096"]);
     assert!(ok, "{stderr}");
     for needle in [
         "Diagonal",

@@ -152,10 +152,7 @@ pub fn run(
             errors,
         });
     }
-    Ok(Report {
-        elements,
-        rows,
-    })
+    Ok(Report { elements, rows })
 }
 
 impl Report {

@@ -154,3 +154,37 @@ pub fn reference(op: UnaryOp, xs: &[f32]) -> (Vec<f64>, Vec<f64>) {
         .map(|&x| op.value_and_derivative(f64::from(x)))
         .unzip()
 }
+
+/// Runs the `chainrule` binary; (success, stdout, stderr).
+pub fn chainrule<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_chainrule"))
+        .args(args)
+        .output()
+        .expect("the chainrule binary starts");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Asserts a CLI run failed with `expected` in its message, and no panic.
+pub fn assert_fails_clearly(
+    context: &str,
+    (ok, stdout, stderr): (bool, String, String),
+    expected: &str,
+) {
+    assert!(!ok, "{context} should fail:\n{stdout}");
+    assert!(
+        stderr.contains(expected),
+        "{context}: expected `{expected}` in:\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{context}: {stderr}");
+}
+
+/// A fresh scratch folder for one test.
+pub fn scratch(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("chainrule-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch folder");
+    dir
+}
