@@ -21,6 +21,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod compile;
 pub mod error;
 pub mod explain;
 pub mod graph;

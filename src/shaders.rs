@@ -17,13 +17,15 @@ pub const MATMUL: &str = include_str!("../shaders/matmul.wgsl");
 pub const MATMUL_SMALL: &str = include_str!("../shaders/matmul_small.wgsl");
 /// Scaling, sums and Hadamard products of structured Jacobians (standalone).
 pub const JACOBIAN: &str = include_str!("../shaders/jacobian.wgsl");
+/// Column sums of partial sums by a fixed tree (standalone).
+pub const REDUCE: &str = include_str!("../shaders/reduce.wgsl");
 /// The bulk unary kernel's entry point.
 pub const UNARY_KERNEL: &str = include_str!("../shaders/unary.wgsl");
 
 /// Every file with its name. The first four form the element-wise library,
 /// in the order a kernel concatenates them; `unary.wgsl` is appended to it;
 /// the last two are complete kernels on their own.
-pub const FILES: [(&str, &str); 8] = [
+pub const FILES: [(&str, &str); 9] = [
     ("common.wgsl", COMMON),
     ("trig.wgsl", TRIG),
     ("activations.wgsl", ACTIVATIONS),
@@ -32,6 +34,7 @@ pub const FILES: [(&str, &str); 8] = [
     ("matmul.wgsl", MATMUL),
     ("matmul_small.wgsl", MATMUL_SMALL),
     ("jacobian.wgsl", JACOBIAN),
+    ("reduce.wgsl", REDUCE),
 ];
 
 /// The WGSL call that evaluates `op` at `x`, with `p` its parameter.

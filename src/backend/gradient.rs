@@ -12,6 +12,7 @@ use crate::backend::chain::reverse_cotangents;
 use crate::backend::cpu_program::{CpuAlgebra, forward};
 use crate::backend::gpu::{BatchLayout, GpuJacobian};
 use crate::backend::vector::bind;
+use crate::compile::{self, Destination};
 use crate::error::{Error, Result};
 use crate::jacobian::Jacobian;
 use crate::program::{Kind, Op, Program, Shape};
@@ -226,6 +227,9 @@ impl Backend {
                 Ok(output(values, gradients))
             }
             Backend::Gpu(context) => {
+                if let Some(out) = fused(context, program, &indices, &bound, batch, reduction)? {
+                    return Ok(out);
+                }
                 let largest = program.shapes.iter().map(|s| s.size()).max().unwrap_or(1);
                 // The reverse pass forms nothing larger per sample than a
                 // node's value: cotangent rows and W's outer products.
@@ -421,6 +425,60 @@ impl Backend {
             }
         }
     }
+}
+
+/// The gradient by the program compiler's fused kernel, or `None` when the
+/// program does not compile to one (its per-sample state too large for
+/// registers) and the structured plan should run instead.
+fn fused(
+    context: &crate::GpuContext,
+    program: &Program,
+    indices: &[usize],
+    bound: &[&[f32]],
+    batch: usize,
+    reduction: Reduction,
+) -> Result<Option<GradientOutput>> {
+    let wrt: Vec<(usize, Destination)> = indices
+        .iter()
+        .map(|&v| match (reduction, program.variables[v].kind) {
+            (Reduction::Mean, Kind::Param) => (v, Destination::Summed),
+            _ => (v, Destination::PerSample),
+        })
+        .collect();
+    let Ok(plan) = compile::gradient(program, &wrt, true) else {
+        return Ok(None);
+    };
+    if !context.fits_fused(&plan) {
+        return Ok(None);
+    }
+    let sizes: Vec<usize> = program.variables.iter().map(|v| v.shape.size()).collect();
+    let scale = match reduction {
+        Reduction::Mean => 1.0 / batch as f64,
+        Reduction::PerSample => 1.0,
+    };
+    let out = context.fused_gradient(&plan, bound, &sizes, batch, scale as f32)?;
+    let mut per_sample = out.per_sample;
+    let gradients = plan
+        .gradients
+        .iter()
+        .enumerate()
+        .map(|(k, slot)| match slot.destination {
+            Destination::PerSample => Gradient {
+                name: program.variables[slot.variable].name.clone(),
+                shape: dims(program, slot.variable, Some(batch)),
+                values: std::mem::take(&mut per_sample[k]),
+            },
+            Destination::Summed => Gradient {
+                name: program.variables[slot.variable].name.clone(),
+                shape: dims(program, slot.variable, None),
+                values: out.summed[slot.offset..slot.offset + slot.size]
+                    .iter()
+                    .map(|&t| (t * scale) as f32)
+                    .collect(),
+            },
+        })
+        .collect();
+    Ok(Some(output(out.values, gradients)))
 }
 
 /// The per-sample rows of a cotangent or outer product, as segments.

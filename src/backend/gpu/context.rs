@@ -112,6 +112,33 @@ pub struct GpuContext {
     lost: Arc<AtomicBool>,
     lost_reason: Arc<Mutex<String>>,
     uncaptured: Arc<Mutex<Vec<String>>>,
+    /// Kernel dispatches recorded so far.
+    dispatches: AtomicU64,
+    /// Bytes of storage bound by those dispatches.
+    bytes_bound: AtomicU64,
+}
+
+/// Work recorded on a context: what a plan costs on any GPU, whatever its
+/// speed. Take [`GpuContext::traffic`] before and after a call and subtract.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Kernel dispatches.
+    pub dispatches: u64,
+    /// Bytes of storage buffers bound by those dispatches: what the kernels
+    /// may read or write (an upper bound on the bytes they move; exact for
+    /// kernels that touch every bound element once).
+    pub bytes: u64,
+}
+
+impl std::ops::Sub for Traffic {
+    type Output = Traffic;
+
+    fn sub(self, earlier: Traffic) -> Traffic {
+        Traffic {
+            dispatches: self.dispatches.saturating_sub(earlier.dispatches),
+            bytes: self.bytes.saturating_sub(earlier.bytes),
+        }
+    }
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -290,7 +317,23 @@ impl GpuContext {
             lost,
             lost_reason,
             uncaptured,
+            dispatches: AtomicU64::new(0),
+            bytes_bound: AtomicU64::new(0),
         })
+    }
+
+    /// Dispatches and bytes bound since the context was made.
+    pub fn traffic(&self) -> Traffic {
+        Traffic {
+            dispatches: self.dispatches.load(Ordering::Relaxed),
+            bytes: self.bytes_bound.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Records one dispatch that binds `bytes` of storage.
+    pub(crate) fn record_dispatch(&self, bytes: u64) {
+        self.dispatches.fetch_add(1, Ordering::Relaxed);
+        self.bytes_bound.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// The adapter this context runs on.

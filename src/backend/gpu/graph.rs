@@ -99,6 +99,7 @@ impl GpuContext {
         };
         for (generated, kernel) in &compiled.regions {
             let mut entries = Vec::with_capacity(generated.bindings.len());
+            let mut bound: Vec<&wgpu::Buffer> = Vec::with_capacity(generated.bindings.len());
             for (index, binding) in generated.bindings.iter().enumerate() {
                 let buffer = match *binding {
                     Binding::Params => &uniform,
@@ -114,6 +115,7 @@ impl GpuContext {
                         .copied()
                         .ok_or_else(|| missing("tangents"))?,
                 };
+                bound.push(buffer);
                 entries.push(wgpu::BindGroupEntry {
                     binding: index as u32,
                     resource: buffer.as_entire_binding(),
@@ -131,6 +133,7 @@ impl GpuContext {
             pass.set_pipeline(&kernel.pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(columns as u32, rows as u32, 1);
+            self.record_dispatch(super::jacobian::storage_bytes(bound));
         }
         Ok(())
     }

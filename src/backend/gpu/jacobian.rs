@@ -253,6 +253,7 @@ impl GpuContext {
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(groups.0, groups.1, groups.2);
         }
+        self.record_dispatch(storage_bytes(buffers.iter().copied()));
         self.queue.submit([encoder.finish()]);
     }
 
@@ -262,4 +263,13 @@ impl GpuContext {
         let rows = groups.div_ceil(max).max(1);
         (groups.div_ceil(rows) as u32, rows as u32, 1)
     }
+}
+
+/// Bytes of the storage buffers among `buffers` (uniforms left out).
+pub(crate) fn storage_bytes<'a>(buffers: impl IntoIterator<Item = &'a wgpu::Buffer>) -> u64 {
+    buffers
+        .into_iter()
+        .filter(|b| b.usage().contains(wgpu::BufferUsages::STORAGE))
+        .map(wgpu::Buffer::size)
+        .sum()
 }

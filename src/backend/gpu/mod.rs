@@ -8,6 +8,7 @@ mod array;
 mod ceilings;
 mod codegen;
 mod context;
+mod fused;
 mod graph;
 mod jacobian;
 mod lazy;
@@ -20,6 +21,7 @@ pub use adapter::{ADAPTER_NAME_VARIABLE, BACKEND_VARIABLE};
 pub(crate) use algebra::program_algebra;
 pub use array::GpuArray;
 pub use ceilings::Bandwidths;
+pub use fused::FusedResident;
 pub(crate) use jacobian::Segments;
 pub use jacobian::{BatchLayout, GpuJacobian};
 pub(crate) use program::Forward;
@@ -29,5 +31,6 @@ pub(crate) mod jacobian_lazy {
     pub(crate) use super::lazy::Lazy;
 }
 pub use context::{
-    AdapterReport, ContextOptions, DeviceLimits, GpuContext, LimitsOverride, survey_adapters,
+    AdapterReport, ContextOptions, DeviceLimits, GpuContext, LimitsOverride, Traffic,
+    survey_adapters,
 };

@@ -106,6 +106,7 @@ impl GpuContext {
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(columns, rows, 1);
+        self.record_dispatch(super::jacobian::storage_bytes([xs, values, derivatives]));
         Ok(())
     }
 

@@ -1,0 +1,75 @@
+//! The generated WGSL is valid for every shape of request, checked by naga
+//! without an adapter.
+
+use super::*;
+
+fn validate(source: &str) {
+    let module = naga::front::wgsl::parse_str(source)
+        .unwrap_or_else(|e| panic!("{}\n{source}", e.emit_to_string(source)));
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::empty(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{e:?}\n{source}"));
+}
+
+fn compile(text: &str, wrt: &[(&str, Destination)]) -> FusedGradient {
+    let program = Program::parse(text).expect("parses");
+    let wrt: Vec<(usize, Destination)> = wrt
+        .iter()
+        .map(|&(name, d)| (program.variable(name).expect("declared"), d))
+        .collect();
+    gradient(&program, &wrt, true).expect("compiles")
+}
+
+#[test]
+fn neuron_loss_compiles_to_valid_wgsl() {
+    let plan = compile(
+        "input x[16]\ninput t\nparam w[16] b\na = relu(dot(w, x) + b)\nloss = mse(a, t)\noutput loss",
+        &[
+            ("w", Destination::Summed),
+            ("b", Destination::Summed),
+            ("x", Destination::PerSample),
+        ],
+    );
+    assert_eq!(plan.summed_width, 17);
+    assert_eq!(plan.inputs.len(), 2);
+    validate(&plan.source);
+}
+
+#[test]
+fn every_operation_compiles_to_valid_wgsl() {
+    let plan = compile(
+        "input x[5]\ninput t[3]\nparam W[3,5] b[3] c\n\
+         h = softplus(W @ x + b) * c - max(W @ x, 0)\n\
+         loss = cross_entropy(h, t) + mean(h) + sum(exp(-h)) / c + logsumexp(h) + dot(h, t)^2\n\
+         output loss",
+        &[
+            ("W", Destination::Summed),
+            ("c", Destination::PerSample),
+            ("x", Destination::PerSample),
+        ],
+    );
+    validate(&plan.source);
+}
+
+#[test]
+fn a_program_too_large_for_registers_is_not_fused() {
+    let program =
+        Program::parse("input x[4096]\nparam W[4096,4096]\ny = sum(tanh(W @ x))\noutput y")
+            .expect("parses");
+    let w = program.variable("W").expect("declared");
+    assert!(gradient(&program, &[(w, Destination::Summed)], true).is_err());
+}
+
+#[test]
+#[ignore = "prints the neuron's kernel for reading"]
+fn print_neuron_kernel() {
+    let plan = compile(
+        "input x[16]\ninput t\nparam w[16] b\na = relu(dot(w, x) + b)\nloss = mse(a, t)\noutput loss",
+        &[("w", Destination::Summed), ("b", Destination::Summed)],
+    );
+    let body = &plan.source[plan.source.find("struct FusedParams").unwrap_or(0)..];
+    println!("{body}");
+}
