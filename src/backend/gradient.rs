@@ -456,7 +456,7 @@ fn fused(
         Reduction::Mean => 1.0 / batch as f64,
         Reduction::PerSample => 1.0,
     };
-    let out = context.fused_gradient(&plan, bound, &sizes, batch, scale as f32)?;
+    let out = context.fused_gradient(&plan, bound, &sizes, batch, scale as f32, None)?;
     let mut per_sample = out.per_sample;
     let gradients = plan
         .gradients

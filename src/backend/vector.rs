@@ -308,6 +308,49 @@ impl GpuContext {
     }
 }
 
+/// A JVP or VJP by the program compiler's fused kernel, or `None` when the
+/// program does not compile to one and the structured plan should run.
+fn fused_seeded(
+    context: &GpuContext,
+    program: &Program,
+    wrt: &str,
+    variables: &[(&str, &[f32])],
+    request: Request,
+    seed: &[f32],
+) -> Result<Option<Vec<f32>>> {
+    program.check()?;
+    let wrt = wrt_index(program, wrt)?;
+    let (bound, batch) = bind(program, variables)?;
+    let n = program.variables[wrt].shape.size();
+    let m = program.shapes[program.output].size();
+    let (plan, seed_size) = match request {
+        Request::Jvp => (crate::compile::jvp(program, wrt, true), n),
+        Request::Vjp => (crate::compile::vjp(program, wrt, true), m),
+        Request::Jacobian => return Ok(None),
+    };
+    if seed.len() != batch * seed_size {
+        let what = if request == Request::Jvp {
+            "tangents"
+        } else {
+            "cotangents"
+        };
+        return Err(Error::Shape(format!(
+            "{what}: expected {batch} x {seed_size} values, got {}",
+            seed.len()
+        )));
+    }
+    let Ok(plan) = plan else {
+        return Ok(None);
+    };
+    if !context.fits_fused(&plan) {
+        return Ok(None);
+    }
+    let sizes: Vec<usize> = program.variables.iter().map(|v| v.shape.size()).collect();
+    let mut out =
+        context.fused_gradient(&plan, &bound, &sizes, batch, 1.0, Some((seed, seed_size)))?;
+    Ok(Some(out.per_sample.swap_remove(0)))
+}
+
 fn seed_jacobian(
     request: Request,
     data: &[f32],
@@ -447,6 +490,11 @@ impl Backend {
         request: Request,
         seed: &[f32],
     ) -> Result<Vec<f32>> {
+        if let Backend::Gpu(context) = self
+            && let Some(rows) = fused_seeded(context, program, wrt, variables, request, seed)?
+        {
+            return Ok(rows);
+        }
         let out = self.run_request(program, wrt, variables, request, Some(seed))?;
         Ok(out
             .jacobian

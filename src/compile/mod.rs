@@ -69,7 +69,8 @@ pub struct GradientSlot {
 /// Bindings, in order: 0 the uniform `{count, scale}`; then one buffer per
 /// entry of `inputs` (B x size rows of that input); then the parameters,
 /// concatenated in the order of `params` (only when `params` is not empty);
-/// then the output's values (B) when `values`; then one buffer per per-sample gradient in
+/// then the seed when `seeded`; then the output's values (B x output size)
+/// when `values`; then one buffer per per-sample gradient in
 /// the order of `gradients`; then the partial sums (one row of
 /// `summed_width` per workgroup) when `summed_width > 0`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +90,11 @@ pub struct FusedGradient {
     pub summed_width: usize,
     /// Whether the output's values are written.
     pub values: bool,
+    /// Whether the kernel reads a seed, B x size rows: the output's
+    /// cotangent for a VJP, the input's tangent for a JVP.
+    pub seeded: bool,
+    /// Elements of the output per sample.
+    pub output_size: usize,
 }
 
 impl FusedGradient {
@@ -101,6 +107,7 @@ impl FusedGradient {
             .count();
         self.inputs.len()
             + usize::from(!self.params.is_empty())
+            + usize::from(self.seeded)
             + usize::from(self.values)
             + per_sample
             + usize::from(self.summed_width > 0)
@@ -295,6 +302,50 @@ pub fn gradient(
     if program.shapes[program.output] != Shape::Scalar {
         return Err(NotFused("the output is not a scalar".into()));
     }
+    compile(program, wrt, values, Mode::Reverse { seeded: false })
+}
+
+/// Compiles a VJP, u^T J per sample, with respect to input `wrt`: the seed
+/// binding holds u (B x output size), the one per-sample output u^T J.
+pub fn vjp(program: &Program, wrt: usize, values: bool) -> Result<FusedGradient, NotFused> {
+    compile(
+        program,
+        &[(wrt, Destination::PerSample)],
+        values,
+        Mode::Reverse { seeded: true },
+    )
+}
+
+/// Compiles a JVP, J v per sample, with respect to input `wrt`: the seed
+/// binding holds v (B x size of `wrt`), the one per-sample output J v
+/// (B x output size), by forward tangents carried in registers.
+pub fn jvp(program: &Program, wrt: usize, values: bool) -> Result<FusedGradient, NotFused> {
+    compile(
+        program,
+        &[(wrt, Destination::PerSample)],
+        values,
+        Mode::Forward,
+    )
+}
+
+/// Which way derivatives travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Cotangents from the output back, seeded with 1 (a gradient) or with
+    /// a cotangent per sample (a VJP).
+    Reverse { seeded: bool },
+    /// Tangents from one input forward, seeded per sample (a JVP).
+    Forward,
+}
+
+fn compile(
+    program: &Program,
+    wrt: &[(usize, Destination)],
+    values: bool,
+    mode: Mode,
+) -> Result<FusedGradient, NotFused> {
+    let seeded = mode != (Mode::Reverse { seeded: false });
+    let output_size = program.shapes[program.output].size();
     let variables: Vec<usize> = wrt.iter().map(|&(v, _)| v).collect();
     let needed = needed(program, &variables);
     if variables
@@ -349,7 +400,10 @@ pub fn gradient(
     let mut gradients = Vec::new();
     let mut summed_width = 0usize;
     for &(variable, destination) in wrt {
-        let size = program.variables[variable].shape.size();
+        let size = match mode {
+            Mode::Forward => output_size,
+            Mode::Reverse { .. } => program.variables[variable].shape.size(),
+        };
         let offset = if destination == Destination::Summed {
             summed_width += size;
             summed_width - size
@@ -379,9 +433,11 @@ pub fn gradient(
     src.push_str(
         "\nstruct FusedParams {\n    count: u32,\n    scale: f32,\n    per_invocation: u32,\n    pad0: u32,\n}\n\n\
          // A zero partial means the operand was not selected (relu below 0,\n\
-         // the losing side of max): it passes nothing on, even an infinite\n\
-         // or NaN cotangent that would make 0 * x NaN.\n\
-         fn chain_selected(partial: f32, g: f32) -> f32 {\n    return select(partial * g, 0.0, partial == 0.0);\n}\n\n",
+         // the losing side of max), and a zero cotangent or tangent means a\n\
+         // path that was not selected further on: either passes nothing on,\n\
+         // even where the other factor is infinite and 0 * inf would be NaN.\n\
+         fn chain_selected(partial: f32, g: f32) -> f32 {\n    \
+         return select(partial * g, 0.0, partial == 0.0 || g == 0.0);\n}\n\n",
     );
     let mut binding = 0usize;
     let _ = writeln!(
@@ -400,6 +456,13 @@ pub fn gradient(
         let _ = writeln!(
             src,
             "@group(0) @binding({binding}) var<storage, read> prm: array<f32>;"
+        );
+    }
+    if seeded {
+        binding += 1;
+        let _ = writeln!(
+            src,
+            "@group(0) @binding({binding}) var<storage, read> seed: array<f32>;"
         );
     }
     if values {
@@ -448,8 +511,16 @@ pub fn gradient(
          let live = sample < params.count;\n    let s = min(sample, params.count - 1u);"
     );
 
-    forward_pass(&mut src, &layout, &needed);
-    reverse_pass(&mut src, &layout, &needed);
+    match mode {
+        Mode::Reverse { seeded } => {
+            forward_pass(&mut src, &layout, &needed);
+            reverse_pass(&mut src, &layout, &needed, seeded);
+        }
+        Mode::Forward => {
+            forward_pass(&mut src, &layout, &needed);
+            tangent_pass(&mut src, &layout, &needed, variables[0]);
+        }
+    }
 
     // Outputs.
     src.push_str("    if (live) {\n");
@@ -461,7 +532,10 @@ pub fn gradient(
         );
     }
     for (k, slot) in gradients.iter().enumerate() {
-        let node = program.variable_node(slot.variable).unwrap_or(0);
+        let node = match mode {
+            Mode::Forward => program.output,
+            Mode::Reverse { .. } => program.variable_node(slot.variable).unwrap_or(0),
+        };
         let scalar = layout.is_scalar(node);
         match (slot.destination, scalar) {
             (Destination::PerSample, true) => {
@@ -508,6 +582,8 @@ pub fn gradient(
         gradients,
         summed_width,
         values,
+        seeded,
+        output_size,
     })
 }
 
@@ -622,7 +698,7 @@ fn forward_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool]) {
 }
 
 /// Cotangents, from the output back to the variables asked for.
-fn reverse_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool]) {
+fn reverse_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool], seeded: bool) {
     let program = layout.program;
     for (id, _) in program.nodes.iter().enumerate() {
         if needed[id] {
@@ -634,7 +710,17 @@ fn reverse_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool]) {
             );
         }
     }
-    let _ = writeln!(src, "    g{} = 1.0;", program.output);
+    let out = program.output;
+    if seeded {
+        let m = layout.size(out);
+        let _ = writeln!(
+            src,
+            "    for (var i = 0u; i < {m}u; i = i + 1u) {{\n        {} = seed[s * {m}u + i];\n    }}",
+            cot(layout, out, "i")
+        );
+    } else {
+        let _ = writeln!(src, "    g{out} = 1.0;");
+    }
     for id in (0..program.nodes.len()).rev() {
         if !needed[id] {
             continue;
@@ -735,6 +821,100 @@ fn reverse_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool]) {
                     "        {t} = {t} + chain_selected(d{id}[i], g{id});\n    }}",
                     t = cot(layout, a, "i")
                 );
+            }
+        }
+    }
+}
+
+/// Tangents of every node that depends on input `wrt`, seeded with the
+/// seed's row, forward through the local partials (the same `_vd` and
+/// `_vdd` functions as the values). Stored as `g{id}`, like cotangents, so
+/// the output is written the same way.
+fn tangent_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool], wrt: usize) {
+    let program = layout.program;
+    for (id, &op) in program.nodes.iter().enumerate() {
+        if !needed[id] {
+            continue;
+        }
+        let n = layout.size(id);
+        let scalar = layout.is_scalar(id);
+        declare(src, &format!("g{id}"), scalar, n);
+        // A term of the tangent from operand `o`, if it depends on the input.
+        let term = |o: NodeId, partial: &str, i: &str| -> Option<String> {
+            needed[o].then(|| format!("chain_selected({partial}, {})", cot(layout, o, i)))
+        };
+        let sum = |terms: Vec<Option<String>>| -> String {
+            let terms: Vec<String> = terms.into_iter().flatten().collect();
+            if terms.is_empty() {
+                "0.0".into()
+            } else {
+                terms.join(" + ")
+            }
+        };
+        match op {
+            Op::Variable(v) if v == wrt => {
+                open_loop(src, n, scalar);
+                let _ = writeln!(
+                    src,
+                    "        {} = seed[s * {n}u + i];\n    }}",
+                    cot(layout, id, "i")
+                );
+            }
+            Op::Variable(_) | Op::Constant(_) => {}
+            Op::Unary(_, a) => {
+                open_loop(src, n, scalar);
+                let partial = if scalar {
+                    format!("d{id}")
+                } else {
+                    format!("d{id}[i]")
+                };
+                let _ = writeln!(
+                    src,
+                    "        {} = {};\n    }}",
+                    cot(layout, id, "i"),
+                    sum(vec![term(a, &partial, "i")])
+                );
+            }
+            Op::Binary(f, a, b) => {
+                open_loop(src, n, scalar);
+                let _ = writeln!(
+                    src,
+                    "        let e = {};\n        {} = {};\n    }}",
+                    binary_call(f, &layout.at(a, "i"), &layout.at(b, "i")),
+                    cot(layout, id, "i"),
+                    sum(vec![term(a, "e.y", "i"), term(b, "e.z", "i")])
+                );
+            }
+            Op::MatVec(w, x) => {
+                // The matrix is a param, so only x carries a tangent.
+                let cols = layout.size(x);
+                let _ = writeln!(
+                    src,
+                    "    for (var r = 0u; r < {n}u; r = r + 1u) {{\n        var acc = 0.0;\n        \
+                     for (var c = 0u; c < {cols}u; c = c + 1u) {{\n            \
+                     acc = acc + {} * {};\n        }}\n        {} = acc;\n    }}",
+                    layout.at(w, &format!("r * {cols}u + c")),
+                    cot(layout, x, "c"),
+                    cot(layout, id, "r")
+                );
+            }
+            Op::Sum(a) | Op::Mean(a) | Op::Dot(a, _) | Op::LogSumExp(a) => {
+                let len = layout.size(a);
+                let contribution = match op {
+                    Op::Dot(a, b) => sum(vec![
+                        term(a, &layout.at(b, "i"), "i"),
+                        term(b, &layout.at(a, "i"), "i"),
+                    ]),
+                    Op::LogSumExp(_) => sum(vec![term(a, &format!("d{id}[i]"), "i")]),
+                    _ => sum(vec![term(a, "1.0", "i")]),
+                };
+                let _ = writeln!(
+                    src,
+                    "    for (var i = 0u; i < {len}u; i = i + 1u) {{\n        g{id} = g{id} + {contribution};\n    }}"
+                );
+                if matches!(op, Op::Mean(_)) {
+                    let _ = writeln!(src, "    g{id} = g{id} / {};", literal(len as f64));
+                }
             }
         }
     }

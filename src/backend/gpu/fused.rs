@@ -143,6 +143,7 @@ impl GpuContext {
         scale: f32,
         inputs: &[&wgpu::Buffer],
         params: Option<&wgpu::Buffer>,
+        seed: Option<&wgpu::Buffer>,
         values: Option<&wgpu::Buffer>,
         per_sample: &[&wgpu::Buffer],
         sums: Option<(&wgpu::Buffer, usize)>,
@@ -175,6 +176,7 @@ impl GpuContext {
         let mut bound: Vec<&wgpu::Buffer> = vec![&uniform];
         bound.extend_from_slice(inputs);
         bound.extend(params);
+        bound.extend(seed);
         bound.extend(values);
         bound.extend_from_slice(per_sample);
         bound.extend(partials.as_ref());
@@ -261,7 +263,8 @@ impl GpuContext {
 
     /// Runs `plan` on host data: `variables[v]` holds input v's B x size
     /// values or param v's values. `scale` multiplies per-sample gradients
-    /// (1/B for an input's share of a batch mean).
+    /// (1/B for an input's share of a batch mean). `seed` is the plan's
+    /// seed, rows of the given size, when it reads one.
     pub(crate) fn fused_gradient(
         &self,
         plan: &FusedGradient,
@@ -269,7 +272,13 @@ impl GpuContext {
         sizes: &[usize],
         batch: usize,
         scale: f32,
+        seed: Option<(&[f32], usize)>,
     ) -> Result<FusedOutput> {
+        if plan.seeded != seed.is_some() {
+            return Err(Error::InvalidArgument(
+                "the plan and the call disagree on a seed".into(),
+            ));
+        }
         if !plan.values {
             return Err(Error::InvalidArgument(
                 "a gradient read back to the host needs a plan that writes values".into(),
@@ -277,10 +286,16 @@ impl GpuContext {
         }
         let kernels = self.fused_kernels(plan)?;
         let input_sizes: Vec<usize> = plan.inputs.iter().map(|&v| sizes[v]).collect();
-        let rows = self.fused_rows(plan, &input_sizes)?;
+        let mut row_sizes = input_sizes.clone();
+        row_sizes.push(plan.output_size);
+        row_sizes.extend(seed.map(|(_, size)| size));
+        let rows = self.fused_rows(plan, &row_sizes)?;
         let chunks = batch.div_ceil(rows);
         let params = self.param_buffer(plan, variables);
-        let mut values = crate::backend::reserve_host(batch, "the output's values")?;
+        let mut values = crate::backend::reserve_host(
+            batch.saturating_mul(plan.output_size),
+            "the output's values",
+        )?;
         let mut per_sample: Vec<Vec<f32>> = plan
             .gradients
             .iter()
@@ -317,7 +332,15 @@ impl GpuContext {
                     buffer
                 })
                 .collect();
-            let value_buffer = self.take_buffer(count as u64 * F32_BYTES, STORAGE);
+            let seed_buffer = seed.map(|(rows, size)| {
+                let buffer = self.take_buffer((count * size).max(1) as u64 * F32_BYTES, STORAGE);
+                let part = &rows[first * size..(first + count) * size];
+                self.queue
+                    .write_buffer(&buffer, 0, bytemuck::cast_slice(part));
+                buffer
+            });
+            let value_buffer =
+                self.take_buffer((count * plan.output_size) as u64 * F32_BYTES, STORAGE);
             let outputs: Vec<(usize, wgpu::Buffer)> = plan
                 .gradients
                 .iter()
@@ -343,12 +366,14 @@ impl GpuContext {
                     scale,
                     &input_refs,
                     params.as_deref(),
+                    seed_buffer.as_ref(),
                     Some(&value_buffer),
                     &output_refs,
                     sums.as_ref().map(|s| (s, 0)),
                 )
             }))??;
-            let mut reads: Vec<(&wgpu::Buffer, usize)> = vec![(&value_buffer, count)];
+            let mut reads: Vec<(&wgpu::Buffer, usize)> =
+                vec![(&value_buffer, count * plan.output_size)];
             for (k, buffer) in &outputs {
                 reads.push((buffer, count * plan.gradients[*k].size));
             }
@@ -375,6 +400,9 @@ impl GpuContext {
                 self.recycle(buffer);
             }
             self.recycle(value_buffer);
+            if let Some(buffer) = seed_buffer {
+                self.recycle(buffer);
+            }
             for (_, buffer) in outputs {
                 self.recycle(buffer);
             }
@@ -402,6 +430,11 @@ impl GpuContext {
         batch: usize,
         scale: f32,
     ) -> Result<FusedResident> {
+        if plan.seeded {
+            return Err(Error::InvalidArgument(
+                "a resident call takes no seed; compile a gradient".into(),
+            ));
+        }
         if inputs.len() != plan.inputs.len() {
             return Err(Error::InvalidArgument(format!(
                 "the plan reads {} inputs but {} arrays were given",
@@ -435,7 +468,9 @@ impl GpuContext {
         }
         let kernels = self.fused_kernels(plan)?;
         let values = if plan.values {
-            Some(pollster::block_on(self.alloc_array("values", batch))?)
+            Some(pollster::block_on(
+                self.alloc_array("values", batch * plan.output_size),
+            )?)
         } else {
             None
         };
@@ -485,6 +520,7 @@ impl GpuContext {
                 scale,
                 &input_refs,
                 param_buffer.as_deref(),
+                None,
                 value_buffer.as_deref(),
                 &output_refs,
                 sums.as_deref().map(|s| (s, 0)),

@@ -1,0 +1,334 @@
+//! The program compiler's fused kernels: gradients (batch mean and per
+//! sample), JVPs and VJPs of programs that fit registers, against the CPU
+//! path's f64 reference and central differences of the f64 oracle, on sizes
+//! that are not multiples of the workgroup, across chunks, with NaN in one
+//! sample, and with the dispatch count that shows the fused path ran.
+
+mod common;
+
+use std::sync::Arc;
+
+use chainrule::program::Program;
+use chainrule::{Backend, ContextOptions, CpuBackend, GpuContext, LimitsOverride, Reduction};
+
+/// Programs that together use every operation of the IR.
+const PROGRAMS: [&str; 4] = [
+    "input x[16]\ninput t\nparam w[16] b\na = relu(dot(w, x) + b)\nloss = mse(a, t)\noutput loss",
+    "input x[5]\ninput t[3]\nparam W[3,5] b[3] c\n\
+     h = softplus(W @ x + b) * c - max(W @ x, 0.25)\n\
+     loss = cross_entropy(h, t) + mean(h) + sum(exp(-h)) / c + logsumexp(h) + dot(h, t)^2\n\
+     output loss",
+    "input x[4]\nparam W1[6,4] b1[6] W2[2,6]\nh = tanh(W1 @ x + b1)\nz = sigmoid(W2 @ h)\n\
+     loss = sum(z * z) + min(sum(h), 1.5) + gelu(mean(x)) / (2 + sum(x^2))\noutput loss",
+    "input x\ninput y\nparam p\nf = ln(sin(x^3)^2) + x * (1 + y^2)^p - silu(y) + elu(x - y) + leaky_relu(x * y)\noutput f",
+];
+
+fn variables(
+    program: &Program,
+    batch: usize,
+    rng: &mut rand::rngs::StdRng,
+) -> Vec<(String, Vec<f32>)> {
+    program
+        .variables
+        .iter()
+        .map(|v| {
+            let size = v.shape.size();
+            let values = match v.kind {
+                chainrule::program::Kind::Input if v.name == "t" => {
+                    // Probabilities for cross-entropy, targets for mse.
+                    let raw = common::uniform(rng, batch * size, 0.05, 1.0);
+                    raw.chunks(size)
+                        .flat_map(|row| {
+                            let total: f32 = row.iter().sum();
+                            row.iter()
+                                .map(move |r| if size > 1 { r / total } else { *r })
+                                .collect::<Vec<_>>()
+                        })
+                        .collect()
+                }
+                // x^3 stays below pi, where sin(x^3) has a zero and the
+                // f32 rounding of x^3 alone would move ln(sin(x^3)^2) far.
+                chainrule::program::Kind::Input => common::uniform(rng, batch * size, 0.1, 1.4),
+                chainrule::program::Kind::Param => common::uniform(rng, size, 0.5, 1.2),
+            };
+            (v.name.clone(), values)
+        })
+        .collect()
+}
+
+fn close(label: &str, gpu: &[f32], cpu: &[f32]) {
+    assert_eq!(gpu.len(), cpu.len(), "{label}: lengths");
+    let scale = cpu
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0f32, |m, v| m.max(v.abs()))
+        .max(1e-3);
+    for (i, (a, b)) in gpu.iter().zip(cpu).enumerate() {
+        if a.is_nan() && b.is_nan() {
+            continue;
+        }
+        assert!(
+            (a - b).abs() <= 2e-5 * scale + 1e-6,
+            "{label}[{i}]: gpu {a} vs cpu {b} (scale {scale})"
+        );
+    }
+}
+
+/// A context of the test's own, so that no other test's dispatches are
+/// counted in its traffic.
+fn own_context() -> Option<Arc<GpuContext>> {
+    common::gpu()?;
+    Some(Arc::new(
+        GpuContext::new(&ContextOptions::default()).expect("a second context"),
+    ))
+}
+
+fn all_names(program: &Program) -> Vec<&str> {
+    program
+        .variables
+        .iter()
+        .map(|v| v.name.as_str())
+        .filter(|n| *n != "t")
+        .collect()
+}
+
+#[test]
+fn fused_gradients_match_the_cpu_path_in_two_dispatches() {
+    let Some(context) = own_context() else {
+        return;
+    };
+    let gpu = Backend::Gpu(Arc::clone(&context));
+    let mut rng = common::rng("fused gradients");
+    for text in PROGRAMS {
+        let program = Program::parse(text).expect("parses");
+        let names = all_names(&program);
+        for batch in [1usize, 255, 257, 20_001] {
+            let vars = variables(&program, batch, &mut rng);
+            let bound: Vec<(&str, &[f32])> = vars
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_slice()))
+                .collect();
+            for reduction in [Reduction::Mean, Reduction::PerSample] {
+                let before = context.traffic();
+                let g = gpu
+                    .gradient(&program, &names, &bound, reduction)
+                    .expect("gpu");
+                let traffic = context.traffic() - before;
+                // One fused kernel, plus the reduction when a param's
+                // gradient is summed over the batch.
+                let summed = reduction == Reduction::Mean
+                    && program
+                        .variables
+                        .iter()
+                        .any(|v| v.kind == chainrule::program::Kind::Param);
+                assert_eq!(
+                    traffic.dispatches,
+                    1 + u64::from(summed),
+                    "{text} {reduction:?}: dispatches"
+                );
+                let c = Backend::Cpu(CpuBackend)
+                    .gradient(&program, &names, &bound, reduction)
+                    .expect("cpu");
+                close(&format!("{text} values"), &g.values, &c.values);
+                for (a, b) in g.gradients.iter().zip(&c.gradients) {
+                    assert_eq!(a.shape, b.shape, "{}", a.name);
+                    close(
+                        &format!("{text} B={batch} {reduction:?} d/d{}", a.name),
+                        &a.values,
+                        &b.values,
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_gradients_match_central_differences_of_the_oracle() {
+    let Some(context) = common::gpu() else {
+        return;
+    };
+    let gpu = Backend::Gpu(context);
+    let mut rng = common::rng("fused gradients vs differences");
+    for text in PROGRAMS {
+        let program = Program::parse(text).expect("parses");
+        let vars = variables(&program, 1, &mut rng);
+        let bound: Vec<(&str, &[f32])> = vars
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()))
+            .collect();
+        let names = all_names(&program);
+        let g = gpu
+            .gradient(&program, &names, &bound, Reduction::PerSample)
+            .expect("gpu");
+        let point: Vec<Vec<f64>> = vars
+            .iter()
+            .map(|(_, v)| v.iter().map(|&x| f64::from(x)).collect())
+            .collect();
+        let value = |p: &[Vec<f64>]| -> f64 {
+            let refs: Vec<&[f64]> = p.iter().map(Vec::as_slice).collect();
+            let values = program.forward(&refs).expect("forward");
+            values[program.output][0]
+        };
+        for gradient in &g.gradients {
+            let v = program.variable(&gradient.name).expect("declared");
+            for (e, &got) in gradient.values.iter().enumerate() {
+                let h = 1e-5 * point[v][e].abs().max(1.0);
+                let mut up = point.clone();
+                up[v][e] += h;
+                let mut down = point.clone();
+                down[v][e] -= h;
+                let expected = (value(&up) - value(&down)) / (2.0 * h);
+                assert!(
+                    (f64::from(got) - expected).abs() <= 1e-3 * expected.abs().max(1.0),
+                    "{text}: d/d{}[{e}] gpu {got} vs central difference {expected}",
+                    gradient.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_jvp_and_vjp_match_the_cpu_path() {
+    let Some(context) = own_context() else {
+        return;
+    };
+    let gpu = Backend::Gpu(Arc::clone(&context));
+    let cpu = Backend::Cpu(CpuBackend);
+    let mut rng = common::rng("fused jvp and vjp");
+    let text = "input x[6]\ninput u[3]\nparam W[3,6] b[3]\nh = tanh(W @ x + b) * u\ny = [0] + h / (1 + logsumexp(h)) - max(h, 0)\noutput y";
+    let text = text.replace("[0] + ", "");
+    let program = Program::parse(&text).expect("parses");
+    for batch in [1usize, 300, 5_000] {
+        let vars = variables(&program, batch, &mut rng);
+        let bound: Vec<(&str, &[f32])> = vars
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()))
+            .collect();
+        for wrt in ["x", "u"] {
+            let n = program.variables[program.variable(wrt).expect("declared")]
+                .shape
+                .size();
+            let tangents = common::uniform(&mut rng, batch * n, -1.0, 1.0);
+            let cotangents = common::uniform(&mut rng, batch * 3, -1.0, 1.0);
+            let before = context.traffic();
+            let a = gpu.jvp(&program, wrt, &bound, &tangents).expect("gpu jvp");
+            assert_eq!(
+                (context.traffic() - before).dispatches,
+                1,
+                "one fused JVP kernel"
+            );
+            let b = cpu.jvp(&program, wrt, &bound, &tangents).expect("cpu jvp");
+            close(&format!("jvp wrt {wrt} B={batch}"), &a, &b);
+            let before = context.traffic();
+            let a = gpu
+                .vjp(&program, wrt, &bound, &cotangents)
+                .expect("gpu vjp");
+            assert_eq!(
+                (context.traffic() - before).dispatches,
+                1,
+                "one fused VJP kernel"
+            );
+            let b = cpu
+                .vjp(&program, wrt, &bound, &cotangents)
+                .expect("cpu vjp");
+            close(&format!("vjp wrt {wrt} B={batch}"), &a, &b);
+        }
+        let wrong = vec![0.0f32; batch * 6 + 1];
+        assert!(
+            gpu.jvp(&program, "x", &bound, &wrong).is_err(),
+            "a seed of the wrong length is an error"
+        );
+    }
+}
+
+#[test]
+fn fused_gradients_across_many_chunks_and_grids_match_one_chunk() {
+    let Some(context) = common::gpu() else {
+        return;
+    };
+    // 4 KiB bindings and 3 workgroups a dimension force many chunks,
+    // several samples per invocation and 2-D grids.
+    let small = GpuContext::new(&ContextOptions {
+        limits: LimitsOverride {
+            max_binding_bytes: Some(4096),
+            max_buffer_bytes: Some(4096),
+            max_workgroups_per_dimension: Some(3),
+        },
+        ..ContextOptions::default()
+    })
+    .expect("small context");
+    let small = Backend::Gpu(Arc::new(small));
+    let large = Backend::Gpu(context);
+    let mut rng = common::rng("fused chunks");
+    let program = Program::parse(PROGRAMS[0]).expect("parses");
+    let batch = 9_001;
+    let vars = variables(&program, batch, &mut rng);
+    let bound: Vec<(&str, &[f32])> = vars
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
+        .collect();
+    for reduction in [Reduction::Mean, Reduction::PerSample] {
+        let a = small
+            .gradient(&program, &["w", "b", "x"], &bound, reduction)
+            .expect("small");
+        let b = large
+            .gradient(&program, &["w", "b", "x"], &bound, reduction)
+            .expect("large");
+        close("values", &a.values, &b.values);
+        for (a, b) in a.gradients.iter().zip(&b.gradients) {
+            close(
+                &format!("{reduction:?} d/d{}", a.name),
+                &a.values,
+                &b.values,
+            );
+        }
+    }
+}
+
+#[test]
+fn nan_in_one_sample_stays_in_that_sample() {
+    let Some(context) = common::gpu() else {
+        return;
+    };
+    let gpu = Backend::Gpu(context);
+    let program = Program::parse(PROGRAMS[0]).expect("parses");
+    let batch = 600;
+    let mut x = vec![0.25f32; batch * 16];
+    x[17 * 16 + 3] = f32::NAN;
+    let t = vec![0.5f32; batch];
+    let w = vec![0.5f32; 16];
+    let b = [0.1f32];
+    let bound: [(&str, &[f32]); 4] = [("x", &x), ("t", &t), ("w", &w), ("b", &b)];
+    let g = gpu
+        .gradient(&program, &["w", "x"], &bound, Reduction::PerSample)
+        .expect("gpu");
+    for sample in 0..batch {
+        let row = &g.gradients[0].values[sample * 16..(sample + 1) * 16];
+        let nan = row.iter().any(|v| v.is_nan());
+        assert_eq!(nan, sample == 17, "sample {sample}: {row:?}");
+        assert_eq!(
+            g.values[sample].is_nan(),
+            sample == 17,
+            "value of sample {sample}"
+        );
+    }
+}
+
+#[test]
+fn a_losing_branch_with_an_infinite_derivative_passes_nothing_back() {
+    let Some(context) = common::gpu() else {
+        return;
+    };
+    let gpu = Backend::Gpu(context);
+    // At x = 100, exp(x) overflows f32 and loses to exp(10): the derivative is 0.
+    let program = Program::parse("input x\ny = min(exp(x), exp(10)) + relu(-exp(x))\noutput y")
+        .expect("parses");
+    let x = [100.0f32, 1.0];
+    let g = gpu
+        .gradient(&program, &["x"], &[("x", &x)], Reduction::PerSample)
+        .expect("gpu");
+    assert_eq!(g.gradients[0].values[0], 0.0, "{:?}", g.gradients[0].values);
+    assert!((g.gradients[0].values[1] - std::f32::consts::E).abs() < 1e-5);
+}
