@@ -17,6 +17,12 @@ fn is_inf_f32(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7fffffffu) == 0x7f800000u;
 }
 
+// +0 or -0; by bits like the others, so that no driver's reading of a
+// comparison decides it.
+fn is_zero_f32(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) == 0u;
+}
+
 fn sign_bit_f32(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x80000000u) != 0u;
 }
