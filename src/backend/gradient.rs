@@ -14,6 +14,7 @@ use crate::backend::gpu::{BatchLayout, GpuJacobian};
 use crate::backend::vector::bind;
 use crate::error::{Error, Result};
 use crate::jacobian::Jacobian;
+use crate::ops::chain_mul;
 use crate::program::{Kind, Op, Program, Shape};
 
 /// Batch mean, or one gradient per sample.
@@ -207,7 +208,7 @@ impl Backend {
                                     for i in 0..*rows {
                                         for j in 0..*cols {
                                             outer[(b * rows + i) * cols + j] +=
-                                                g[b * rows + i] * values[b * cols + j];
+                                                chain_mul(g[b * rows + i], values[b * cols + j]);
                                         }
                                     }
                                 }

@@ -9,6 +9,7 @@
 
 use super::{Kind, NodeId, Op, Program, Shape};
 use crate::error::{Error, Result};
+use crate::ops::chain_mul;
 
 /// The most elements a tangent may have in [`jacobian_dense`] (1 GiB of
 /// f64): it is a test oracle, not a tool for workload sizes.
@@ -223,10 +224,11 @@ fn row(tangent: &[f64], i: usize, cols: usize) -> &[f64] {
         .unwrap_or(&[])
 }
 
-/// `dst += a * src`.
+/// `dst += a * src`, each product a product of the chain rule (a zero
+/// factor gives zero, whatever the other).
 fn axpy(dst: &mut [f64], a: f64, src: &[f64]) {
     for (d, s) in dst.iter_mut().zip(src) {
-        *d += a * s;
+        *d += chain_mul(a, *s);
     }
 }
 

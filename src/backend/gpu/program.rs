@@ -324,15 +324,7 @@ impl GpuContext {
                                             cols: k,
                                             buffer: Arc::clone(segment),
                                         };
-                                        match self.matmul(
-                                            None,
-                                            &rows,
-                                            None,
-                                            &transposed,
-                                            None,
-                                            true,
-                                            one,
-                                        )? {
+                                        match self.value_product(&rows, &transposed, true, one)? {
                                             GpuJacobian::Shared { buffer, .. } => out.push(buffer),
                                             _ => {
                                                 return Err(Error::Shape(
@@ -349,15 +341,7 @@ impl GpuContext {
                                         cols: k,
                                         buffer: Arc::clone(vector),
                                     };
-                                    match self.matmul(
-                                        None,
-                                        &row,
-                                        None,
-                                        &transposed,
-                                        None,
-                                        true,
-                                        one,
-                                    )? {
+                                    match self.value_product(&row, &transposed, true, one)? {
                                         GpuJacobian::Shared { buffer, .. } => {
                                             NodeValue::Shared(buffer)
                                         }
