@@ -1,6 +1,6 @@
 //! The mathematics `explain` writes out: each node's definition in terms
 //! of its operands, and each local derivative as a symbolic expression,
-//! following the conventions of `ops` (JAX's at kinks).
+//! following the conventions of `ops` at kinks (JAX's, but abs'(0) = 0).
 
 use super::symbolic::{Expr, Rel};
 use crate::graph::{Node, NodeId};
