@@ -100,6 +100,16 @@ fn every_selection_ignores_the_losing_branch() {
         "leaky_relu(-exp(x), 0)",
         &[(100.0, 0.0, 0.0), (1000.0, 0.0, 0.0), (1.0, 0.0, 0.0)],
     );
+    // elu's partial below 0, alpha e^x, is 0 at -Inf: a saturated branch
+    // whose tangent is -Inf adds nothing either.
+    check_expression(
+        "elu(-exp(x))",
+        &[
+            (100.0, -1.0, 0.0),
+            (1000.0, -1.0, 0.0),
+            (0.0, 1f64.exp().recip() - 1.0, -(1f64.exp().recip())),
+        ],
+    );
     // abs at its kink (abs'(0) = 0) meets an undefined tangent (Inf - Inf):
     // the function is 0 everywhere, so is its derivative.
     check_expression(
