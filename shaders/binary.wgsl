@@ -91,6 +91,16 @@ fn min_vdd(a: f32, b: f32) -> vec3<f32> {
     return select(vec3<f32>(b, 0.0, 1.0), vec3<f32>(a, 1.0, 0.0), a < b);
 }
 
+// a * b with a zero factor giving 0 even against an infinite one (0 log 0 =
+// 0, as in xlogy).
+fn strong_mul_vdd(a: f32, b: f32) -> vec3<f32> {
+    if (either_nan(a, b)) {
+        return nan_triple(a);
+    }
+    let value = select(a * b, 0.0, is_zero_f32(a) || is_zero_f32(b));
+    return vec3<f32>(value, b, a);
+}
+
 fn max_vdd(a: f32, b: f32) -> vec3<f32> {
     if (either_nan(a, b)) {
         return nan_triple(a);

@@ -17,6 +17,22 @@ fn is_inf_f32(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7fffffffu) == 0x7f800000u;
 }
 
+// +0 or -0; by bits like the others, so that no driver's reading of a
+// comparison decides it.
+fn is_zero_f32(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) == 0u;
+}
+
+// A product of the chain rule: a partial times a tangent, a cotangent times
+// a partial, one Jacobian's entry times another's. A factor that is exactly
+// zero makes the product zero even when the other is infinite or NaN, so a
+// path through a zero partial (the losing side of max, min, relu, abs or any
+// other selection) contributes nothing, whatever happened along it. Mirrored
+// by `chain_mul` in src/ops/mod.rs.
+fn chain_mul(a: f32, b: f32) -> f32 {
+    return select(a * b, 0.0, is_zero_f32(a) || is_zero_f32(b));
+}
+
 fn sign_bit_f32(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x80000000u) != 0u;
 }

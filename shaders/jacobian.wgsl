@@ -6,7 +6,9 @@
 //           Shared or Dense, for sums at fan-in; with one operand absent it
 //           densifies a structured Jacobian;
 //   hadamard: out[b,i] = x[b,i] * y[b,i], for diag * diag.
-// Selected by `mode`, so one pipeline serves every structure.
+// Selected by `mode`, so one pipeline serves every structure. Every
+// product is one of the chain rule (chain_mul, from common.wgsl, which the
+// registry puts first): a zero factor gives zero against an infinite one.
 
 struct JacParams {
     // 0: scale, 1: combine, 2: hadamard.
@@ -71,7 +73,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     if (params.mode == 2u) {
-        out[e] = x[e] * y[e];
+        out[e] = chain_mul(x[e], y[e]);
         return;
     }
     let per_sample = params.rows * params.cols;
@@ -87,10 +89,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             v = x[e];
         }
         if ((params.flags & 1u) != 0u) {
-            v = v * row_scale[sample * params.rows + i];
+            v = chain_mul(v, row_scale[sample * params.rows + i]);
         }
         if ((params.flags & 4u) != 0u) {
-            v = v * col_scale[sample * params.cols + j];
+            v = chain_mul(v, col_scale[sample * params.cols + j]);
         }
         out[e] = v;
         return;

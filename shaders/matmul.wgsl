@@ -37,7 +37,10 @@ struct MatmulParams {
     // Bit 0: scale rows by r; bit 1: scale the inner dimension by s;
     // bit 2: scale columns by c; bit 3: B is stored transposed (n x k),
     // which turns a batch of matrix-vector products W x_b into one product
-    // X W^T with the samples as rows.
+    // X W^T with the samples as rows; bit 5: the products are the chain
+    // rule's, where a zero factor gives zero even against an infinite or NaN
+    // one (chain_mul, from common.wgsl), as for every Jacobian product; the
+    // values of `W @ x` leave it clear and keep IEEE's 0 * Inf = NaN.
     flags: u32,
 }
 
@@ -108,6 +111,15 @@ fn main(
     }
 
     let col = col0 + 4u * local.x;
+    if ((params.flags & 32u) != 0u) {
+        // The fused multiply-adds give NaN wherever a zero met an infinite
+        // or NaN factor; only there do the chain rule's products differ, so
+        // only there is the element summed again, one product at a time.
+        acc0 = chain_repaired(acc0, sample, row0 + local.y, col);
+        acc1 = chain_repaired(acc1, sample, row0 + local.y + 16u, col);
+        acc2 = chain_repaired(acc2, sample, row0 + local.y + 32u, col);
+        acc3 = chain_repaired(acc3, sample, row0 + local.y + 48u, col);
+    }
     var cs = vec4<f32>(1.0);
     if ((params.flags & 4u) != 0u) {
         for (var q = 0u; q < 4u; q = q + 1u) {
@@ -116,10 +128,70 @@ fn main(
             }
         }
     }
-    store_row(sample, row0 + local.y, col, acc0 * cs);
-    store_row(sample, row0 + local.y + 16u, col, acc1 * cs);
-    store_row(sample, row0 + local.y + 32u, col, acc2 * cs);
-    store_row(sample, row0 + local.y + 48u, col, acc3 * cs);
+    store_row(sample, row0 + local.y, col, times4(acc0, cs));
+    store_row(sample, row0 + local.y + 16u, col, times4(acc1, cs));
+    store_row(sample, row0 + local.y + 32u, col, times4(acc2, cs));
+    store_row(sample, row0 + local.y + 48u, col, times4(acc3, cs));
+}
+
+// Element-wise products of the chain rule when flag bit 5 says so, else IEEE's.
+fn times4(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    if ((params.flags & 32u) == 0u) {
+        return a * b;
+    }
+    return vec4<f32>(
+        chain_mul(a.x, b.x),
+        chain_mul(a.y, b.y),
+        chain_mul(a.z, b.z),
+        chain_mul(a.w, b.w),
+    );
+}
+
+// The accumulators of a row of C with each NaN among its existing elements
+// summed again by the chain rule's products.
+fn chain_repaired(acc: vec4<f32>, sample: u32, row: u32, col: u32) -> vec4<f32> {
+    var out = acc;
+    if (row >= params.m) {
+        return out;
+    }
+    for (var q = 0u; q < 4u; q = q + 1u) {
+        if (col + q < params.n && is_nan_f32(acc[q])) {
+            out[q] = chain_element(sample, row, col + q);
+        }
+    }
+    return out;
+}
+
+// Element (row, col) of A diag(s) B for `sample`, each product by chain_mul.
+// K is walked in blocks of KTILE so that no loop exceeds the 65,535
+// iterations a software driver executes (the planner bounds K / KTILE).
+fn chain_element(sample: u32, row: u32, col: u32) -> f32 {
+    let k = params.k;
+    let a_base = sample * params.a_stride + row * k;
+    let b_base = sample * params.b_stride;
+    let scale_mid = (params.flags & 2u) != 0u;
+    let b_transposed = (params.flags & 8u) != 0u;
+    var sum = 0.0;
+    let steps = (k + KTILE - 1u) / KTILE;
+    for (var step = 0u; step < steps; step = step + 1u) {
+        for (var t = 0u; t < KTILE; t = t + 1u) {
+            let kk = step * KTILE + t;
+            if (kk < k) {
+                var va = a[a_base + kk];
+                if (scale_mid) {
+                    va = chain_mul(va, mid_scale[sample * k + kk]);
+                }
+                var vb = 0.0;
+                if (b_transposed) {
+                    vb = b[b_base + col * k + kk];
+                } else {
+                    vb = b[b_base + kk * params.n + col];
+                }
+                sum = sum + chain_mul(va, vb);
+            }
+        }
+    }
+    return sum;
 }
 
 fn store_row(sample: u32, row: u32, col: u32, v: vec4<f32>) {
@@ -128,7 +200,7 @@ fn store_row(sample: u32, row: u32, col: u32, v: vec4<f32>) {
     }
     var out = v;
     if ((params.flags & 1u) != 0u) {
-        out = out * row_scale[sample * params.m + row];
+        out = times4(out, vec4<f32>(row_scale[sample * params.m + row]));
     }
     let at = sample * params.c_stride + row * params.n + col;
     if (col + 4u <= params.n) {

@@ -17,7 +17,8 @@ struct SmallParams {
     row_stride: u32,
     // As in matmul.wgsl: bit 0 row scale, bit 1 inner scale, bit 2 column
     // scale, bit 3 B stored transposed; and bit 4 A stored transposed
-    // (k x m), which makes G^T X over a batch of rows one product.
+    // (k x m), which makes G^T X over a batch of rows one product; bit 5
+    // as in matmul.wgsl, products of the chain rule.
     flags: u32,
 }
 
@@ -28,6 +29,16 @@ struct SmallParams {
 @group(0) @binding(4) var<storage, read> row_scale: array<f32>;
 @group(0) @binding(5) var<storage, read> mid_scale: array<f32>;
 @group(0) @binding(6) var<storage, read> col_scale: array<f32>;
+
+// A product of two factors: of the chain rule (a zero factor gives zero
+// whatever the other, chain_mul from common.wgsl) when flag bit 5 says so,
+// else IEEE's, as for the values of `W @ x`.
+fn times(a: f32, b: f32) -> f32 {
+    if ((params.flags & 32u) != 0u) {
+        return chain_mul(a, b);
+    }
+    return a * b;
+}
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -54,7 +65,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             va = a[a_base + row * params.k + kk];
         }
         if (scale_mid) {
-            va = va * mid_scale[sample * params.k + kk];
+            va = times(va, mid_scale[sample * params.k + kk]);
         }
         var vb = 0.0;
         if (transposed) {
@@ -62,13 +73,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         } else {
             vb = b[b_base + kk * params.n + col];
         }
-        sum = sum + va * vb;
+        sum = sum + times(va, vb);
     }
     if ((params.flags & 1u) != 0u) {
-        sum = sum * row_scale[sample * params.m + row];
+        sum = times(sum, row_scale[sample * params.m + row]);
     }
     if ((params.flags & 4u) != 0u) {
-        sum = sum * col_scale[sample * params.n + col];
+        sum = times(sum, col_scale[sample * params.n + col]);
     }
     c[e] = sum;
 }

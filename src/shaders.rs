@@ -11,11 +11,11 @@ pub const TRIG: &str = include_str!("../shaders/trig.wgsl");
 pub const ACTIVATIONS: &str = include_str!("../shaders/activations.wgsl");
 /// Value and partials of every binary operation.
 pub const BINARY: &str = include_str!("../shaders/binary.wgsl");
-/// The batched, scaled matrix product of structured Jacobians (standalone).
+/// The batched, scaled matrix product of structured Jacobians (after `COMMON`).
 pub const MATMUL: &str = include_str!("../shaders/matmul.wgsl");
-/// The same product for many small matrices, one invocation per element (standalone).
+/// The same product for many small matrices, one invocation per element (after `COMMON`).
 pub const MATMUL_SMALL: &str = include_str!("../shaders/matmul_small.wgsl");
-/// Scaling, sums and Hadamard products of structured Jacobians (standalone).
+/// Scaling, sums and Hadamard products of structured Jacobians (after `COMMON`).
 pub const JACOBIAN: &str = include_str!("../shaders/jacobian.wgsl");
 /// Column sums of partial sums by a fixed tree (standalone).
 pub const REDUCE: &str = include_str!("../shaders/reduce.wgsl");
@@ -24,7 +24,8 @@ pub const UNARY_KERNEL: &str = include_str!("../shaders/unary.wgsl");
 
 /// Every file with its name. The first four form the element-wise library,
 /// in the order a kernel concatenates them; `unary.wgsl` is appended to it;
-/// the last two are complete kernels on their own.
+/// the last four are complete kernels, validated after `common.wgsl`
+/// ([`with_common`]), which `reduce.wgsl` does not need.
 pub const FILES: [(&str, &str); 9] = [
     ("common.wgsl", COMMON),
     ("trig.wgsl", TRIG),
@@ -43,6 +44,12 @@ pub fn unary_call(op: UnaryOp) -> String {
         Some(_) => format!("{}_vd(x, p)", op.name()),
         None => format!("{}_vd(x)", op.name()),
     }
+}
+
+/// A Jacobian kernel (`matmul.wgsl`, `matmul_small.wgsl`, `jacobian.wgsl`)
+/// after `common.wgsl`, whose bit tests and chain-rule product it uses.
+pub fn with_common(kernel: &str) -> String {
+    format!("{COMMON}\n{kernel}")
 }
 
 /// The library every element-wise kernel starts with.

@@ -754,11 +754,11 @@ fn check_extreme(label: &str, z: &[f32], t: &[f32]) {
                 name(on_gpu),
                 out.mean
             );
-            // The loss goes through logsumexp ~ 1e4, an f32 spaced 2^-10
-            // apart: it is known to half that spacing on top of 1e-5 relative.
+            // Computed from differences to the maximum, the loss meets the
+            // element-wise contract whatever the logits' magnitude.
             for (s, (&a, &e)) in out.values.iter().zip(&losses).enumerate() {
                 assert!(
-                    a.is_finite() && (f64::from(a) - e).abs() <= 2f64.powi(-11) + GPU_REL * e,
+                    a.is_finite() && (f64::from(a) - e).abs() <= ATOL + RTOL * e.abs(),
                     "{label} on the {}: sample {s} loss {a:e}, expected {e:e} (logits {:?})",
                     name(on_gpu),
                     &z[s * 10..(s + 1) * 10]

@@ -83,9 +83,10 @@ fn closed_forms_at_known_points() {
         (UnaryOp::Square, -3.0, 9.0, -6.0),
         (UnaryOp::Sin, std::f64::consts::FRAC_PI_2, 1.0, 0.0),
         (UnaryOp::Cos, 0.0, 1.0, 0.0),
-        // Kinks, as in JAX.
+        // Kinks, as in JAX but for abs'(0) = 0 (JAX: 1), and at -0 alike.
         (UnaryOp::Relu, 0.0, 0.0, 0.0),
         (UnaryOp::Abs, 0.0, 0.0, 0.0),
+        (UnaryOp::Abs, -0.0, 0.0, 0.0),
         (UnaryOp::LeakyRelu { alpha: 0.01 }, 0.0, 0.0, 1.0),
         (UnaryOp::Elu { alpha: 0.5 }, 0.0, 0.0, 0.5),
         // Saturation far out, where naive formulas overflow to NaN.

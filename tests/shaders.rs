@@ -30,7 +30,7 @@ fn every_library_file_validates_in_order() {
 #[test]
 fn standalone_kernels_validate() {
     for (name, source) in &shaders::FILES[5..] {
-        validate(name, source);
+        validate(name, &shaders::with_common(source));
     }
 }
 

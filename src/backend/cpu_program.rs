@@ -6,7 +6,7 @@ use crate::backend::chain::JacobianAlgebra;
 use crate::error::{Error, Result};
 use crate::jacobian::Jacobian;
 use crate::ops::BinaryOp;
-use crate::program::{Kind, Op, Program};
+use crate::program::{Kind, Op, Program, softmax};
 
 /// Every node's value for every sample, B x size (a parameter's and a
 /// constant's repeated per sample for uniform indexing).
@@ -79,6 +79,8 @@ impl JacobianAlgebra for CpuAlgebra<'_> {
         let batch = self.forward.batch;
         let n = self.size(node);
         Ok(match self.program.nodes[node] {
+            // The maximum is held constant under differentiation.
+            Op::ShiftMax(_) => Jacobian::Identity { n },
             Op::Unary(op, a) => Jacobian::Diagonal {
                 batch,
                 n,
@@ -129,10 +131,11 @@ impl JacobianAlgebra for CpuAlgebra<'_> {
                 }
             }
             Op::LogSumExp(a) => {
-                // The gradient of logsumexp is softmax: exp(z - lse(z)).
+                // The gradient of logsumexp is softmax(z).
                 let n_a = self.size(a);
-                let data = (0..batch * n_a)
-                    .map(|e| (self.at(a, e / n_a, e % n_a) - self.at(node, e / n_a, 0)).exp())
+                let data = self.forward.values[a]
+                    .chunks(n_a.max(1))
+                    .flat_map(softmax)
                     .collect();
                 Jacobian::Dense {
                     batch,

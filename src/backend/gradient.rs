@@ -15,6 +15,7 @@ use crate::backend::vector::bind;
 use crate::compile::{self, Destination};
 use crate::error::{Error, Result};
 use crate::jacobian::Jacobian;
+use crate::ops::chain_mul;
 use crate::program::{Kind, Op, Program, Shape};
 
 /// Batch mean, or one gradient per sample.
@@ -208,7 +209,7 @@ impl Backend {
                                     for i in 0..*rows {
                                         for j in 0..*cols {
                                             outer[(b * rows + i) * cols + j] +=
-                                                g[b * rows + i] * values[b * cols + j];
+                                                chain_mul(g[b * rows + i], values[b * cols + j]);
                                         }
                                     }
                                 }

@@ -665,36 +665,67 @@ fn forward_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool]) {
                 );
             }
             Op::LogSumExp(a) => {
-                // The maximum first, so that no exponential overflows; an
-                // infinite maximum is the result itself (all -inf gives
-                // -inf, any +inf gives +inf), and NaN anywhere gives NaN.
+                // The maximum first, so that no exponential overflows. The
+                // limits at an infinite maximum are those of the f64
+                // reference (`log_sum_exp`, `softmax` in src/program/eval.rs):
+                // lse is that infinity; softmax is one-hot where one element
+                // holds it and NaN where several do; NaN anywhere gives NaN.
                 let len = layout.size(a);
+                let z = layout.at(a, "i");
+                row_stats(src, id, len, &z);
                 let _ = writeln!(
                     src,
-                    "    var m{id} = inf_like(0.0, true);\n    var nan{id} = false;\n    \
-                     for (var i = 0u; i < {len}u; i = i + 1u) {{\n        let z = {z};\n        \
-                     nan{id} = nan{id} || is_nan_f32(z);\n        m{id} = max(m{id}, z);\n    }}\n    \
-                     var t{id} = 0.0;\n    \
-                     for (var i = 0u; i < {len}u; i = i + 1u) {{\n        let z = {z};\n        \
-                     t{id} = t{id} + select(exp_acc(z - m{id}), 1.0, z == m{id});\n    }}\n    \
-                     var v{id} = select(m{id} + ln_acc(t{id}), m{id}, is_inf_f32(m{id}));\n    \
-                     if (nan{id}) {{\n        v{id} = nan_like(0.0);\n    }}",
-                    z = layout.at(a, "i")
+                    "    var t{id} = 0.0;\n    \
+                     for (var i = 0u; i < {len}u; i = i + 1u) {{\n        \
+                     t{id} = t{id} + exp_acc({z} - m{id});\n    }}\n    \
+                     var v{id} = m{id} + ln_acc(t{id});\n    \
+                     if (is_inf_f32(m{id})) {{\n        v{id} = m{id};\n    }}\n    \
+                     if (nan{id}) {{\n        v{id} = nan_like(0.0);\n    }}"
                 );
                 if keep_partial {
-                    // softmax: e^(z - m) / t, with the maxima's share exact.
                     let _ = writeln!(
                         src,
                         "    var d{id}: array<f32, {len}>;\n    \
                          for (var i = 0u; i < {len}u; i = i + 1u) {{\n        let z = {z};\n        \
-                         d{id}[i] = select(exp_acc(z - m{id}), 1.0, z == m{id}) / t{id};\n        \
-                         if (nan{id}) {{\n            d{id}[i] = nan_like(0.0);\n        }}\n    }}",
-                        z = layout.at(a, "i")
+                         d{id}[i] = exp_acc(z - m{id}) / t{id};\n        \
+                         if (is_inf_f32(m{id})) {{\n            d{id}[i] = select(0.0, 1.0, z == m{id});\n        }}\n        \
+                         if (undefined{id}) {{\n            d{id}[i] = nan_like(0.0);\n        }}\n    }}"
                     );
                 }
             }
+            Op::ShiftMax(a) => {
+                // z - max(z), the maximum held constant (its Jacobian is the
+                // identity); the limits of `shift_max` in src/program/eval.rs.
+                let len = layout.size(a);
+                let z = layout.at(a, "i");
+                row_stats(src, id, len, &z);
+                let _ = writeln!(
+                    src,
+                    "    var v{id}: array<f32, {len}>;\n    \
+                     for (var i = 0u; i < {len}u; i = i + 1u) {{\n        let z = {z};\n        \
+                     v{id}[i] = z - m{id};\n        \
+                     if (is_inf_f32(m{id})) {{\n            v{id}[i] = select(inf_like(z, true), 0.0, z == m{id});\n        }}\n        \
+                     if (undefined{id}) {{\n            v{id}[i] = nan_like(0.0);\n        }}\n    }}"
+                );
+            }
         }
     }
+}
+
+/// The maximum of a row `z` (an expression of `i`) of `len` elements, how
+/// many elements hold it, and whether any is NaN (tested by bits), as
+/// `m{id}`, `ties{id}`, `nan{id}`; `undefined{id}` where an infinite maximum
+/// is held by several elements or a NaN is present.
+fn row_stats(src: &mut String, id: NodeId, len: usize, z: &str) {
+    let _ = writeln!(
+        src,
+        "    var m{id} = inf_like(0.0, true);\n    var ties{id} = 0u;\n    var nan{id} = false;\n    \
+         for (var i = 0u; i < {len}u; i = i + 1u) {{\n        let z = {z};\n        \
+         if (is_nan_f32(z)) {{\n            nan{id} = true;\n        \
+         }} else if (z > m{id}) {{\n            m{id} = z;\n            ties{id} = 1u;\n        \
+         }} else if (z == m{id}) {{\n            ties{id} = ties{id} + 1u;\n        }}\n    }}\n    \
+         let undefined{id} = nan{id} || (is_inf_f32(m{id}) && ties{id} > 1u);"
+    );
 }
 
 /// Cotangents, from the output back to the variables asked for.
@@ -822,6 +853,15 @@ fn reverse_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool], seeded: 
                     t = cot(layout, a, "i")
                 );
             }
+            Op::ShiftMax(a) => {
+                open_loop(src, n, scalar);
+                let _ = writeln!(
+                    src,
+                    "        {t} = {t} + {g};\n    }}",
+                    t = cot(layout, a, "i"),
+                    g = cot(layout, id, "i")
+                );
+            }
         }
     }
 }
@@ -896,6 +936,15 @@ fn tangent_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool], wrt: usi
                     layout.at(w, &format!("r * {cols}u + c")),
                     cot(layout, x, "c"),
                     cot(layout, id, "r")
+                );
+            }
+            Op::ShiftMax(a) => {
+                open_loop(src, n, scalar);
+                let _ = writeln!(
+                    src,
+                    "        {} = {};\n    }}",
+                    cot(layout, id, "i"),
+                    sum(vec![term(a, "1.0", "i")])
                 );
             }
             Op::Sum(a) | Op::Mean(a) | Op::Dot(a, _) | Op::LogSumExp(a) => {

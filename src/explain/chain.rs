@@ -48,7 +48,7 @@ fn label(program: &Program, id: usize, depth: usize) -> String {
             let symbol = match f {
                 crate::ops::BinaryOp::Add => "+",
                 crate::ops::BinaryOp::Sub => "-",
-                crate::ops::BinaryOp::Mul => "*",
+                crate::ops::BinaryOp::Mul | crate::ops::BinaryOp::StrongMul => "*",
                 crate::ops::BinaryOp::Div => "/",
                 crate::ops::BinaryOp::Pow => "^",
                 crate::ops::BinaryOp::Min => return format!("min({}, {})", sub(a), sub(b)),
@@ -65,6 +65,7 @@ fn label(program: &Program, id: usize, depth: usize) -> String {
             label(program, b, depth - 1)
         ),
         Op::LogSumExp(a) => format!("logsumexp({})", label(program, a, depth - 1)),
+        Op::ShiftMax(a) => format!("{} - max({})", sub(a), label(program, a, depth - 1)),
         Op::Variable(_) => format!("t{id}"),
     }
 }

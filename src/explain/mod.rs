@@ -20,7 +20,7 @@
 //! # Ok::<(), chainrule::Error>(())
 //! ```
 //!
-//! Kinks follow the conventions of `ops` (those of JAX), written as Iverson
+//! Kinks follow the conventions of `ops` (JAX's, but abs'(0) = 0), written as Iverson
 //! brackets: relu' is `[u > 0]`, and max splits a tie half and half, so
 //! d max(a, b)/da is `[a > b] + [a = b]/2`. Formulas are bounded in size and
 //! the paths listed are capped, so explaining any graph terminates quickly.

@@ -1,6 +1,6 @@
 //! The mathematics `explain` writes out: each node's definition in terms
 //! of its operands, and each local derivative as a symbolic expression,
-//! following the conventions of `ops` (JAX's at kinks).
+//! following the conventions of `ops` at kinks (JAX's, but abs'(0) = 0).
 
 use super::symbolic::{Expr, Rel};
 use crate::graph::{Node, NodeId};
@@ -28,7 +28,7 @@ pub(super) fn definition(node: Node, operand: &dyn Fn(NodeId) -> Option<Expr>) -
             match op {
                 BinaryOp::Add => Expr::Add(vec![a, b]),
                 BinaryOp::Sub => Expr::Add(vec![a, Expr::Mul(vec![*minus_one(), b])]),
-                BinaryOp::Mul => Expr::Mul(vec![a, b]),
+                BinaryOp::Mul | BinaryOp::StrongMul => Expr::Mul(vec![a, b]),
                 BinaryOp::Div => Expr::Mul(vec![a, Expr::Pow(Box::new(b), minus_one())]),
                 BinaryOp::Pow => Expr::Pow(Box::new(a), Box::new(b)),
                 BinaryOp::Min | BinaryOp::Max => Expr::Call(op.name(), vec![a, b]),
@@ -55,7 +55,7 @@ pub(super) fn binary_value(op: BinaryOp, a: Expr, b: Expr) -> Expr {
     match op {
         BinaryOp::Add => Expr::add(vec![a, b]),
         BinaryOp::Sub => Expr::sub(a, b),
-        BinaryOp::Mul => Expr::mul(vec![a, b]),
+        BinaryOp::Mul | BinaryOp::StrongMul => Expr::mul(vec![a, b]),
         BinaryOp::Div => Expr::mul(vec![a, Expr::recip(b)]),
         BinaryOp::Pow => Expr::pow(a, b),
         BinaryOp::Min | BinaryOp::Max => Expr::call(op.name(), vec![a, b]),
@@ -168,7 +168,7 @@ pub(super) fn binary_partials(op: BinaryOp, a: &Expr, b: &Expr) -> (Expr, Expr) 
     match op {
         BinaryOp::Add => (one(), one()),
         BinaryOp::Sub => (one(), Expr::Num(-1.0)),
-        BinaryOp::Mul => (b.clone(), a.clone()),
+        BinaryOp::Mul | BinaryOp::StrongMul => (b.clone(), a.clone()),
         BinaryOp::Div => (
             Expr::recip(b.clone()),
             Expr::neg(Expr::mul(vec![

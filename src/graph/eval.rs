@@ -5,6 +5,7 @@
 
 use super::{Graph, Node, NodeId};
 use crate::error::{Error, Result};
+use crate::ops::chain_mul;
 
 /// Scratch space for evaluating one graph many times without allocating:
 /// every node's value, and its tangents (one per input it depends on) laid
@@ -40,12 +41,15 @@ impl Graph {
         (value, gradient)
     }
 
-    /// Tangent `j` of `operand`, scaled by `partial`, if the operand depends on j.
+    /// Tangent `j` of `operand`, scaled by `partial`, if the operand depends
+    /// on j. A zero partial gives zero whatever the tangent (`chain_mul`):
+    /// the losing operand of a selection adds nothing, even where its
+    /// tangent is infinite.
     fn term(&self, ws: &Workspace, operand: NodeId, j: usize, partial: f64) -> Option<f64> {
         self.deps[operand]
             .binary_search(&j)
             .ok()
-            .map(|k| partial * ws.tangents[ws.offsets[operand] + k])
+            .map(|k| chain_mul(partial, ws.tangents[ws.offsets[operand] + k]))
     }
 
     /// The value at `point`, with the gradient written to `gradient` (one

@@ -2,9 +2,13 @@
 //! structure, in f64. Every entry point validates its operands first, so the
 //! slicing below stays in bounds; results take the structure that
 //! `product_shape` and `sum_shape` decide, so planner and values agree.
+//! Every product of two entries is the chain rule's (`chain_mul`): a zero
+//! factor gives zero even against an infinite or NaN one, so a path through
+//! a zero partial contributes nothing, in whatever order a chain is taken.
 
 use super::{Jacobian, Structure, checked_len, product_shape, sum_shape};
 use crate::error::{Error, Result};
+use crate::ops::chain_mul;
 
 /// Calls `f(b, sample)` for each `size`-long sample of `out`. A zero size
 /// has nothing to fill, and `chunks_exact_mut(0)` would panic.
@@ -49,7 +53,7 @@ fn matmul_add(out: &mut [f64], a: &[f64], b: &[f64], k: usize, n: usize) {
     for (out_row, a_row) in out.chunks_exact_mut(n).zip(a.chunks_exact(k)) {
         for (&a_ik, b_row) in a_row.iter().zip(b.chunks_exact(n)) {
             for (o, &b_kj) in out_row.iter_mut().zip(b_row) {
-                *o += a_ik * b_kj;
+                *o += chain_mul(a_ik, b_kj);
             }
         }
     }
@@ -100,7 +104,7 @@ pub(super) fn product(left: &Jacobian, right: &Jacobian, batch: usize) -> Result
     match (left, right) {
         (Jacobian::Identity { .. }, x) | (x, Jacobian::Identity { .. }) => return Ok(x.clone()),
         (Jacobian::Diagonal { data: a, .. }, Jacobian::Diagonal { data: b, .. }) => {
-            let data = a.iter().zip(b).map(|(x, y)| x * y).collect();
+            let data = a.iter().zip(b).map(|(&x, &y)| chain_mul(x, y)).collect();
             return Ok(Jacobian::Diagonal { batch, n, data });
         }
         (Jacobian::Shared { data: a, .. }, Jacobian::Shared { data: b, .. }) => {
@@ -126,7 +130,7 @@ pub(super) fn product(left: &Jacobian, right: &Jacobian, batch: usize) -> Result
                 .zip(diagonal(left, b))
             {
                 for (o, &x) in out_row.iter_mut().zip(row) {
-                    *o = d * x;
+                    *o = chain_mul(d, x);
                 }
             }
         }),
@@ -135,7 +139,7 @@ pub(super) fn product(left: &Jacobian, right: &Jacobian, batch: usize) -> Result
             let d = diagonal(right, b);
             for (out_row, row) in out.chunks_exact_mut(n).zip(matrix(left, b).chunks_exact(n)) {
                 for ((o, &x), &dj) in out_row.iter_mut().zip(row).zip(d) {
-                    *o = x * dj;
+                    *o = chain_mul(x, dj);
                 }
             }
         }),
@@ -220,14 +224,18 @@ pub(super) fn jvp(j: &Jacobian, tangents: &[f64], batch: usize) -> Result<Vec<f6
     check_vector(j, "jvp", tangents.len(), batch, n)?;
     Ok(match j {
         Jacobian::Identity { .. } => tangents.to_vec(),
-        Jacobian::Diagonal { data, .. } => data.iter().zip(tangents).map(|(d, v)| d * v).collect(),
+        Jacobian::Diagonal { data, .. } => data
+            .iter()
+            .zip(tangents)
+            .map(|(&d, &v)| chain_mul(d, v))
+            .collect(),
         Jacobian::Shared { .. } | Jacobian::Dense { .. } => {
             let mut out = vec![0.0; checked_len(&[batch, m], &j.shape())?];
             if n > 0 {
                 for_each_sample(&mut out, m, |b, out| {
                     let v = &tangents[b * n..(b + 1) * n];
                     for (o, row) in out.iter_mut().zip(matrix(j, b).chunks_exact(n)) {
-                        *o = row.iter().zip(v).map(|(x, y)| x * y).sum();
+                        *o = row.iter().zip(v).map(|(&x, &y)| chain_mul(x, y)).sum();
                     }
                 });
             }
@@ -242,9 +250,11 @@ pub(super) fn vjp(j: &Jacobian, cotangents: &[f64], batch: usize) -> Result<Vec<
     check_vector(j, "vjp", cotangents.len(), batch, m)?;
     Ok(match j {
         Jacobian::Identity { .. } => cotangents.to_vec(),
-        Jacobian::Diagonal { data, .. } => {
-            data.iter().zip(cotangents).map(|(d, u)| d * u).collect()
-        }
+        Jacobian::Diagonal { data, .. } => data
+            .iter()
+            .zip(cotangents)
+            .map(|(&d, &u)| chain_mul(d, u))
+            .collect(),
         Jacobian::Shared { .. } | Jacobian::Dense { .. } => {
             let mut out = vec![0.0; checked_len(&[batch, n], &j.shape())?];
             // u^T J is a combination of J's rows weighted by u.
@@ -252,7 +262,7 @@ pub(super) fn vjp(j: &Jacobian, cotangents: &[f64], batch: usize) -> Result<Vec<
                 let u = &cotangents[b * m..(b + 1) * m];
                 for (&ui, row) in u.iter().zip(matrix(j, b).chunks_exact(n)) {
                     for (o, &x) in out.iter_mut().zip(row) {
-                        *o += ui * x;
+                        *o += chain_mul(ui, x);
                     }
                 }
             });

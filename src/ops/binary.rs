@@ -8,6 +8,10 @@
 //!   respect to b, a^b ln a, is NaN for a < 0 and 0 for a = 0 < b. An
 //!   infinite exponent gives NaN.
 //! - max and min split a tie half and half between the operands, as JAX does.
+//! - `strong_mul` is a * b where a zero factor makes the product zero even
+//!   against an infinite one (0 log 0 = 0, as in xlogy): the weighting of
+//!   cross-entropy's terms, so that a target of 0 on a logit of -Inf adds
+//!   nothing. NaN still gives NaN.
 
 /// A binary operation of an element-wise graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,6 +30,10 @@ pub enum BinaryOp {
     Min,
     /// max(a, b)
     Max,
+    /// a * b, except that a zero factor gives 0 even when the other is
+    /// infinite (0 log 0 = 0, as in xlogy). Not in the text language:
+    /// `cross_entropy` weights its terms with it.
+    StrongMul,
 }
 
 impl BinaryOp {
@@ -39,6 +47,7 @@ impl BinaryOp {
             BinaryOp::Pow => "pow",
             BinaryOp::Min => "min",
             BinaryOp::Max => "max",
+            BinaryOp::StrongMul => "strong_mul",
         }
     }
 
@@ -55,6 +64,8 @@ impl BinaryOp {
             BinaryOp::Pow => pow(a, b),
             BinaryOp::Min => pick(a, b, a < b),
             BinaryOp::Max => pick(a, b, a > b),
+            BinaryOp::StrongMul if a == 0.0 || b == 0.0 => (0.0, b, a),
+            BinaryOp::StrongMul => (a * b, b, a),
         }
     }
 }

@@ -9,3 +9,13 @@ mod unary;
 
 pub use binary::BinaryOp;
 pub use unary::UnaryOp;
+
+/// A product of the chain rule: a partial times a tangent, a cotangent
+/// times a partial, one Jacobian's entry times another's. A factor that is
+/// exactly zero makes the product zero even when the other is infinite or
+/// NaN, so a path through a zero partial (the losing side of max, min, relu,
+/// abs or any other selection) contributes nothing, whatever happened along
+/// it. The f64 mirror of `chain_mul` in shaders/common.wgsl.
+pub fn chain_mul(a: f64, b: f64) -> f64 {
+    if a == 0.0 || b == 0.0 { 0.0 } else { a * b }
+}

@@ -12,8 +12,10 @@
 //! - Outside a function's domain the result is NaN (ln(-1), sqrt(-1), a
 //!   fractional power of a negative number); at a pole it is the signed
 //!   infinity IEEE 754 gives (ln(0) = -Inf, 1/-0 = -Inf).
-//! - At kinks the derivative follows JAX: relu'(0) = 0, abs'(0) = 0,
-//!   leaky_relu'(0) = 1, elu'(0) = alpha.
+//! - At kinks the derivative follows JAX, except at abs: relu'(0) = 0,
+//!   leaky_relu'(0) = 1, elu'(0) = alpha, and abs'(0) = 0 (JAX gives 1):
+//!   the subgradient of least magnitude, odd like sign(x), and the tie rule
+//!   of max(x, -x).
 
 use std::fmt;
 use std::str::FromStr;

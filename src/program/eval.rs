@@ -9,6 +9,7 @@
 
 use super::{Kind, NodeId, Op, Program, Shape};
 use crate::error::{Error, Result};
+use crate::ops::chain_mul;
 
 /// The most elements a tangent may have in [`jacobian_dense`] (1 GiB of
 /// f64): it is a test oracle, not a tool for workload sizes.
@@ -115,6 +116,10 @@ fn shape_of(program: &Program, op: Op) -> Result<Shape> {
                 (sw, sx) => mismatch("a product of a matrix variable and a vector", sw, sx),
             }
         }
+        Op::ShiftMax(a) => match shape(a) {
+            Shape::Vector(n) => Ok(Shape::Vector(n)),
+            other => mismatch("a shift by the maximum", other, Shape::Scalar),
+        },
         Op::Sum(a) | Op::Mean(a) | Op::LogSumExp(a) => match shape(a) {
             Shape::Vector(_) => Ok(Shape::Scalar),
             other => mismatch("a reduction", other, Shape::Scalar),
@@ -193,6 +198,7 @@ pub(super) fn forward(program: &Program, values: &[&[f64]]) -> Result<Vec<Vec<f6
             }
             Op::Sum(a) => vec![at(&out, a).iter().sum()],
             Op::LogSumExp(a) => vec![log_sum_exp(at(&out, a))],
+            Op::ShiftMax(a) => shift_max(at(&out, a)),
             Op::Mean(a) => {
                 let a = at(&out, a);
                 vec![a.iter().sum::<f64>() / a.len() as f64]
@@ -218,10 +224,11 @@ fn row(tangent: &[f64], i: usize, cols: usize) -> &[f64] {
         .unwrap_or(&[])
 }
 
-/// `dst += a * src`.
+/// `dst += a * src`, each product a product of the chain rule (a zero
+/// factor gives zero, whatever the other).
 fn axpy(dst: &mut [f64], a: f64, src: &[f64]) {
     for (d, s) in dst.iter_mut().zip(src) {
-        *d += a * s;
+        *d += chain_mul(a, *s);
     }
 }
 
@@ -329,11 +336,16 @@ pub(super) fn jacobian_dense(program: &Program, values: &[&[f64]], wrt: usize) -
             }
             Op::LogSumExp(a) => {
                 if let Some(ta) = tangent(a) {
-                    let za = value(a);
-                    let lse = log_sum_exp(za);
-                    for (i, &z) in za.iter().enumerate() {
-                        axpy(&mut out, (z - lse).exp(), row(ta, i, cols));
+                    for (i, s) in softmax(value(a)).into_iter().enumerate() {
+                        axpy(&mut out, s, row(ta, i, cols));
                     }
+                    any = true;
+                }
+            }
+            Op::ShiftMax(a) => {
+                // The maximum is held constant: the tangent passes unchanged.
+                if let Some(ta) = tangent(a) {
+                    out.copy_from_slice(ta);
                     any = true;
                 }
             }
@@ -359,16 +371,82 @@ pub(super) fn jacobian_dense(program: &Program, values: &[&[f64]], wrt: usize) -
         .unwrap_or_else(|| vec![0.0; rows * cols]))
 }
 
-/// ln(sum(exp(z))) with the maximum subtracted: finite for any finite z.
-pub(crate) fn log_sum_exp(z: &[f64]) -> f64 {
-    let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if !max.is_finite() {
-        // All -Inf gives -Inf; any +Inf or NaN propagates.
-        return if z.iter().any(|v| v.is_nan()) {
-            f64::NAN
-        } else {
-            max
-        };
+/// The maximum of a vector (NaN elements aside), how many elements equal
+/// it, and whether any is NaN.
+struct RowMax {
+    max: f64,
+    ties: usize,
+    nan: bool,
+}
+
+fn row_max(z: &[f64]) -> RowMax {
+    let mut row = RowMax {
+        max: f64::NEG_INFINITY,
+        ties: 0,
+        nan: false,
+    };
+    for &v in z {
+        if v.is_nan() {
+            row.nan = true;
+        } else if v > row.max {
+            row.max = v;
+            row.ties = 1;
+        } else if v == row.max {
+            row.ties += 1;
+        }
     }
-    max + z.iter().map(|&v| (v - max).exp()).sum::<f64>().ln()
+    row
+}
+
+/// z - max(z), [`Op::ShiftMax`]; the f64 mirror of the `shift_max` kernel.
+/// An infinite maximum held by one element gives 0 there and -Inf elsewhere
+/// (the limit as that element grows); held by several, or all -Inf, NaN
+/// (no limit); NaN anywhere, NaN everywhere.
+pub(crate) fn shift_max(z: &[f64]) -> Vec<f64> {
+    let row = row_max(z);
+    z.iter()
+        .map(|&v| {
+            if row.nan || (row.max.is_infinite() && row.ties > 1) {
+                f64::NAN
+            } else if row.max.is_finite() {
+                v - row.max
+            } else if v == row.max {
+                0.0
+            } else {
+                f64::NEG_INFINITY
+            }
+        })
+        .collect()
+}
+
+/// ln(sum(exp(z))) with the maximum subtracted: finite for any finite z,
+/// +Inf with a +Inf element, -Inf when every element is -Inf, NaN with a NaN.
+pub(crate) fn log_sum_exp(z: &[f64]) -> f64 {
+    let row = row_max(z);
+    if row.nan {
+        return f64::NAN;
+    }
+    if row.max.is_infinite() {
+        return row.max;
+    }
+    row.max + z.iter().map(|&v| (v - row.max).exp()).sum::<f64>().ln()
+}
+
+/// softmax(z) = exp(z - max) / sum(exp(z - max)), the gradient of
+/// logsumexp. An infinite maximum held by one element gives the one-hot
+/// limit; held by several (or all -Inf, with more than one element), NaN.
+pub(crate) fn softmax(z: &[f64]) -> Vec<f64> {
+    let row = row_max(z);
+    if row.nan || (row.max.is_infinite() && row.ties > 1) {
+        return vec![f64::NAN; z.len()];
+    }
+    if row.max.is_infinite() {
+        return z
+            .iter()
+            .map(|&v| if v == row.max { 1.0 } else { 0.0 })
+            .collect();
+    }
+    let exps: Vec<f64> = z.iter().map(|&v| (v - row.max).exp()).collect();
+    let total: f64 = exps.iter().sum();
+    exps.into_iter().map(|e| e / total).collect()
 }

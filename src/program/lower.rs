@@ -59,6 +59,7 @@ enum Key {
     Mean(NodeId),
     Dot(NodeId, NodeId),
     LogSumExp(NodeId),
+    ShiftMax(NodeId),
 }
 
 impl Key {
@@ -73,6 +74,7 @@ impl Key {
             Op::Mean(a) => Key::Mean(a),
             Op::Dot(a, b) => Key::Dot(a, b),
             Op::LogSumExp(a) => Key::LogSumExp(a),
+            Op::ShiftMax(a) => Key::ShiftMax(a),
         }
     }
 }
@@ -466,6 +468,7 @@ impl<'a> Lowering<'a> {
                 Op::Mean(a) => Op::Mean(new(a)),
                 Op::Dot(a, b) => Op::Dot(new(a), new(b)),
                 Op::LogSumExp(a) => Op::LogSumExp(new(a)),
+                Op::ShiftMax(a) => Op::ShiftMax(new(a)),
             };
             if let Some(slot) = renumbered.get_mut(id) {
                 *slot = program.nodes.len();

@@ -43,6 +43,8 @@ mod lower;
 mod parse;
 mod rules;
 
+pub(crate) use eval::softmax;
+
 use std::fmt;
 
 use crate::error::{Error, Result};
@@ -140,9 +142,21 @@ pub enum Op {
     /// The dot product of two vectors of one length.
     Dot(NodeId, NodeId),
     /// ln(sum(exp(z))) of a vector, computed with the maximum subtracted so
-    /// that it never overflows; its gradient is softmax(z). `softmax`,
-    /// `log_softmax` and `cross_entropy` lower onto it.
+    /// that it never overflows; its gradient is softmax(z). With an infinite
+    /// maximum it takes the limit: +Inf for any +Inf element, -Inf when all
+    /// are -Inf, and softmax is one-hot where one element is the maximum
+    /// (NaN where several infinite elements tie, which has no limit).
     LogSumExp(NodeId),
+    /// z - max(z): a vector shifted so that its largest element is 0, from
+    /// which `log_softmax`, `softmax` and `cross_entropy` are computed, so
+    /// that no value depends on how large the elements are. The maximum is
+    /// held constant under differentiation (as JAX's stop_gradient does), so
+    /// the local Jacobian is the identity; every function the lowering
+    /// applies to the shifted vector is invariant under the shift, so the
+    /// Jacobians of their results are exact. Not in the text language. An
+    /// infinite maximum shared by one element gives 0 there and -Inf
+    /// elsewhere (the limit); shared by several (or all -Inf), NaN.
+    ShiftMax(NodeId),
 }
 
 impl Op {
@@ -151,7 +165,9 @@ impl Op {
     pub fn operands(&self) -> impl Iterator<Item = NodeId> + use<> {
         let (a, b) = match *self {
             Op::Variable(_) | Op::Constant(_) => (None, None),
-            Op::Unary(_, a) | Op::Sum(a) | Op::Mean(a) | Op::LogSumExp(a) => (Some(a), None),
+            Op::Unary(_, a) | Op::Sum(a) | Op::Mean(a) | Op::LogSumExp(a) | Op::ShiftMax(a) => {
+                (Some(a), None)
+            }
             Op::Binary(_, a, b) | Op::MatVec(a, b) | Op::Dot(a, b) => (Some(a), Some(b)),
         };
         a.into_iter().chain(b)

@@ -227,6 +227,17 @@ impl Lowering<'_> {
         self.add(Op::Unary(op, a), shape)
     }
 
+    /// log_softmax(z) = d - logsumexp(d) with d = z - max(z): logsumexp(d)
+    /// lies in [0, ln n], so nothing cancels however large the logits are
+    /// (z - logsumexp(z) in f32 loses all of ln 2 at z = 1e8). The shift's
+    /// maximum is held constant under differentiation; the result does not
+    /// depend on it, so its Jacobian I - 1 softmax(z)^T is exact.
+    fn log_softmax(&mut self, z: NodeId, at: Span, span: Span) -> Parsed<NodeId> {
+        let shifted = self.add(Op::ShiftMax(z), self.shape(z));
+        let lse = self.add(Op::LogSumExp(shifted), Shape::Scalar);
+        self.elementwise(BinaryOp::Sub, (shifted, at), (lse, at), span)
+    }
+
     /// Checks a call's function and number of arguments before the
     /// arguments are lowered, so that `foo(x)` reports `foo` first.
     pub(super) fn check_call(
@@ -335,12 +346,10 @@ impl Lowering<'_> {
                         format!("`{name}` needs a vector, but {} is {shape}", self.text(at)),
                     ));
                 }
-                let lse = self.add(Op::LogSumExp(z), Shape::Scalar);
                 if name == "logsumexp" {
-                    return Ok(lse);
+                    return Ok(self.add(Op::LogSumExp(z), Shape::Scalar));
                 }
-                // log_softmax(z) = z - logsumexp(z), exact and finite for any finite z.
-                let log_softmax = self.elementwise(BinaryOp::Sub, (z, at), (lse, at), span)?;
+                let log_softmax = self.log_softmax(z, at, span)?;
                 if name == "log_softmax" {
                     return Ok(log_softmax);
                 }
@@ -370,13 +379,15 @@ impl Lowering<'_> {
                         )
                         .with_help("cross_entropy(z, t) takes logits and probabilities of one vector shape"));
                 }
-                // -sum(t * log_softmax(z)), with the log-softmax from the stable logsumexp.
-                let lse = self.add(Op::LogSumExp(z), Shape::Scalar);
-                let log_softmax = self.elementwise(BinaryOp::Sub, (z, zs), (lse, zs), span)?;
-                let weighted = self.elementwise(BinaryOp::Mul, (t, ts), (log_softmax, zs), span)?;
+                // -sum(t * log_softmax(z)), a term with t = 0 adding nothing
+                // even where log_softmax(z) is -Inf (a masked logit), as xlogy.
+                let log_softmax = self.log_softmax(z, zs, span)?;
+                let weighted =
+                    self.elementwise(BinaryOp::StrongMul, (t, ts), (log_softmax, zs), span)?;
                 let total = self.add(Op::Sum(weighted), Shape::Scalar);
-                let minus_one = self.constant(-1.0);
-                self.elementwise(BinaryOp::Mul, (minus_one, span), (total, span), span)
+                // 0 - total rather than -1 * total: a loss of 0 is +0.
+                let zero = self.constant(0.0);
+                self.elementwise(BinaryOp::Sub, (zero, span), (total, span), span)
             }
             ("min" | "max" | "pow", &[a, b]) => {
                 let op = match name {

@@ -109,6 +109,8 @@ pub fn local_shape(program: &Program, node: NodeId, slot: usize) -> Result<JacSh
     };
     Ok(match program.nodes[node] {
         Op::Unary(..) => shape(Structure::Diagonal, out, out),
+        // The maximum is held constant under differentiation.
+        Op::ShiftMax(_) => shape(Structure::Identity, out, out),
         Op::Binary(op, _, _) => {
             let o = size(operand(slot)?);
             let unit = matches!(op, BinaryOp::Add) || (matches!(op, BinaryOp::Sub) && slot == 0);
@@ -142,7 +144,9 @@ pub fn local_shape(program: &Program, node: NodeId, slot: usize) -> Result<JacSh
 /// The operands of an op, in slot order.
 pub fn operands(op: &Op) -> Vec<NodeId> {
     match *op {
-        Op::Unary(_, a) | Op::Sum(a) | Op::Mean(a) | Op::LogSumExp(a) => vec![a],
+        Op::Unary(_, a) | Op::Sum(a) | Op::Mean(a) | Op::LogSumExp(a) | Op::ShiftMax(a) => {
+            vec![a]
+        }
         Op::Binary(_, a, b) | Op::MatVec(a, b) | Op::Dot(a, b) => vec![a, b],
         Op::Variable(_) | Op::Constant(_) => vec![],
     }
@@ -365,7 +369,14 @@ pub fn plan_node(
                 continue;
             }
             for chain in planner.chains_of(o)? {
-                let mut factors = vec![Factor::Local { node: id, slot }];
+                // A shift by the maximum is the identity under
+                // differentiation: it adds no factor, so that the node,
+                // read by both log-softmax and its logsumexp, is never
+                // worth a step of its own.
+                let mut factors = match nodes[id] {
+                    Op::ShiftMax(_) => vec![],
+                    _ => vec![Factor::Local { node: id, slot }],
+                };
                 factors.extend(chain);
                 terms.push(factors);
             }

@@ -37,6 +37,8 @@ impl JacobianAlgebra for GpuAlgebra<'_> {
                 .ok_or_else(|| Error::Shape(format!("node {node} has no partial {slot}")))
         };
         let jacobian = match program.nodes[node] {
+            // The maximum is held constant under differentiation.
+            Op::ShiftMax(_) => GpuJacobian::Identity { n },
             Op::Unary(..) => GpuJacobian::Diagonal {
                 n,
                 segments: partial(0)?,

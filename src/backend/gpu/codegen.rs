@@ -1,7 +1,9 @@
 //! WGSL for one region of an element-wise plan: a kernel that computes each
 //! node's value and its tangents (one per input the node depends on) in
 //! registers, reading inputs, constants and earlier regions' results, and
-//! writing the region's outputs. The f64 mirror is `Graph::evaluate`.
+//! writing the region's outputs. The f64 mirror is `Graph::evaluate`. Each
+//! partial meets a tangent through `chain_mul`, so a zero partial (the
+//! losing side of a selection) adds nothing even against an infinite tangent.
 
 use std::fmt::Write;
 
@@ -152,7 +154,7 @@ pub(crate) fn region_kernel(graph: &Graph, region: &Region) -> RegionKernel {
             let terms: Vec<String> = operands
                 .iter()
                 .filter(|(_, operand)| graph.deps(*operand).contains(&j))
-                .map(|(component, operand)| format!("d{id}.{component} * t{operand}_{j}"))
+                .map(|(component, operand)| format!("chain_mul(d{id}.{component}, t{operand}_{j})"))
                 .collect();
             let _ = writeln!(src, "    let t{id}_{j} = {};", terms.join(" + "));
         }

@@ -201,12 +201,13 @@ impl GpuContext {
         }
     }
 
+    /// The kernel of a Jacobian shader, compiled after `common.wgsl`.
     pub(super) fn kernel_sync(
         &self,
         label: &str,
         source: &'static str,
     ) -> Result<Arc<super::context::Kernel>> {
-        pollster::block_on(self.kernel(label, || source.to_string()))
+        pollster::block_on(self.kernel(label, || crate::shaders::with_common(source)))
     }
 
     pub(crate) fn uniform<T: bytemuck::Pod>(&self, value: &T) -> wgpu::Buffer {

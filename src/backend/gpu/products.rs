@@ -40,9 +40,14 @@ struct SmallParams {
     flags: u32,
 }
 
+/// Flag bit of both product kernels: the products are the chain rule's.
+const CHAIN: u32 = 32;
+
 impl GpuContext {
     /// C = diag(row) a diag(mid) b diag(col), a and b Shared or Dense
-    /// (b optionally stored transposed). Shared when nothing varies per sample.
+    /// (b optionally stored transposed). Shared when nothing varies per
+    /// sample. A product of the chain rule: a factor that is exactly zero
+    /// gives zero even against an infinite or NaN one (`chain_mul`).
     #[expect(clippy::too_many_arguments, reason = "the kernel's own parameters")]
     pub(crate) fn matmul(
         &self,
@@ -53,6 +58,33 @@ impl GpuContext {
         col: Option<&Segments>,
         transpose_b: bool,
         layout: BatchLayout,
+    ) -> Result<GpuJacobian> {
+        self.scaled_product(row, a, mid, b, col, transpose_b, layout, CHAIN)
+    }
+
+    /// a b with IEEE's products, for values rather than derivatives (the
+    /// forward pass's `W @ x`, where 0 * Inf is NaN, as on the CPU).
+    pub(crate) fn value_product(
+        &self,
+        a: &GpuJacobian,
+        b: &GpuJacobian,
+        transpose_b: bool,
+        layout: BatchLayout,
+    ) -> Result<GpuJacobian> {
+        self.scaled_product(None, a, None, b, None, transpose_b, layout, 0)
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "the kernel's own parameters")]
+    fn scaled_product(
+        &self,
+        row: Option<&Segments>,
+        a: &GpuJacobian,
+        mid: Option<&Segments>,
+        b: &GpuJacobian,
+        col: Option<&Segments>,
+        transpose_b: bool,
+        layout: BatchLayout,
+        chain: u32,
     ) -> Result<GpuJacobian> {
         let (m, k) = a.dims();
         let (b_rows, b_cols) = b.dims();
@@ -82,7 +114,8 @@ impl GpuContext {
         let flags = u32::from(row.is_some())
             | (u32::from(mid.is_some()) << 1)
             | (u32::from(col.is_some()) << 2)
-            | (u32::from(transpose_b) << 3);
+            | (u32::from(transpose_b) << 3)
+            | chain;
         let operand = |j: &GpuJacobian, s: usize| -> Result<Arc<wgpu::Buffer>> {
             match j {
                 GpuJacobian::Shared { buffer, .. } => Ok(Arc::clone(buffer)),
@@ -230,7 +263,7 @@ impl GpuContext {
             a_stride: 0,
             b_stride: 0,
             row_stride: gx * WORKGROUP as u32,
-            flags: 16,
+            flags: 16 | CHAIN,
         };
         let uniform = self.uniform(&params);
         self.dispatch(

@@ -118,32 +118,80 @@ fn reduction_source(dot: bool) -> String {
     src
 }
 
-/// logsumexp of each sample's vector with the maximum subtracted, and its
-/// gradient softmax(z) = exp(z - m) / sum(exp(z - m)) as the local partial
-/// row (not exp(z - lse): lse rounded to f32 is off by up to half an ulp of
-/// |z|, which would make every softmax wrong by that much). One
-/// invocation per sample, three loops of n (bounded by the planner).
-fn log_sum_exp_source() -> String {
+/// The head of the per-sample reductions over a logit vector `a`: their
+/// parameters and `row_max`, the maximum of a sample's elements (NaN aside),
+/// how many equal it, and whether any is NaN; the mirror of `row_max` in
+/// src/program/eval.rs. One invocation per sample, loops of n (bounded by
+/// the planner).
+fn logits_source(outputs: &str) -> String {
     let mut src = shaders::library();
     src.push_str(
         "\nstruct ForwardParams {\n    total: u32,\n    row_stride: u32,\n    size: u32,\n    a_size: u32,\n    \
          b_size: u32,\n    a_shared: u32,\n    b_shared: u32,\n    scale: f32,\n}\n\n\
          @group(0) @binding(0) var<uniform> params: ForwardParams;\n\
-         @group(0) @binding(1) var<storage, read> a: array<f32>;\n\
-         @group(0) @binding(2) var<storage, read_write> out_v: array<f32>;\n\
-         @group(0) @binding(3) var<storage, read_write> out_softmax: array<f32>;\n\n\
+         @group(0) @binding(1) var<storage, read> a: array<f32>;\n",
+    );
+    src.push_str(outputs);
+    src.push_str(
+        "\nstruct RowMax {\n    max: f32,\n    ties: u32,\n    nan: bool,\n}\n\n\
+         fn row_max(base: u32, n: u32) -> RowMax {\n    \
+         var row = RowMax(inf_like(a[base], true), 0u, false);\n    \
+         for (var i = 0u; i < n; i = i + 1u) {\n        let z = a[base + i];\n        \
+         if (is_nan_f32(z)) {\n            row.nan = true;\n        \
+         } else if (z > row.max) {\n            row.max = z;\n            row.ties = 1u;\n        \
+         } else if (z == row.max) {\n            row.ties = row.ties + 1u;\n        }\n    }\n    \
+         return row;\n}\n\n\
          @compute @workgroup_size(256)\nfn main(@builtin(global_invocation_id) gid: vec3<u32>) {\n    \
          let sample = gid.y * params.row_stride + gid.x;\n    if (sample >= params.total) {\n        return;\n    }\n    \
          let n = params.a_size;\n    let base = select(sample * n, 0u, params.a_shared == 1u);\n    \
-         var m = a[base];\n    var any_nan = false;\n    \
-         for (var i = 0u; i < n; i = i + 1u) {\n        let z = a[base + i];\n        \
-         any_nan = any_nan || is_nan_f32(z);\n        m = max(m, z);\n    }\n    \
+         let row = row_max(base, n);\n    \
+         // An infinite maximum held by several elements (or all -Inf) has no limit.\n    \
+         let undefined = row.nan || (is_inf_f32(row.max) && row.ties > 1u);\n",
+    );
+    src
+}
+
+/// logsumexp of each sample's vector with the maximum subtracted, and its
+/// gradient softmax(z) = exp(z - m) / sum(exp(z - m)) as the local partial
+/// row (not exp(z - lse): lse rounded to f32 is off by up to half an ulp of
+/// |z|, which would make every softmax wrong by that much). At an infinite
+/// maximum: lse is that infinity, softmax one-hot where one element holds
+/// it, NaN where several do. The mirror of `log_sum_exp` and `softmax` in
+/// src/program/eval.rs.
+fn log_sum_exp_source() -> String {
+    let mut src = logits_source(
+        "@group(0) @binding(2) var<storage, read_write> out_v: array<f32>;\n\
+         @group(0) @binding(3) var<storage, read_write> out_softmax: array<f32>;\n",
+    );
+    src.push_str(
+        "    if (row.nan) {\n        out_v[sample] = nan_like(row.max);\n    \
+         } else if (is_inf_f32(row.max)) {\n        out_v[sample] = row.max;\n    }\n    \
+         if (row.nan || is_inf_f32(row.max)) {\n        \
+         for (var i = 0u; i < n; i = i + 1u) {\n            \
+         let hot = select(0.0, 1.0, a[base + i] == row.max);\n            \
+         out_softmax[sample * n + i] = select(hot, nan_like(row.max), undefined);\n        }\n        \
+         return;\n    }\n    \
          var total = 0.0;\n    for (var i = 0u; i < n; i = i + 1u) {\n        \
-         total = total + exp_acc(a[base + i] - m);\n    }\n    \
-         var lse = m + ln_acc(total);\n    if (any_nan) {\n        lse = nan_like(m);\n    }\n    \
-         out_v[sample] = lse;\n    \
+         total = total + exp_acc(a[base + i] - row.max);\n    }\n    \
+         out_v[sample] = row.max + ln_acc(total);\n    \
          for (var i = 0u; i < n; i = i + 1u) {\n        \
-         out_softmax[sample * n + i] = exp_acc(a[base + i] - m) / total;\n    }\n}\n",
+         out_softmax[sample * n + i] = exp_acc(a[base + i] - row.max) / total;\n    }\n}\n",
+    );
+    src
+}
+
+/// z - max(z) for each sample ([`Op::ShiftMax`]): 0 and -Inf at an infinite
+/// maximum held by one element, NaN where several hold it or any element is
+/// NaN. The mirror of `shift_max` in src/program/eval.rs.
+fn shift_max_source() -> String {
+    let mut src =
+        logits_source("@group(0) @binding(2) var<storage, read_write> out_v: array<f32>;\n");
+    src.push_str(
+        "    for (var i = 0u; i < n; i = i + 1u) {\n        let z = a[base + i];\n        \
+         var d = z - row.max;\n        if (undefined) {\n            d = nan_like(z);\n        \
+         } else if (is_inf_f32(row.max)) {\n            \
+         d = select(inf_like(z, true), 0.0, z == row.max);\n        }\n        \
+         out_v[sample * n + i] = d;\n    }\n}\n",
     );
     src
 }
@@ -276,15 +324,7 @@ impl GpuContext {
                                             cols: k,
                                             buffer: Arc::clone(segment),
                                         };
-                                        match self.matmul(
-                                            None,
-                                            &rows,
-                                            None,
-                                            &transposed,
-                                            None,
-                                            true,
-                                            one,
-                                        )? {
+                                        match self.value_product(&rows, &transposed, true, one)? {
                                             GpuJacobian::Shared { buffer, .. } => out.push(buffer),
                                             _ => {
                                                 return Err(Error::Shape(
@@ -301,15 +341,7 @@ impl GpuContext {
                                         cols: k,
                                         buffer: Arc::clone(vector),
                                     };
-                                    match self.matmul(
-                                        None,
-                                        &row,
-                                        None,
-                                        &transposed,
-                                        None,
-                                        true,
-                                        one,
-                                    )? {
+                                    match self.value_product(&row, &transposed, true, one)? {
                                         GpuJacobian::Shared { buffer, .. } => {
                                             NodeValue::Shared(buffer)
                                         }
@@ -322,6 +354,42 @@ impl GpuContext {
                                 }
                             };
                             (out, vec![])
+                        }
+                        Op::ShiftMax(a) => {
+                            let n_a = size(a);
+                            if n_a > 65_535 {
+                                return Err(Error::TooLarge {
+                                    what: format!(
+                                        "a shift by the maximum of {n_a} elements in one loop"
+                                    ),
+                                    needed: n_a as u64,
+                                    limit: 65_535,
+                                });
+                            }
+                            let out = self.new_segments(layout, n_a);
+                            for (s, target) in out.iter().enumerate() {
+                                let samples = layout.samples_in(s);
+                                let (xa, a_shared) = segment_of(&values[a], s);
+                                let (gx, gy, _) = self.grid_1d(samples);
+                                let params = ForwardParams {
+                                    total: samples as u32,
+                                    row_stride: gx * WORKGROUP as u32,
+                                    size: n_a as u32,
+                                    a_size: n_a as u32,
+                                    b_size: n_a as u32,
+                                    a_shared,
+                                    b_shared: 0,
+                                    scale: 1.0,
+                                };
+                                self.run_kernel(
+                                    "forward/shift_max",
+                                    shift_max_source,
+                                    params,
+                                    &[&xa, target],
+                                    (gx, gy),
+                                )?;
+                            }
+                            (NodeValue::PerSample(out), vec![])
                         }
                         Op::LogSumExp(a) => {
                             let n_a = size(a);

@@ -43,7 +43,8 @@ enum Command {
         Inputs may be float32 or float64 (computed in float32 on the GPU); outputs are float32."
     )]
     Eval {
-        /// The expression, e.g. 'sin(x)*exp(y)'.
+        /// The expression, e.g. 'sin(x)*exp(y)'; it may begin with `-`.
+        #[arg(allow_hyphen_values = true)]
         expression: String,
         /// NAME=FILE.npy, one per variable, a 1-D array of N samples each.
         #[arg(long = "input", value_name = "NAME=FILE")]
@@ -70,6 +71,7 @@ enum Command {
     )]
     Jacobian {
         /// The program, or @FILE to read it from a file.
+        #[arg(allow_hyphen_values = true)]
         program: String,
         /// NAME=FILE.npy for each input.
         #[arg(long = "input", value_name = "NAME=FILE")]
@@ -100,6 +102,7 @@ enum Command {
     )]
     Grad {
         /// The program, or @FILE to read it from a file.
+        #[arg(allow_hyphen_values = true)]
         program: String,
         /// NAME=FILE.npy for each input.
         #[arg(long = "input", value_name = "NAME=FILE")]
@@ -125,7 +128,9 @@ enum Command {
     /// program (or @FILE): each chain of local Jacobians, the order chosen
     /// and its cost beside pure forward and pure reverse.
     Explain {
-        /// The expression, e.g. 'ln(sin(x^3)^2)', or a program, or @FILE.
+        /// The expression, e.g. 'ln(sin(x^3)^2)', or a program, or @FILE;
+        /// it may begin with `-`.
+        #[arg(allow_hyphen_values = true)]
         expression: String,
         /// Batch size the chain costs are computed for (programs only).
         #[arg(long, default_value_t = 4096)]
@@ -140,8 +145,25 @@ enum Command {
     Ops,
 }
 
+/// The arguments with the one after `--` moved to the end. Every command
+/// takes exactly one positional argument (an expression or a program), and
+/// `--` is the usual way to pass one that begins with `-`; but clap reads
+/// everything after `--` as positional, so `eval -- '-x^2' --input x=x.npy`
+/// would reject `--input`. Moving the positional past the options keeps
+/// `--` meaning "this is the expression" wherever the options are written.
+fn positional_last(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    match args.iter().position(|a| a == "--") {
+        Some(at) if at + 2 < args.len() => {
+            let moved: Vec<_> = args.drain(at..at + 2).collect();
+            args.extend(moved);
+            args
+        }
+        _ => args,
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(positional_last(std::env::args_os().collect()));
     let result = match cli.command {
         Command::Eval {
             expression,
