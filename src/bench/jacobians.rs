@@ -7,7 +7,7 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{Ceilings, Machine, Record, Settings, median_seconds};
+use super::{CallTraffic, Ceilings, Machine, Record, Settings, median_seconds, traffic_of};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::jacobian::{JacShape, Jacobian};
@@ -37,6 +37,8 @@ pub struct Timing {
     pub seconds: f64,
     /// Flops the call performs.
     pub flops: f64,
+    /// What one call asks of the device, for a path that runs on a GPU.
+    pub traffic: Option<CallTraffic>,
 }
 
 /// A workload's result.
@@ -94,11 +96,13 @@ pub fn run_w2(
             path: "cpu".into(),
             seconds: cpu,
             flops,
+            traffic: None,
         },
         Timing {
             path: "floor".into(),
             seconds: flops / ceilings.matmul,
             flops,
+            traffic: None,
         },
     ];
     let mut error = None;
@@ -111,20 +115,35 @@ pub fn run_w2(
             drop(jacobian);
             Ok(())
         })?;
+        // x in, every Jacobian out, the weights once.
+        let min_bytes =
+            4.0 * (batch * (64 + 32 * 64) + w1.len() + b1.len() + w2.len() + b2.len()) as f64;
+        let (_, resident_traffic) = traffic_of(context, || {
+            context.jacobian_on_device(&program, "x", &variables)
+        })?;
         timings.push(Timing {
             path: "gpu-resident".into(),
             seconds: resident,
             flops,
+            traffic: Some(CallTraffic {
+                traffic: resident_traffic,
+                min_bytes,
+            }),
         });
         let mut last = None;
         let e2e = median_seconds(settings.repeats, || {
             last = Some(backend.jacobian(&program, "x", &variables)?);
             Ok(())
         })?;
+        let (_, e2e_traffic) = traffic_of(context, || backend.jacobian(&program, "x", &variables))?;
         timings.push(Timing {
             path: "gpu-end-to-end".into(),
             seconds: e2e,
             flops,
+            traffic: Some(CallTraffic {
+                traffic: e2e_traffic,
+                min_bytes,
+            }),
         });
         if let Some(out) = last {
             error = Some(relative_frobenius(
@@ -185,11 +204,13 @@ pub fn run_w5(
             path: "cpu".into(),
             seconds: start.elapsed().as_secs_f64(),
             flops: optimal_flops,
+            traffic: None,
         });
         timings.push(Timing {
             path: "floor".into(),
             seconds: optimal_flops / ceilings.matmul,
             flops: optimal_flops,
+            traffic: None,
         });
         let mut error = None;
         if let Backend::Gpu(context) = backend {
@@ -205,6 +226,11 @@ pub fn run_w5(
                 .iter()
                 .map(|f| context.upload_jacobian(f, layout))
                 .collect::<Result<_>>()?;
+            // The chain's matrices in, its product out.
+            let min_bytes = 4.0
+                * batch as f64
+                * (shapes.iter().map(|s| s.rows * s.cols).sum::<usize>() + dims[6] * dims[0])
+                    as f64;
             for (name, order) in &orders {
                 progress(&format!("W5 {case} {name}"));
                 let mut last = None;
@@ -223,10 +249,14 @@ pub fn run_w5(
                         ));
                     }
                 }
+                let (_, traffic) = traffic_of(context, || {
+                    context.chain_product(&on_device, &order.bracketing, layout)
+                })?;
                 timings.push(Timing {
                     path: (*name).to_string(),
                     seconds,
                     flops: order.cost.flops,
+                    traffic: Some(CallTraffic { traffic, min_bytes }),
                 });
             }
         }
@@ -267,6 +297,9 @@ impl Report {
                     "GFLOP/s",
                 ));
                 records.push(machine.record(&self.workload, case, &path, "flops", t.flops, "flop"));
+                if let Some(traffic) = &t.traffic {
+                    records.extend(traffic.records(machine, &self.workload, case, &path));
+                }
             }
             if let Some(e) = error {
                 let path = if self.workload == "w5" {
@@ -304,10 +337,17 @@ impl Report {
                 "chains/s",
             ),
         };
-        let mut out = format!("{title}\n");
+        let mut out = format!("{title}\n{}\n", super::TRAFFIC_LEGEND);
         out.push_str(&format!(
-            "{:<40} {:<15} {:>10} {:>11} {:>10} {:>9} {:>9}\n",
-            "case", "path", "flops", unit, "GFLOP/s", "vs floor", "vs cpu"
+            "{:<40} {:<15} {:>10} {:>11} {:>10} {:>9} {:>9} {}\n",
+            "case",
+            "path",
+            "flops",
+            unit,
+            "GFLOP/s",
+            "vs floor",
+            "vs cpu",
+            CallTraffic::headings()
         ));
         for (case, batch, timings, error) in &self.cases {
             let floor = timings
@@ -320,7 +360,7 @@ impl Report {
                     reference.map_or("-".to_string(), |r| format!("{:.3}", r / t.seconds))
                 };
                 out.push_str(&format!(
-                    "{:<40} {:<15} {:>10.3e} {:>11} {:>10.2} {:>9} {:>9}\n",
+                    "{:<40} {:<15} {:>10.3e} {:>11} {:>10.2} {:>9} {:>9} {}\n",
                     case,
                     t.path,
                     t.flops,
@@ -328,6 +368,7 @@ impl Report {
                     t.flops / t.seconds / 1e9,
                     ratio(floor),
                     ratio(cpu),
+                    CallTraffic::cells(t.traffic.as_ref()),
                 ));
             }
             if let Some(e) = error {
@@ -399,35 +440,41 @@ pub fn run_w3(
             path: "cpu".into(),
             seconds: cpu,
             flops: 0.0,
+            traffic: None,
         },
         Timing {
             path: "floor".into(),
             seconds: bytes / ceilings.copy,
             flops: 0.0,
+            traffic: None,
         },
     ];
     let mut error = None;
-    if let Backend::Gpu(_) = backend {
+    if let Backend::Gpu(context) = backend {
         progress("W3 gpu");
         let mut last = None;
         let seconds = median_seconds(settings.repeats, || {
             last = Some(run(backend)?);
             Ok(())
         })?;
+        let (_, traffic) = traffic_of(context, || run(backend))?;
         timings.push(Timing {
             path: "gpu-end-to-end".into(),
             seconds,
             flops: 0.0,
+            traffic: Some(CallTraffic {
+                traffic,
+                min_bytes: bytes,
+            }),
         });
-        if let Some((means, per_sample)) = last {
+        let errors = |(means, per_sample): &(Vec<f32>, Vec<f32>)| {
             let f64s = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
-            error = Some(
-                relative_frobenius(&f64s(&means), &f64s(&reference_means)).max(relative_frobenius(
-                    &f64s(&per_sample),
-                    &f64s(&reference_per_sample),
-                )),
-            );
-        }
+            relative_frobenius(&f64s(means), &f64s(&reference_means)).max(relative_frobenius(
+                &f64s(per_sample),
+                &f64s(&reference_per_sample),
+            ))
+        };
+        error = last.as_ref().map(errors);
     }
     Ok(Report {
         workload: "w3".into(),
