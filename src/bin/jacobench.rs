@@ -164,7 +164,11 @@ fn run(args: Args) -> Result<(), String> {
                 (format!("{}\n{}", report.table(), chain.table()), cases)
             }
             "w2" | "w3" | "w5" => {
-                bar.set_length(if name == "w5" { 8 } else { 2 });
+                bar.set_length(match name {
+                    "w5" => 8,
+                    "w3" => 3,
+                    _ => 2,
+                });
                 bar.set_position(0);
                 let report = match name {
                     "w2" => {
