@@ -7,6 +7,7 @@ pub mod graphs;
 pub mod jacobians;
 pub mod plot;
 pub mod w1;
+pub mod w3;
 
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chainrule::bench::{self, Ceilings, Machine, Settings, graphs, jacobians, plot, w1};
+use chainrule::bench::{self, Ceilings, Machine, Settings, graphs, jacobians, plot, w1, w3};
 use chainrule::{Backend, ContextOptions, UnaryOp};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -174,9 +174,7 @@ fn run(args: Args) -> Result<(), String> {
                     "w2" => {
                         jacobians::run_w2(&backend, settings, ceilings, |what| step(&bar, "", what))
                     }
-                    "w3" => {
-                        jacobians::run_w3(&backend, settings, ceilings, |what| step(&bar, "", what))
-                    }
+                    "w3" => w3::run(&backend, settings, ceilings, |what| step(&bar, "", what)),
                     _ => {
                         jacobians::run_w5(&backend, settings, ceilings, |what| step(&bar, "", what))
                     }
