@@ -186,3 +186,46 @@ fn jacobench_refuses_unknown_workloads() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr.contains("unknown workload"), "{stderr}");
 }
+
+#[test]
+fn jacobench_times_w3_resident_and_counts_each_paths_traffic() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("chainrule-cli-w3-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let json = dir.join("w3.json");
+    let args = [
+        "--quick",
+        "--workload",
+        "w3",
+        "--repeats",
+        "1",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ];
+    let output = run(env!("CARGO_BIN_EXE_jacobench"), &args, &[]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let records = records(&json);
+    let case = "neuron_grad";
+    // x and t in, each sample's 16-float gradient out.
+    let least = 132.0 * f64::from(1u32 << 16);
+    for path in ["gpu-end-to-end", "gpu-resident"] {
+        assert!(metric(&records, case, path, "samples_per_s").is_some_and(|v| v > 0.0));
+        let dispatches = metric(&records, case, path, "dispatches_per_call");
+        assert!(
+            dispatches.is_some_and(|d| d >= 2.0),
+            "{path}: {dispatches:?}"
+        );
+        assert_eq!(
+            metric(&records, case, path, "min_bytes_per_call"),
+            Some(least)
+        );
+        let bytes = metric(&records, case, path, "bytes_per_call");
+        assert!(bytes.is_some_and(|b| b >= least), "{path}: {bytes:?}");
+    }
+    assert_eq!(metric(&records, case, "cpu", "dispatches_per_call"), None);
+    let error = metric(&records, case, "gpu-end-to-end", "relative_frobenius_error");
+    assert!(error.is_some_and(|e| e < 1e-5), "{error:?}");
+}

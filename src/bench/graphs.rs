@@ -3,7 +3,7 @@
 //! the fused kernel and through the unfused op-by-op plan, so the table
 //! shows what fusion buys, beside the CPU path and the floor.
 
-use super::{ErrorStats, Machine, Record, Settings, median_seconds};
+use super::{CallTraffic, ErrorStats, Machine, Record, Settings, median_seconds, traffic_of};
 use crate::backend::{Backend, EvalOutput};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, InputOrder};
@@ -35,6 +35,9 @@ pub struct Row {
     pub errors: ErrorStats,
     /// ||gpu - reference|| / ||reference|| over values and derivatives.
     pub relative_norm_error: f64,
+    /// Per GPU path (as in the records): what one call asks of the device.
+    /// Empty on the CPU backend.
+    pub traffic: Vec<(String, CallTraffic)>,
 }
 
 /// The result of a graph workload.
@@ -112,7 +115,9 @@ pub fn run(
             floor: copy_bandwidth / bytes_per_sample,
             errors: ErrorStats::default(),
             relative_norm_error: 0.0,
+            traffic: Vec::new(),
         };
+        let min_bytes = bytes_per_sample * samples as f64;
         let checked = match backend {
             Backend::Gpu(context) => {
                 let device_xs = context.upload(&xs)?;
@@ -129,6 +134,24 @@ pub fn run(
                         drop(out);
                         Ok(())
                     })?);
+                    let (_, e2e_traffic) =
+                        traffic_of(context, || context.evaluate(&graph, &columns, fusion))?;
+                    let (_, resident_traffic) = traffic_of(context, || {
+                        context.evaluate_resident(&graph, &[&device_xs], fusion)
+                    })?;
+                    let suffix = match fusion {
+                        Fusion::Fused => "",
+                        Fusion::Unfused => "-unfused",
+                    };
+                    for (path, traffic) in [
+                        ("gpu-end-to-end", e2e_traffic),
+                        ("gpu-resident", resident_traffic),
+                    ] {
+                        row.traffic.push((
+                            format!("{path}{suffix}"),
+                            CallTraffic { traffic, min_bytes },
+                        ));
+                    }
                     match fusion {
                         Fusion::Fused => {
                             row.fused_end_to_end = Some(e2e);
@@ -193,6 +216,9 @@ impl Report {
                 row.errors.special_mismatches as f64,
                 "1",
             );
+            for (path, traffic) in &row.traffic {
+                records.extend(traffic.records(machine, &self.workload, &row.case, path));
+            }
         }
         records
     }
@@ -243,6 +269,11 @@ impl Report {
                 row.relative_norm_error,
             ));
         }
+        out.push_str(&super::traffic_table(
+            self.rows
+                .iter()
+                .map(|row| (row.case.as_str(), row.traffic.as_slice())),
+        ));
         out
     }
 

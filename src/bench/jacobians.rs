@@ -1,13 +1,14 @@
 //! W2 (every sample's Jacobian of a two-layer network) and W5 (the order of
 //! a Jacobian chain product), timed on the GPU and on the CPU path beside
-//! the floor of the flops over the measured matrix-product rate.
+//! the floor of the flops over the measured matrix-product rate; and the
+//! report that W2, W3 and W5 share.
 
 use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{Ceilings, Machine, Record, Settings, median_seconds};
+use super::{CallTraffic, Ceilings, Machine, Record, Settings, median_seconds, traffic_of};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::jacobian::{JacShape, Jacobian};
@@ -37,22 +38,24 @@ pub struct Timing {
     pub seconds: f64,
     /// Flops the call performs.
     pub flops: f64,
+    /// What one call asks of the device, for a path that runs on a GPU.
+    pub traffic: Option<CallTraffic>,
 }
 
 /// A workload's result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
-    /// "w2" or "w5".
+    /// "w2", "w3" or "w5".
     pub workload: String,
     /// (case, batch, timings, relative Frobenius error of the GPU result).
     pub cases: Vec<(String, usize, Vec<Timing>, Option<f64>)>,
 }
 
-fn uniform(rng: &mut StdRng, n: usize, bound: f32) -> Vec<f32> {
+pub(super) fn uniform(rng: &mut StdRng, n: usize, bound: f32) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-bound..bound)).collect()
 }
 
-fn relative_frobenius(a: &[f64], b: &[f64]) -> f64 {
+pub(super) fn relative_frobenius(a: &[f64], b: &[f64]) -> f64 {
     let diff: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum();
     let norm: f64 = b.iter().map(|y| y * y).sum();
     (diff / norm.max(f64::MIN_POSITIVE)).sqrt()
@@ -94,11 +97,13 @@ pub fn run_w2(
             path: "cpu".into(),
             seconds: cpu,
             flops,
+            traffic: None,
         },
         Timing {
             path: "floor".into(),
             seconds: flops / ceilings.matmul,
             flops,
+            traffic: None,
         },
     ];
     let mut error = None;
@@ -111,20 +116,35 @@ pub fn run_w2(
             drop(jacobian);
             Ok(())
         })?;
+        // x in, every Jacobian out, the weights once.
+        let min_bytes =
+            4.0 * (batch * (64 + 32 * 64) + w1.len() + b1.len() + w2.len() + b2.len()) as f64;
+        let (_, resident_traffic) = traffic_of(context, || {
+            context.jacobian_on_device(&program, "x", &variables)
+        })?;
         timings.push(Timing {
             path: "gpu-resident".into(),
             seconds: resident,
             flops,
+            traffic: Some(CallTraffic {
+                traffic: resident_traffic,
+                min_bytes,
+            }),
         });
         let mut last = None;
         let e2e = median_seconds(settings.repeats, || {
             last = Some(backend.jacobian(&program, "x", &variables)?);
             Ok(())
         })?;
+        let (_, e2e_traffic) = traffic_of(context, || backend.jacobian(&program, "x", &variables))?;
         timings.push(Timing {
             path: "gpu-end-to-end".into(),
             seconds: e2e,
             flops,
+            traffic: Some(CallTraffic {
+                traffic: e2e_traffic,
+                min_bytes,
+            }),
         });
         if let Some(out) = last {
             error = Some(relative_frobenius(
@@ -185,11 +205,13 @@ pub fn run_w5(
             path: "cpu".into(),
             seconds: start.elapsed().as_secs_f64(),
             flops: optimal_flops,
+            traffic: None,
         });
         timings.push(Timing {
             path: "floor".into(),
             seconds: optimal_flops / ceilings.matmul,
             flops: optimal_flops,
+            traffic: None,
         });
         let mut error = None;
         if let Backend::Gpu(context) = backend {
@@ -205,6 +227,11 @@ pub fn run_w5(
                 .iter()
                 .map(|f| context.upload_jacobian(f, layout))
                 .collect::<Result<_>>()?;
+            // The chain's matrices in, its product out.
+            let min_bytes = 4.0
+                * batch as f64
+                * (shapes.iter().map(|s| s.rows * s.cols).sum::<usize>() + dims[6] * dims[0])
+                    as f64;
             for (name, order) in &orders {
                 progress(&format!("W5 {case} {name}"));
                 let mut last = None;
@@ -223,10 +250,14 @@ pub fn run_w5(
                         ));
                     }
                 }
+                let (_, traffic) = traffic_of(context, || {
+                    context.chain_product(&on_device, &order.bracketing, layout)
+                })?;
                 timings.push(Timing {
                     path: (*name).to_string(),
                     seconds,
                     flops: order.cost.flops,
+                    traffic: Some(CallTraffic { traffic, min_bytes }),
                 });
             }
         }
@@ -267,6 +298,9 @@ impl Report {
                     "GFLOP/s",
                 ));
                 records.push(machine.record(&self.workload, case, &path, "flops", t.flops, "flop"));
+                if let Some(traffic) = &t.traffic {
+                    records.extend(traffic.records(machine, &self.workload, case, &path));
+                }
             }
             if let Some(e) = error {
                 let path = if self.workload == "w5" {
@@ -304,10 +338,17 @@ impl Report {
                 "chains/s",
             ),
         };
-        let mut out = format!("{title}\n");
+        let mut out = format!("{title}\n{}\n", super::TRAFFIC_LEGEND);
         out.push_str(&format!(
-            "{:<40} {:<15} {:>10} {:>11} {:>10} {:>9} {:>9}\n",
-            "case", "path", "flops", unit, "GFLOP/s", "vs floor", "vs cpu"
+            "{:<40} {:<15} {:>10} {:>11} {:>10} {:>9} {:>9} {}\n",
+            "case",
+            "path",
+            "flops",
+            unit,
+            "GFLOP/s",
+            "vs floor",
+            "vs cpu",
+            CallTraffic::headings()
         ));
         for (case, batch, timings, error) in &self.cases {
             let floor = timings
@@ -320,7 +361,7 @@ impl Report {
                     reference.map_or("-".to_string(), |r| format!("{:.3}", r / t.seconds))
                 };
                 out.push_str(&format!(
-                    "{:<40} {:<15} {:>10.3e} {:>11} {:>10.2} {:>9} {:>9}\n",
+                    "{:<40} {:<15} {:>10.3e} {:>11} {:>10.2} {:>9} {:>9} {}\n",
                     case,
                     t.path,
                     t.flops,
@@ -328,6 +369,7 @@ impl Report {
                     t.flops / t.seconds / 1e9,
                     ratio(floor),
                     ratio(cpu),
+                    CallTraffic::cells(t.traffic.as_ref()),
                 ));
             }
             if let Some(e) = error {
@@ -339,98 +381,4 @@ impl Report {
         }
         out
     }
-}
-
-/// W3's neuron and its loss.
-pub const W3_LOSS: &str = "input x[16]
-input t
-param w[16] b
-a = relu(dot(w, x) + b)
-loss = mse(a, t)
-output loss
-";
-
-/// W3's activation, for each sample's gradient with respect to w.
-pub const W3_ACTIVATION: &str = "input x[16]
-param w[16] b
-a = relu(dot(w, x) + b)
-output a
-";
-
-/// W3: B = 2^20 samples (2^16 when quick): d loss/dw and d loss/db of the
-/// batch mean, and each sample's d a/dw. The floor moves x, t in and the
-/// per-sample gradient out: 33 floats a sample over the copy bandwidth.
-pub fn run_w3(
-    backend: &Backend,
-    settings: Settings,
-    ceilings: Ceilings,
-    mut progress: impl FnMut(&str),
-) -> Result<Report> {
-    let batch = if settings.quick { 1 << 16 } else { 1 << 20 };
-    let loss = Program::parse(W3_LOSS)?;
-    let activation = Program::parse(W3_ACTIVATION)?;
-    let mut rng = StdRng::seed_from_u64(super::w1::SEED + 3);
-    let x = uniform(&mut rng, batch * 16, 4.0);
-    let t = uniform(&mut rng, batch, 4.0);
-    let w = uniform(&mut rng, 16, 0.25);
-    let b = uniform(&mut rng, 1, 0.25);
-    let with_t: [(&str, &[f32]); 4] = [("x", &x), ("t", &t), ("w", &w), ("b", &b)];
-    let without_t: [(&str, &[f32]); 3] = [("x", &x), ("w", &w), ("b", &b)];
-    let run = |backend: &Backend| -> Result<(Vec<f32>, Vec<f32>)> {
-        let mean = backend.gradient(&loss, &["w", "b"], &with_t, crate::Reduction::Mean)?;
-        let per_sample =
-            backend.gradient(&activation, &["w"], &without_t, crate::Reduction::PerSample)?;
-        let mut means = mean.gradients[0].values.clone();
-        means.extend(&mean.gradients[1].values);
-        Ok((means, per_sample.gradients[0].values.clone()))
-    };
-    progress("W3 cpu");
-    let cpu_backend = Backend::Cpu(crate::CpuBackend);
-    let mut reference = None;
-    let cpu = median_seconds(settings.repeats, || {
-        reference = Some(run(&cpu_backend)?);
-        Ok(())
-    })?;
-    let (reference_means, reference_per_sample) =
-        reference.ok_or_else(|| Error::Readback("no reference".into()))?;
-    let bytes = 33.0 * 4.0 * batch as f64;
-    let mut timings = vec![
-        Timing {
-            path: "cpu".into(),
-            seconds: cpu,
-            flops: 0.0,
-        },
-        Timing {
-            path: "floor".into(),
-            seconds: bytes / ceilings.copy,
-            flops: 0.0,
-        },
-    ];
-    let mut error = None;
-    if let Backend::Gpu(_) = backend {
-        progress("W3 gpu");
-        let mut last = None;
-        let seconds = median_seconds(settings.repeats, || {
-            last = Some(run(backend)?);
-            Ok(())
-        })?;
-        timings.push(Timing {
-            path: "gpu-end-to-end".into(),
-            seconds,
-            flops: 0.0,
-        });
-        if let Some((means, per_sample)) = last {
-            let f64s = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
-            error = Some(
-                relative_frobenius(&f64s(&means), &f64s(&reference_means)).max(relative_frobenius(
-                    &f64s(&per_sample),
-                    &f64s(&reference_per_sample),
-                )),
-            );
-        }
-    }
-    Ok(Report {
-        workload: "w3".into(),
-        cases: vec![("neuron_grad".into(), batch, timings, error)],
-    })
 }

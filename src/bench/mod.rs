@@ -7,12 +7,17 @@ pub mod graphs;
 pub mod jacobians;
 pub mod plot;
 pub mod w1;
+pub mod w3;
+
+#[cfg(test)]
+mod tests;
 
 use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::backend::Backend;
+use crate::backend::gpu::{GpuContext, Traffic};
 use crate::error::Result;
 
 /// One figure, as `jacobench --json` writes it.
@@ -216,6 +221,138 @@ pub fn median_seconds<T>(repeats: usize, mut work: impl FnMut() -> Result<T>) ->
     }
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])
+}
+
+/// What the traffic columns of a table mean.
+pub const TRAFFIC_LEGEND: &str = "per call: kernel dispatches, MB of storage they bind (an upper bound on bytes read and written), and that over the least (inputs once + outputs once, f32)";
+
+/// What one call of a GPU path asked of the device, beside the least that
+/// its workload must move.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CallTraffic {
+    /// Kernel dispatches and the bytes of storage they bound, in one call:
+    /// an upper bound on the bytes the kernels read and write (host
+    /// transfers are not counted).
+    pub traffic: Traffic,
+    /// The workload's inputs once plus its outputs once, as f32, in bytes.
+    pub min_bytes: f64,
+}
+
+impl CallTraffic {
+    /// How many times the least bytes the call's kernels may move.
+    pub fn over_min(&self) -> f64 {
+        self.traffic.bytes as f64 / self.min_bytes
+    }
+
+    /// Dispatches, bytes and the least bytes as records of `path`.
+    pub fn records(
+        &self,
+        machine: &Machine,
+        workload: &str,
+        case: &str,
+        path: &str,
+    ) -> Vec<Record> {
+        vec![
+            machine.record(
+                workload,
+                case,
+                path,
+                "dispatches_per_call",
+                self.traffic.dispatches as f64,
+                "1",
+            ),
+            machine.record(
+                workload,
+                case,
+                path,
+                "bytes_per_call",
+                self.traffic.bytes as f64,
+                "B",
+            ),
+            machine.record(
+                workload,
+                case,
+                path,
+                "min_bytes_per_call",
+                self.min_bytes,
+                "B",
+            ),
+        ]
+    }
+
+    /// The `disp/call`, `MB/call` and `x min` cells of a table row.
+    pub fn cells(traffic: Option<&CallTraffic>) -> String {
+        match traffic {
+            Some(t) => format!(
+                "{:>9} {:>9.3} {:>7.2}",
+                t.traffic.dispatches,
+                t.traffic.bytes as f64 / 1e6,
+                t.over_min()
+            ),
+            None => format!("{:>9} {:>9} {:>7}", "-", "-", "-"),
+        }
+    }
+
+    /// The headings of [`CallTraffic::cells`].
+    pub fn headings() -> String {
+        format!("{:>9} {:>9} {:>7}", "disp/call", "MB/call", "x min")
+    }
+}
+
+/// Runs `work` once on `context` and returns its result with the kernel
+/// dispatches and bytes it recorded. Kept apart from the timed calls, so
+/// that counting never weighs on a figure.
+pub fn traffic_of<T>(
+    context: &GpuContext,
+    work: impl FnOnce() -> Result<T>,
+) -> Result<(T, Traffic)> {
+    let before = context.traffic();
+    let out = work()?;
+    Ok((out, context.traffic() - before))
+}
+
+/// A table of what each case's GPU paths asked of the device per call, or
+/// nothing when no path ran on a GPU. Paths of a case that asked the same
+/// share a row (end to end and resident usually do: host transfers are not
+/// kernels).
+pub fn traffic_table<'a>(
+    rows: impl IntoIterator<Item = (&'a str, &'a [(String, CallTraffic)])>,
+) -> String {
+    let mut lines: Vec<(&str, String, CallTraffic)> = Vec::new();
+    for (case, paths) in rows {
+        let mut groups: Vec<(String, CallTraffic)> = Vec::new();
+        for (path, traffic) in paths {
+            let path = path.strip_prefix("gpu-").unwrap_or(path);
+            match groups.iter_mut().find(|(_, t)| t == traffic) {
+                Some((label, _)) => {
+                    label.push_str(", ");
+                    label.push_str(path);
+                }
+                None => groups.push((path.to_string(), *traffic)),
+            }
+        }
+        lines.extend(groups.into_iter().map(|(label, t)| (case, label, t)));
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "  {TRAFFIC_LEGEND}\n  {:<32} {:<36} {} {:>9}\n",
+        "case",
+        "path",
+        CallTraffic::headings(),
+        "min MB"
+    );
+    for (case, label, traffic) in lines {
+        out.push_str(&format!(
+            "  {:<32} {:<36} {} {:>9.3}\n",
+            case,
+            label,
+            CallTraffic::cells(Some(&traffic)),
+            traffic.min_bytes / 1e6
+        ));
+    }
+    out
 }
 
 /// Host memory copy bandwidth in bytes per second (read plus write), the

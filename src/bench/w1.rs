@@ -6,7 +6,9 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{Ceilings, ErrorStats, Machine, Record, Settings, median_seconds};
+use super::{
+    CallTraffic, Ceilings, ErrorStats, Machine, Record, Settings, median_seconds, traffic_of,
+};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::{Backend, UnaryOutput};
 use crate::error::{Error, Result};
@@ -34,6 +36,9 @@ pub struct Row {
     pub end_to_end_floor: Option<f64>,
     /// The timed GPU result against the f64 reference.
     pub errors: ErrorStats,
+    /// Per GPU path (gpu-end-to-end, gpu-resident): what one call asks of
+    /// the device. Empty on the CPU backend.
+    pub traffic: Vec<(String, CallTraffic)>,
 }
 
 /// W1's result: a row per operation.
@@ -108,10 +113,12 @@ pub fn run(
         _ => None,
     };
     let per_second = |seconds: f64| elements as f64 / seconds;
+    let min_bytes = BYTES_PER_ELEMENT * elements as f64;
     let mut rows = Vec::with_capacity(ops.len());
     for &op in ops {
         progress(&op.to_string());
         let cpu = per_second(median_seconds(repeats, || CpuBackend.unary(op, &xs))?);
+        let mut traffic = Vec::new();
         let (end_to_end, resident, errors) = match backend {
             Backend::Gpu(context) => {
                 let mut last = None;
@@ -135,6 +142,21 @@ pub fn run(
                     };
                     errors = errors.merge(reference_errors(op, &xs, &resident_out));
                 }
+                let (_, e2e_traffic) = traffic_of(context, || context.unary(op, &xs))?;
+                let (_, resident_traffic) =
+                    traffic_of(context, || context.unary_resident(op, &device_xs))?;
+                for (path, t) in [
+                    ("gpu-end-to-end", e2e_traffic),
+                    ("gpu-resident", resident_traffic),
+                ] {
+                    traffic.push((
+                        path.to_string(),
+                        CallTraffic {
+                            traffic: t,
+                            min_bytes,
+                        },
+                    ));
+                }
                 (Some(per_second(e2e)), Some(per_second(resident)), errors)
             }
             Backend::Cpu(cpu_backend) => {
@@ -150,6 +172,7 @@ pub fn run(
             floor: copy / BYTES_PER_ELEMENT,
             end_to_end_floor,
             errors,
+            traffic,
         });
     }
     Ok(Report { elements, rows })
@@ -188,6 +211,9 @@ impl Report {
                 row.errors.special_mismatches as f64,
                 "1",
             );
+            for (path, traffic) in &row.traffic {
+                records.extend(traffic.records(machine, "w1", &row.case, path));
+            }
         }
         records
     }
@@ -241,6 +267,11 @@ impl Report {
                 ));
             }
         }
+        out.push_str(&super::traffic_table(
+            self.rows
+                .iter()
+                .map(|row| (row.case.as_str(), row.traffic.as_slice())),
+        ));
         out
     }
 

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chainrule::bench::{self, Ceilings, Machine, Settings, graphs, jacobians, plot, w1};
+use chainrule::bench::{self, Ceilings, Machine, Settings, graphs, jacobians, plot, w1, w3};
 use chainrule::{Backend, ContextOptions, UnaryOp};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -164,15 +164,17 @@ fn run(args: Args) -> Result<(), String> {
                 (format!("{}\n{}", report.table(), chain.table()), cases)
             }
             "w2" | "w3" | "w5" => {
-                bar.set_length(if name == "w5" { 8 } else { 2 });
+                bar.set_length(match name {
+                    "w5" => 8,
+                    "w3" => 3,
+                    _ => 2,
+                });
                 bar.set_position(0);
                 let report = match name {
                     "w2" => {
                         jacobians::run_w2(&backend, settings, ceilings, |what| step(&bar, "", what))
                     }
-                    "w3" => {
-                        jacobians::run_w3(&backend, settings, ceilings, |what| step(&bar, "", what))
-                    }
+                    "w3" => w3::run(&backend, settings, ceilings, |what| step(&bar, "", what)),
                     _ => {
                         jacobians::run_w5(&backend, settings, ceilings, |what| step(&bar, "", what))
                     }
