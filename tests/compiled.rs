@@ -332,3 +332,48 @@ fn a_losing_branch_with_an_infinite_derivative_passes_nothing_back() {
     assert_eq!(g.gradients[0].values[0], 0.0, "{:?}", g.gradients[0].values);
     assert!((g.gradients[0].values[1] - std::f32::consts::E).abs() < 1e-5);
 }
+
+#[test]
+fn the_structured_plan_takes_one_fused_forward_kernel_or_a_kernel_per_node() {
+    let Some(context) = own_context() else {
+        return;
+    };
+    let gpu = Backend::Gpu(Arc::clone(&context));
+    let cpu = Backend::Cpu(CpuBackend);
+    let mut rng = common::rng("fused forward");
+    // Small enough for registers (one forward kernel), and too large (a
+    // kernel per node): both must give the CPU path's Jacobian.
+    let mut dispatches = Vec::new();
+    for n in [7usize, 5_000] {
+        let text = format!(
+            "input x[{n}]\nparam W[3,{n}] b[3]\nh = sigmoid(W @ x + b)\ny = tanh(h * h - log_softmax(h))\noutput y"
+        );
+        let program = Program::parse(&text).expect("parses");
+        let batch = 37;
+        let x = common::uniform(&mut rng, batch * n, -1.0, 1.0);
+        let w = common::uniform(&mut rng, 3 * n, -0.5, 0.5);
+        let b = common::uniform(&mut rng, 3, -0.5, 0.5);
+        let vars: [(&str, &[f32]); 3] = [("x", &x), ("W", &w), ("b", &b)];
+        let before = context.traffic();
+        let g = gpu.jacobian(&program, "x", &vars).expect("gpu");
+        dispatches.push((context.traffic() - before).dispatches);
+        let c = cpu.jacobian(&program, "x", &vars).expect("cpu");
+        let dense = |j: &chainrule::JacobianOutput| -> Vec<f32> {
+            j.jacobian
+                .to_dense(j.batch)
+                .into_iter()
+                .map(|v| v as f32)
+                .collect()
+        };
+        close(&format!("jacobian n={n}"), &dense(&g), &dense(&c));
+        close(&format!("values n={n}"), &g.values, &c.values);
+    }
+    // The same plan's products either way; the forward pass is one kernel
+    // instead of one for each of the program's computed nodes.
+    assert!(
+        dispatches[0] + 6 <= dispatches[1],
+        "fused {} vs per node {} dispatches",
+        dispatches[0],
+        dispatches[1]
+    );
+}

@@ -235,7 +235,7 @@ impl Backend {
                 // The reverse pass forms nothing larger per sample than a
                 // node's value: cotangent rows and W's outer products.
                 let layout = context.batch_layout(batch, largest)?;
-                let forward = context.forward(program, &bound, layout)?;
+                let forward = context.forward(program, &bound, layout, &indices)?;
                 let seed = context.upload_jacobian(
                     &Jacobian::Dense {
                         batch,

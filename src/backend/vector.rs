@@ -396,7 +396,7 @@ impl GpuContext {
         let seed_shape = seed.as_ref().map(Jacobian::shape);
         let largest = largest_per_sample(program, plan, seed_shape)?;
         let layout = self.batch_layout(batch, largest)?;
-        let forward = self.forward(program, bound, layout)?;
+        let forward = self.forward(program, bound, layout, &[plan.wrt])?;
         let seed = seed.map(|s| self.upload_jacobian(&s, layout)).transpose()?;
         let mut algebra = super::gpu::program_algebra(self, program, &forward, seed);
         let result = run_plan(plan, &mut algebra, n)?;

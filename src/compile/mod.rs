@@ -357,46 +357,9 @@ fn compile(
         ));
     }
 
-    // Private state: a value per computed node, a partial per unary node
-    // and log-sum-exp on the reverse path, a cotangent per needed node.
-    let mut private = 0usize;
-    for (id, op) in program.nodes.iter().enumerate() {
-        let size = program.shapes[id].size();
-        if size > MAX_TRIPS {
-            return Err(NotFused(format!("node {id} has {size} elements")));
-        }
-        let computed = !matches!(op, Op::Variable(_) | Op::Constant(_));
-        private += size * usize::from(computed);
-        private += size * usize::from(needed[id]);
-        private += size * usize::from(needed[id] && matches!(op, Op::Unary(..) | Op::LogSumExp(_)));
-    }
-    if private > PRIVATE_FLOATS {
-        return Err(NotFused(format!(
-            "{private} floats of state per sample exceed {PRIVATE_FLOATS}"
-        )));
-    }
+    let private = state_floats(program, &needed)?;
 
-    // Bindings.
-    let mut input_binding = vec![None; program.variables.len()];
-    let mut param_offset = vec![None; program.variables.len()];
-    let mut inputs = Vec::new();
-    let mut params = Vec::new();
-    let mut param_floats = 0usize;
-    for (id, op) in program.nodes.iter().enumerate() {
-        if let Op::Variable(v) = *op {
-            match program.variables[v].kind {
-                Kind::Input => {
-                    input_binding[v] = Some(inputs.len());
-                    inputs.push(v);
-                }
-                Kind::Param => {
-                    param_offset[v] = Some(param_floats);
-                    params.push((v, param_floats));
-                    param_floats += program.shapes[id].size();
-                }
-            }
-        }
-    }
+    let (layout, inputs, params, param_floats) = bind_variables(program);
     let mut gradients = Vec::new();
     let mut summed_width = 0usize;
     for &(variable, destination) in wrt {
@@ -423,41 +386,7 @@ fn compile(
             private + summed_width
         )));
     }
-    let layout = Layout {
-        program,
-        input_binding,
-        param_offset,
-    };
-
-    let mut src = shaders::library();
-    src.push_str(
-        "\nstruct FusedParams {\n    count: u32,\n    scale: f32,\n    per_invocation: u32,\n    pad0: u32,\n}\n\n\
-         // A zero partial means the operand was not selected (relu below 0,\n\
-         // the losing side of max), and a zero cotangent or tangent means a\n\
-         // path that was not selected further on: either passes nothing on,\n\
-         // even where the other factor is infinite and 0 * inf would be NaN.\n\
-         fn chain_selected(partial: f32, g: f32) -> f32 {\n    \
-         return select(partial * g, 0.0, partial == 0.0 || g == 0.0);\n}\n\n",
-    );
-    let mut binding = 0usize;
-    let _ = writeln!(
-        src,
-        "@group(0) @binding({binding}) var<uniform> params: FusedParams;"
-    );
-    for (k, _) in inputs.iter().enumerate() {
-        binding += 1;
-        let _ = writeln!(
-            src,
-            "@group(0) @binding({binding}) var<storage, read> in{k}: array<f32>;"
-        );
-    }
-    if !params.is_empty() {
-        binding += 1;
-        let _ = writeln!(
-            src,
-            "@group(0) @binding({binding}) var<storage, read> prm: array<f32>;"
-        );
-    }
+    let (mut src, mut binding) = prelude(&inputs, &params);
     if seeded {
         binding += 1;
         let _ = writeln!(
@@ -490,27 +419,7 @@ fn compile(
             ROUND * WORKGROUP
         );
     }
-    let _ = write!(
-        src,
-        "\n@compute @workgroup_size({WORKGROUP})\n\
-         fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,\n        \
-         @builtin(num_workgroups) groups: vec3<u32>) {{\n    \
-         let lid = lid3.x;\n    let wg = wid.y * groups.x + wid.x;\n    \
-         let threads = groups.x * groups.y * {WORKGROUP}u;\n"
-    );
-    if summed_width > 0 {
-        let _ = writeln!(src, "    var acc: array<f32, {summed_width}>;");
-    }
-    // Each invocation takes samples a grid apart, so that neighbours read
-    // neighbouring rows and the summed gradients gather in registers before
-    // any workgroup memory is touched.
-    let _ = writeln!(
-        src,
-        "    for (var k = 0u; k < params.per_invocation; k = k + 1u) {{\n    \
-         let sample = k * threads + wg * {WORKGROUP}u + lid;\n    \
-         let live = sample < params.count;\n    let s = min(sample, params.count - 1u);"
-    );
-
+    open_samples(&mut src, summed_width);
     match mode {
         Mode::Reverse { seeded } => {
             forward_pass(&mut src, &layout, &needed);
@@ -587,415 +496,125 @@ fn compile(
     })
 }
 
-/// Values of every computed node, and the partials the reverse pass reads.
-fn forward_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool]) {
-    let program = layout.program;
-    for (id, &op) in program.nodes.iter().enumerate() {
-        let scalar = layout.is_scalar(id);
-        let n = layout.size(id);
-        let keep_partial = needed[id];
-        match op {
-            Op::Variable(_) | Op::Constant(_) => continue,
-            Op::Unary(f, a) => {
-                declare(src, &format!("v{id}"), scalar, n);
-                if keep_partial {
-                    declare(src, &format!("d{id}"), scalar, n);
+/// Floats of private state one sample keeps: a value per computed node,
+/// a partial per unary node and log-sum-exp on a derivative path, a tangent
+/// or cotangent per node on it; or why the program does not fit.
+fn state_floats(program: &Program, needed: &[bool]) -> Result<usize, NotFused> {
+    let mut private = 0usize;
+    for (id, op) in program.nodes.iter().enumerate() {
+        let size = program.shapes[id].size();
+        if size > MAX_TRIPS {
+            return Err(NotFused(format!("node {id} has {size} elements")));
+        }
+        let computed = !matches!(op, Op::Variable(_) | Op::Constant(_));
+        private += size * usize::from(computed);
+        private += size * usize::from(needed[id]);
+        private += size * usize::from(needed[id] && matches!(op, Op::Unary(..) | Op::LogSumExp(_)));
+    }
+    if private > PRIVATE_FLOATS {
+        return Err(NotFused(format!(
+            "{private} floats of state per sample exceed {PRIVATE_FLOATS}"
+        )));
+    }
+    Ok(private)
+}
+
+/// Where the kernel reads each variable: inputs bound one buffer each in
+/// order of appearance, params packed into one buffer.
+fn bind_variables(program: &Program) -> (Layout<'_>, Vec<usize>, Vec<(usize, usize)>, usize) {
+    let mut input_binding = vec![None; program.variables.len()];
+    let mut param_offset = vec![None; program.variables.len()];
+    let mut inputs = Vec::new();
+    let mut params = Vec::new();
+    let mut param_floats = 0usize;
+    for (id, op) in program.nodes.iter().enumerate() {
+        if let Op::Variable(v) = *op {
+            match program.variables[v].kind {
+                Kind::Input => {
+                    input_binding[v] = Some(inputs.len());
+                    inputs.push(v);
                 }
-                open_loop(src, n, scalar);
-                let _ = writeln!(
-                    src,
-                    "        let e = {};",
-                    unary_call(f, &layout.at(a, "i"))
-                );
-                let _ = writeln!(src, "        {} = e.x;", layout.at(id, "i"));
-                if keep_partial {
-                    let target = if scalar {
-                        format!("d{id}")
-                    } else {
-                        format!("d{id}[i]")
-                    };
-                    let _ = writeln!(src, "        {target} = e.y;");
+                Kind::Param => {
+                    param_offset[v] = Some(param_floats);
+                    params.push((v, param_floats));
+                    param_floats += program.shapes[id].size();
                 }
-                src.push_str("    }\n");
-            }
-            Op::Binary(f, a, b) => {
-                declare(src, &format!("v{id}"), scalar, n);
-                open_loop(src, n, scalar);
-                let _ = writeln!(
-                    src,
-                    "        {} = {}.x;",
-                    layout.at(id, "i"),
-                    binary_call(f, &layout.at(a, "i"), &layout.at(b, "i"))
-                );
-                src.push_str("    }\n");
-            }
-            Op::MatVec(w, x) => {
-                let cols = layout.size(x);
-                declare(src, &format!("v{id}"), scalar, n);
-                let _ = writeln!(
-                    src,
-                    "    for (var r = 0u; r < {n}u; r = r + 1u) {{\n        var acc = 0.0;\n        \
-                     for (var c = 0u; c < {cols}u; c = c + 1u) {{\n            \
-                     acc = acc + {} * {};\n        }}\n        {} = acc;\n    }}",
-                    layout.at(w, &format!("r * {cols}u + c")),
-                    layout.at(x, "c"),
-                    layout.at(id, "r")
-                );
-            }
-            Op::Sum(a) | Op::Mean(a) => {
-                let len = layout.size(a);
-                let _ = writeln!(
-                    src,
-                    "    var v{id} = 0.0;\n    for (var i = 0u; i < {len}u; i = i + 1u) {{\n        \
-                     v{id} = v{id} + {};\n    }}",
-                    layout.at(a, "i")
-                );
-                if matches!(op, Op::Mean(_)) {
-                    let _ = writeln!(src, "    v{id} = v{id} / {};", literal(len as f64));
-                }
-            }
-            Op::Dot(a, b) => {
-                let len = layout.size(a);
-                let _ = writeln!(
-                    src,
-                    "    var v{id} = 0.0;\n    for (var i = 0u; i < {len}u; i = i + 1u) {{\n        \
-                     v{id} = v{id} + {} * {};\n    }}",
-                    layout.at(a, "i"),
-                    layout.at(b, "i")
-                );
-            }
-            Op::LogSumExp(a) => {
-                // The maximum first, so that no exponential overflows. The
-                // limits at an infinite maximum are those of the f64
-                // reference (`log_sum_exp`, `softmax` in src/program/eval.rs):
-                // lse is that infinity; softmax is one-hot where one element
-                // holds it and NaN where several do; NaN anywhere gives NaN.
-                let len = layout.size(a);
-                let z = layout.at(a, "i");
-                row_stats(src, id, len, &z);
-                let _ = writeln!(
-                    src,
-                    "    var t{id} = 0.0;\n    \
-                     for (var i = 0u; i < {len}u; i = i + 1u) {{\n        \
-                     t{id} = t{id} + exp_acc({z} - m{id});\n    }}\n    \
-                     var v{id} = m{id} + ln_acc(t{id});\n    \
-                     if (is_inf_f32(m{id})) {{\n        v{id} = m{id};\n    }}\n    \
-                     if (nan{id}) {{\n        v{id} = nan_like(0.0);\n    }}"
-                );
-                if keep_partial {
-                    let _ = writeln!(
-                        src,
-                        "    var d{id}: array<f32, {len}>;\n    \
-                         for (var i = 0u; i < {len}u; i = i + 1u) {{\n        let z = {z};\n        \
-                         d{id}[i] = exp_acc(z - m{id}) / t{id};\n        \
-                         if (is_inf_f32(m{id})) {{\n            d{id}[i] = select(0.0, 1.0, z == m{id});\n        }}\n        \
-                         if (undefined{id}) {{\n            d{id}[i] = nan_like(0.0);\n        }}\n    }}"
-                    );
-                }
-            }
-            Op::ShiftMax(a) => {
-                // z - max(z), the maximum held constant (its Jacobian is the
-                // identity); the limits of `shift_max` in src/program/eval.rs.
-                let len = layout.size(a);
-                let z = layout.at(a, "i");
-                row_stats(src, id, len, &z);
-                let _ = writeln!(
-                    src,
-                    "    var v{id}: array<f32, {len}>;\n    \
-                     for (var i = 0u; i < {len}u; i = i + 1u) {{\n        let z = {z};\n        \
-                     v{id}[i] = z - m{id};\n        \
-                     if (is_inf_f32(m{id})) {{\n            v{id}[i] = select(inf_like(z, true), 0.0, z == m{id});\n        }}\n        \
-                     if (undefined{id}) {{\n            v{id}[i] = nan_like(0.0);\n        }}\n    }}"
-                );
             }
         }
     }
+    let layout = Layout {
+        program,
+        input_binding,
+        param_offset,
+    };
+    (layout, inputs, params, param_floats)
 }
 
-/// The maximum of a row `z` (an expression of `i`) of `len` elements, how
-/// many elements hold it, and whether any is NaN (tested by bits), as
-/// `m{id}`, `ties{id}`, `nan{id}`; `undefined{id}` where an infinite maximum
-/// is held by several elements or a NaN is present.
-fn row_stats(src: &mut String, id: NodeId, len: usize, z: &str) {
+/// The library, the uniform, and the bindings of inputs and params; the
+/// last binding index used.
+fn prelude(inputs: &[usize], params: &[(usize, usize)]) -> (String, usize) {
+    let mut src = shaders::library();
+    src.push_str(
+        "\nstruct FusedParams {\n    count: u32,\n    scale: f32,\n    per_invocation: u32,\n    pad0: u32,\n}\n\n\
+         // A zero partial means the operand was not selected (relu below 0,\n\
+         // the losing side of max), and a zero cotangent or tangent means a\n\
+         // path that was not selected further on: either passes nothing on,\n\
+         // even where the other factor is infinite and 0 * inf would be NaN.\n\
+         fn chain_selected(partial: f32, g: f32) -> f32 {\n    \
+         return select(partial * g, 0.0, partial == 0.0 || g == 0.0);\n}\n\n",
+    );
+    let mut binding = 0usize;
     let _ = writeln!(
         src,
-        "    var m{id} = inf_like(0.0, true);\n    var ties{id} = 0u;\n    var nan{id} = false;\n    \
-         for (var i = 0u; i < {len}u; i = i + 1u) {{\n        let z = {z};\n        \
-         if (is_nan_f32(z)) {{\n            nan{id} = true;\n        \
-         }} else if (z > m{id}) {{\n            m{id} = z;\n            ties{id} = 1u;\n        \
-         }} else if (z == m{id}) {{\n            ties{id} = ties{id} + 1u;\n        }}\n    }}\n    \
-         let undefined{id} = nan{id} || (is_inf_f32(m{id}) && ties{id} > 1u);"
+        "@group(0) @binding({binding}) var<uniform> params: FusedParams;"
     );
-}
-
-/// Cotangents, from the output back to the variables asked for.
-fn reverse_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool], seeded: bool) {
-    let program = layout.program;
-    for (id, _) in program.nodes.iter().enumerate() {
-        if needed[id] {
-            declare(
-                src,
-                &format!("g{id}"),
-                layout.is_scalar(id),
-                layout.size(id),
-            );
-        }
-    }
-    let out = program.output;
-    if seeded {
-        let m = layout.size(out);
+    for (k, _) in inputs.iter().enumerate() {
+        binding += 1;
         let _ = writeln!(
             src,
-            "    for (var i = 0u; i < {m}u; i = i + 1u) {{\n        {} = seed[s * {m}u + i];\n    }}",
-            cot(layout, out, "i")
+            "@group(0) @binding({binding}) var<storage, read> in{k}: array<f32>;"
         );
-    } else {
-        let _ = writeln!(src, "    g{out} = 1.0;");
     }
-    for id in (0..program.nodes.len()).rev() {
-        if !needed[id] {
-            continue;
-        }
-        let n = layout.size(id);
-        let scalar = layout.is_scalar(id);
-        match program.nodes[id] {
-            Op::Variable(_) | Op::Constant(_) => {}
-            Op::Unary(_, a) => {
-                open_loop(src, n, scalar);
-                let partial = if scalar {
-                    format!("d{id}")
-                } else {
-                    format!("d{id}[i]")
-                };
-                let _ = writeln!(
-                    src,
-                    "        {t} = {t} + chain_selected({partial}, {g});\n    }}",
-                    t = cot(layout, a, "i"),
-                    g = cot(layout, id, "i")
-                );
-            }
-            Op::Binary(f, a, b) => {
-                open_loop(src, n, scalar);
-                let _ = writeln!(
-                    src,
-                    "        let e = {};",
-                    binary_call(f, &layout.at(a, "i"), &layout.at(b, "i"))
-                );
-                for (operand, component) in [(a, 'y'), (b, 'z')] {
-                    if needed[operand] {
-                        let _ = writeln!(
-                            src,
-                            "        {t} = {t} + chain_selected(e.{component}, {g});",
-                            t = cot(layout, operand, "i"),
-                            g = cot(layout, id, "i")
-                        );
-                    }
-                }
-                src.push_str("    }\n");
-            }
-            Op::MatVec(w, x) => {
-                let cols = layout.size(x);
-                if needed[x] {
-                    let _ = writeln!(
-                        src,
-                        "    for (var c = 0u; c < {cols}u; c = c + 1u) {{\n        var acc = 0.0;\n        \
-                         for (var r = 0u; r < {n}u; r = r + 1u) {{\n            \
-                         acc = acc + {} * g{id}[r];\n        }}\n        {t} = {t} + acc;\n    }}",
-                        layout.at(w, &format!("r * {cols}u + c")),
-                        t = cot(layout, x, "c")
-                    );
-                }
-                if needed[w] {
-                    let _ = writeln!(
-                        src,
-                        "    for (var r = 0u; r < {n}u; r = r + 1u) {{\n        \
-                         for (var c = 0u; c < {cols}u; c = c + 1u) {{\n            \
-                         g{w}[r * {cols}u + c] = g{w}[r * {cols}u + c] + g{id}[r] * {};\n        }}\n    }}",
-                        layout.at(x, "c")
-                    );
-                }
-            }
-            Op::Sum(a) | Op::Mean(a) => {
-                let len = layout.size(a);
-                let share = if matches!(program.nodes[id], Op::Mean(_)) {
-                    format!("g{id} / {}", literal(len as f64))
-                } else {
-                    format!("g{id}")
-                };
-                open_loop(src, len, layout.is_scalar(a));
-                let _ = writeln!(
-                    src,
-                    "        {t} = {t} + {share};\n    }}",
-                    t = cot(layout, a, "i")
-                );
-            }
-            Op::Dot(a, b) => {
-                let len = layout.size(a);
-                open_loop(src, len, layout.is_scalar(a));
-                for (operand, other) in [(a, b), (b, a)] {
-                    if needed[operand] {
-                        let _ = writeln!(
-                            src,
-                            "        {t} = {t} + g{id} * {};",
-                            layout.at(other, "i"),
-                            t = cot(layout, operand, "i")
-                        );
-                    }
-                }
-                src.push_str("    }\n");
-            }
-            Op::LogSumExp(a) => {
-                let len = layout.size(a);
-                open_loop(src, len, layout.is_scalar(a));
-                let _ = writeln!(
-                    src,
-                    "        {t} = {t} + chain_selected(d{id}[i], g{id});\n    }}",
-                    t = cot(layout, a, "i")
-                );
-            }
-            Op::ShiftMax(a) => {
-                open_loop(src, n, scalar);
-                let _ = writeln!(
-                    src,
-                    "        {t} = {t} + {g};\n    }}",
-                    t = cot(layout, a, "i"),
-                    g = cot(layout, id, "i")
-                );
-            }
-        }
+    if !params.is_empty() {
+        binding += 1;
+        let _ = writeln!(
+            src,
+            "@group(0) @binding({binding}) var<storage, read> prm: array<f32>;"
+        );
     }
+    (src, binding)
 }
 
-/// Tangents of every node that depends on input `wrt`, seeded with the
-/// seed's row, forward through the local partials (the same `_vd` and
-/// `_vdd` functions as the values). Stored as `g{id}`, like cotangents, so
-/// the output is written the same way.
-fn tangent_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool], wrt: usize) {
-    let program = layout.program;
-    for (id, &op) in program.nodes.iter().enumerate() {
-        if !needed[id] {
-            continue;
-        }
-        let n = layout.size(id);
-        let scalar = layout.is_scalar(id);
-        declare(src, &format!("g{id}"), scalar, n);
-        // A term of the tangent from operand `o`, if it depends on the input.
-        let term = |o: NodeId, partial: &str, i: &str| -> Option<String> {
-            needed[o].then(|| format!("chain_selected({partial}, {})", cot(layout, o, i)))
-        };
-        let sum = |terms: Vec<Option<String>>| -> String {
-            let terms: Vec<String> = terms.into_iter().flatten().collect();
-            if terms.is_empty() {
-                "0.0".into()
-            } else {
-                terms.join(" + ")
-            }
-        };
-        match op {
-            Op::Variable(v) if v == wrt => {
-                open_loop(src, n, scalar);
-                let _ = writeln!(
-                    src,
-                    "        {} = seed[s * {n}u + i];\n    }}",
-                    cot(layout, id, "i")
-                );
-            }
-            Op::Variable(_) | Op::Constant(_) => {}
-            Op::Unary(_, a) => {
-                open_loop(src, n, scalar);
-                let partial = if scalar {
-                    format!("d{id}")
-                } else {
-                    format!("d{id}[i]")
-                };
-                let _ = writeln!(
-                    src,
-                    "        {} = {};\n    }}",
-                    cot(layout, id, "i"),
-                    sum(vec![term(a, &partial, "i")])
-                );
-            }
-            Op::Binary(f, a, b) => {
-                open_loop(src, n, scalar);
-                let _ = writeln!(
-                    src,
-                    "        let e = {};\n        {} = {};\n    }}",
-                    binary_call(f, &layout.at(a, "i"), &layout.at(b, "i")),
-                    cot(layout, id, "i"),
-                    sum(vec![term(a, "e.y", "i"), term(b, "e.z", "i")])
-                );
-            }
-            Op::MatVec(w, x) => {
-                // The matrix is a param, so only x carries a tangent.
-                let cols = layout.size(x);
-                let _ = writeln!(
-                    src,
-                    "    for (var r = 0u; r < {n}u; r = r + 1u) {{\n        var acc = 0.0;\n        \
-                     for (var c = 0u; c < {cols}u; c = c + 1u) {{\n            \
-                     acc = acc + {} * {};\n        }}\n        {} = acc;\n    }}",
-                    layout.at(w, &format!("r * {cols}u + c")),
-                    cot(layout, x, "c"),
-                    cot(layout, id, "r")
-                );
-            }
-            Op::ShiftMax(a) => {
-                open_loop(src, n, scalar);
-                let _ = writeln!(
-                    src,
-                    "        {} = {};\n    }}",
-                    cot(layout, id, "i"),
-                    sum(vec![term(a, "1.0", "i")])
-                );
-            }
-            Op::Sum(a) | Op::Mean(a) | Op::Dot(a, _) | Op::LogSumExp(a) => {
-                let len = layout.size(a);
-                let contribution = match op {
-                    Op::Dot(a, b) => sum(vec![
-                        term(a, &layout.at(b, "i"), "i"),
-                        term(b, &layout.at(a, "i"), "i"),
-                    ]),
-                    Op::LogSumExp(_) => sum(vec![term(a, &format!("d{id}[i]"), "i")]),
-                    _ => sum(vec![term(a, "1.0", "i")]),
-                };
-                let _ = writeln!(
-                    src,
-                    "    for (var i = 0u; i < {len}u; i = i + 1u) {{\n        g{id} = g{id} + {contribution};\n    }}"
-                );
-                if matches!(op, Op::Mean(_)) {
-                    let _ = writeln!(src, "    g{id} = g{id} / {};", literal(len as f64));
-                }
-            }
-        }
+/// The entry point, opened up to the body run for each sample `s` (with
+/// `live` false past the batch); `summed_width` registers accumulate sums.
+fn open_samples(src: &mut String, summed_width: usize) {
+    let _ = write!(
+        src,
+        "\n@compute @workgroup_size({WORKGROUP})\n\
+         fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,\n        \
+         @builtin(num_workgroups) groups: vec3<u32>) {{\n    \
+         let lid = lid3.x;\n    let wg = wid.y * groups.x + wid.x;\n    \
+         let threads = groups.x * groups.y * {WORKGROUP}u;\n"
+    );
+    if summed_width > 0 {
+        let _ = writeln!(src, "    var acc: array<f32, {summed_width}>;");
     }
-}
-
-/// Each workgroup's sums of the accumulated gradients, ROUND columns at a
-/// time, by a fixed two-level tree in workgroup memory: 16 invocations per
-/// column add 16 entries each, then one invocation adds their 16 results.
-/// Three barriers a round, whatever the workgroup size.
-fn workgroup_sums(src: &mut String, width: usize) {
-    let rounds = width.div_ceil(ROUND);
-    let lanes = WORKGROUP / ROUND;
+    // Each invocation takes samples a grid apart, so that neighbours read
+    // neighbouring rows and the summed gradients gather in registers before
+    // any workgroup memory is touched.
     let _ = writeln!(
         src,
-        "    for (var r = 0u; r < {rounds}u; r = r + 1u) {{\n        \
-         let base = r * {ROUND}u;\n        let columns = min({ROUND}u, {width}u - base);\n        \
-         for (var c = 0u; c < columns; c = c + 1u) {{\n            \
-         red[c * {WORKGROUP}u + lid] = acc[base + c];\n        }}\n        \
-         workgroupBarrier();\n        \
-         let column = lid / {lanes}u;\n        let part = lid % {lanes}u;\n        \
-         if (column < columns) {{\n            var t = 0.0;\n            \
-         for (var q = 0u; q < {lanes}u; q = q + 1u) {{\n                \
-         t = t + red[column * {WORKGROUP}u + part * {lanes}u + q];\n            }}\n            \
-         red[column * {WORKGROUP}u + part * {lanes}u] = t;\n        }}\n        \
-         workgroupBarrier();\n        \
-         if (lid < columns) {{\n            var t = 0.0;\n            \
-         for (var q = 0u; q < {lanes}u; q = q + 1u) {{\n                \
-         t = t + red[lid * {WORKGROUP}u + q * {lanes}u];\n            }}\n            \
-         partials[wg * {width}u + base + lid] = t;\n        }}\n        \
-         workgroupBarrier();\n    }}"
+        "    for (var k = 0u; k < params.per_invocation; k = k + 1u) {{\n    \
+         let sample = k * threads + wg * {WORKGROUP}u + lid;\n    \
+         let live = sample < params.count;\n    let s = min(sample, params.count - 1u);"
     );
 }
+
+mod forward;
+mod passes;
+
+pub use forward::{ForwardOutput, FusedForward, Written, forward};
+use passes::{forward_pass, reverse_pass, tangent_pass, workgroup_sums};
 
 #[cfg(test)]
 mod tests;

@@ -213,7 +213,7 @@ impl GpuContext {
         Ok(())
     }
 
-    fn new_segments(&self, layout: BatchLayout, per_sample: usize) -> Segments {
+    pub(super) fn new_segments(&self, layout: BatchLayout, per_sample: usize) -> Segments {
         (0..layout.segments())
             .map(|s| {
                 Arc::new(self.take_buffer(
@@ -227,8 +227,30 @@ impl GpuContext {
     }
 
     /// The forward pass: `variables[v]` holds input v's B x size values or
-    /// parameter v's values.
+    /// parameter v's values; `wrt` are the variables whose derivatives the
+    /// plan takes. One fused kernel where the program fits registers,
+    /// otherwise a kernel per node.
     pub(crate) fn forward(
+        &self,
+        program: &Program,
+        variables: &[&[f32]],
+        layout: BatchLayout,
+        wrt: &[usize],
+    ) -> Result<Forward> {
+        if let Ok(plan) = crate::compile::forward(program, wrt) {
+            let limit = self.device.limits().max_storage_buffers_per_shader_stage as usize;
+            let bindings =
+                plan.inputs.len() + usize::from(!plan.params.is_empty()) + plan.outputs.len();
+            if bindings <= limit {
+                return self.fused_forward(&plan, program, variables, layout);
+            }
+        }
+        self.forward_by_node(program, variables, layout)
+    }
+
+    /// The forward pass with a kernel per node, every value and partial in
+    /// memory: for programs too large for registers.
+    fn forward_by_node(
         &self,
         program: &Program,
         variables: &[&[f32]],

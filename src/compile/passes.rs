@@ -1,0 +1,419 @@
+//! The passes a fused kernel is made of, each written into the kernel's
+//! body for one sample `s`: values and partials forward, tangents forward,
+//! cotangents backward, and the workgroup's sums of summed gradients.
+
+use std::fmt::Write;
+
+use super::{
+    Layout, NodeId, Op, ROUND, WORKGROUP, binary_call, cot, declare, literal, open_loop, unary_call,
+};
+
+/// Values of every computed node, and the partials the reverse pass reads.
+pub(super) fn forward_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool]) {
+    let program = layout.program;
+    for (id, &op) in program.nodes.iter().enumerate() {
+        let scalar = layout.is_scalar(id);
+        let n = layout.size(id);
+        let keep_partial = needed[id];
+        match op {
+            Op::Variable(_) | Op::Constant(_) => continue,
+            Op::Unary(f, a) => {
+                declare(src, &format!("v{id}"), scalar, n);
+                if keep_partial {
+                    declare(src, &format!("d{id}"), scalar, n);
+                }
+                open_loop(src, n, scalar);
+                let _ = writeln!(
+                    src,
+                    "        let e = {};",
+                    unary_call(f, &layout.at(a, "i"))
+                );
+                let _ = writeln!(src, "        {} = e.x;", layout.at(id, "i"));
+                if keep_partial {
+                    let target = if scalar {
+                        format!("d{id}")
+                    } else {
+                        format!("d{id}[i]")
+                    };
+                    let _ = writeln!(src, "        {target} = e.y;");
+                }
+                src.push_str("    }\n");
+            }
+            Op::Binary(f, a, b) => {
+                declare(src, &format!("v{id}"), scalar, n);
+                open_loop(src, n, scalar);
+                let _ = writeln!(
+                    src,
+                    "        {} = {}.x;",
+                    layout.at(id, "i"),
+                    binary_call(f, &layout.at(a, "i"), &layout.at(b, "i"))
+                );
+                src.push_str("    }\n");
+            }
+            Op::MatVec(w, x) => {
+                let cols = layout.size(x);
+                declare(src, &format!("v{id}"), scalar, n);
+                let _ = writeln!(
+                    src,
+                    "    for (var r = 0u; r < {n}u; r = r + 1u) {{\n        var acc = 0.0;\n        \
+                     for (var c = 0u; c < {cols}u; c = c + 1u) {{\n            \
+                     acc = acc + {} * {};\n        }}\n        {} = acc;\n    }}",
+                    layout.at(w, &format!("r * {cols}u + c")),
+                    layout.at(x, "c"),
+                    layout.at(id, "r")
+                );
+            }
+            Op::Sum(a) | Op::Mean(a) => {
+                let len = layout.size(a);
+                let _ = writeln!(
+                    src,
+                    "    var v{id} = 0.0;\n    for (var i = 0u; i < {len}u; i = i + 1u) {{\n        \
+                     v{id} = v{id} + {};\n    }}",
+                    layout.at(a, "i")
+                );
+                if matches!(op, Op::Mean(_)) {
+                    let _ = writeln!(src, "    v{id} = v{id} / {};", literal(len as f64));
+                }
+            }
+            Op::Dot(a, b) => {
+                let len = layout.size(a);
+                let _ = writeln!(
+                    src,
+                    "    var v{id} = 0.0;\n    for (var i = 0u; i < {len}u; i = i + 1u) {{\n        \
+                     v{id} = v{id} + {} * {};\n    }}",
+                    layout.at(a, "i"),
+                    layout.at(b, "i")
+                );
+            }
+            Op::LogSumExp(a) => {
+                // The maximum first, so that no exponential overflows. The
+                // limits at an infinite maximum are those of the f64
+                // reference (`log_sum_exp`, `softmax` in src/program/eval.rs):
+                // lse is that infinity; softmax is one-hot where one element
+                // holds it and NaN where several do; NaN anywhere gives NaN.
+                let len = layout.size(a);
+                let z = layout.at(a, "i");
+                row_stats(src, id, len, &z);
+                let _ = writeln!(
+                    src,
+                    "    var t{id} = 0.0;\n    \
+                     for (var i = 0u; i < {len}u; i = i + 1u) {{\n        \
+                     t{id} = t{id} + exp_acc({z} - m{id});\n    }}\n    \
+                     var v{id} = m{id} + ln_acc(t{id});\n    \
+                     if (is_inf_f32(m{id})) {{\n        v{id} = m{id};\n    }}\n    \
+                     if (nan{id}) {{\n        v{id} = nan_like(0.0);\n    }}"
+                );
+                if keep_partial {
+                    let _ = writeln!(
+                        src,
+                        "    var d{id}: array<f32, {len}>;\n    \
+                         for (var i = 0u; i < {len}u; i = i + 1u) {{\n        let z = {z};\n        \
+                         d{id}[i] = exp_acc(z - m{id}) / t{id};\n        \
+                         if (is_inf_f32(m{id})) {{\n            d{id}[i] = select(0.0, 1.0, z == m{id});\n        }}\n        \
+                         if (undefined{id}) {{\n            d{id}[i] = nan_like(0.0);\n        }}\n    }}"
+                    );
+                }
+            }
+            Op::ShiftMax(a) => {
+                // z - max(z), the maximum held constant (its Jacobian is the
+                // identity); the limits of `shift_max` in src/program/eval.rs.
+                let len = layout.size(a);
+                let z = layout.at(a, "i");
+                row_stats(src, id, len, &z);
+                let _ = writeln!(
+                    src,
+                    "    var v{id}: array<f32, {len}>;\n    \
+                     for (var i = 0u; i < {len}u; i = i + 1u) {{\n        let z = {z};\n        \
+                     v{id}[i] = z - m{id};\n        \
+                     if (is_inf_f32(m{id})) {{\n            v{id}[i] = select(inf_like(z, true), 0.0, z == m{id});\n        }}\n        \
+                     if (undefined{id}) {{\n            v{id}[i] = nan_like(0.0);\n        }}\n    }}"
+                );
+            }
+        }
+    }
+}
+
+/// The maximum of a row `z` (an expression of `i`) of `len` elements, how
+/// many elements hold it, and whether any is NaN (tested by bits), as
+/// `m{id}`, `ties{id}`, `nan{id}`; `undefined{id}` where an infinite maximum
+/// is held by several elements or a NaN is present.
+fn row_stats(src: &mut String, id: NodeId, len: usize, z: &str) {
+    let _ = writeln!(
+        src,
+        "    var m{id} = inf_like(0.0, true);\n    var ties{id} = 0u;\n    var nan{id} = false;\n    \
+         for (var i = 0u; i < {len}u; i = i + 1u) {{\n        let z = {z};\n        \
+         if (is_nan_f32(z)) {{\n            nan{id} = true;\n        \
+         }} else if (z > m{id}) {{\n            m{id} = z;\n            ties{id} = 1u;\n        \
+         }} else if (z == m{id}) {{\n            ties{id} = ties{id} + 1u;\n        }}\n    }}\n    \
+         let undefined{id} = nan{id} || (is_inf_f32(m{id}) && ties{id} > 1u);"
+    );
+}
+
+/// Cotangents, from the output back to the variables asked for.
+pub(super) fn reverse_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool], seeded: bool) {
+    let program = layout.program;
+    for (id, _) in program.nodes.iter().enumerate() {
+        if needed[id] {
+            declare(
+                src,
+                &format!("g{id}"),
+                layout.is_scalar(id),
+                layout.size(id),
+            );
+        }
+    }
+    let out = program.output;
+    if seeded {
+        let m = layout.size(out);
+        let _ = writeln!(
+            src,
+            "    for (var i = 0u; i < {m}u; i = i + 1u) {{\n        {} = seed[s * {m}u + i];\n    }}",
+            cot(layout, out, "i")
+        );
+    } else {
+        let _ = writeln!(src, "    g{out} = 1.0;");
+    }
+    for id in (0..program.nodes.len()).rev() {
+        if !needed[id] {
+            continue;
+        }
+        let n = layout.size(id);
+        let scalar = layout.is_scalar(id);
+        match program.nodes[id] {
+            Op::Variable(_) | Op::Constant(_) => {}
+            Op::Unary(_, a) => {
+                open_loop(src, n, scalar);
+                let partial = if scalar {
+                    format!("d{id}")
+                } else {
+                    format!("d{id}[i]")
+                };
+                let _ = writeln!(
+                    src,
+                    "        {t} = {t} + chain_selected({partial}, {g});\n    }}",
+                    t = cot(layout, a, "i"),
+                    g = cot(layout, id, "i")
+                );
+            }
+            Op::Binary(f, a, b) => {
+                open_loop(src, n, scalar);
+                let _ = writeln!(
+                    src,
+                    "        let e = {};",
+                    binary_call(f, &layout.at(a, "i"), &layout.at(b, "i"))
+                );
+                for (operand, component) in [(a, 'y'), (b, 'z')] {
+                    if needed[operand] {
+                        let _ = writeln!(
+                            src,
+                            "        {t} = {t} + chain_selected(e.{component}, {g});",
+                            t = cot(layout, operand, "i"),
+                            g = cot(layout, id, "i")
+                        );
+                    }
+                }
+                src.push_str("    }\n");
+            }
+            Op::MatVec(w, x) => {
+                let cols = layout.size(x);
+                if needed[x] {
+                    let _ = writeln!(
+                        src,
+                        "    for (var c = 0u; c < {cols}u; c = c + 1u) {{\n        var acc = 0.0;\n        \
+                         for (var r = 0u; r < {n}u; r = r + 1u) {{\n            \
+                         acc = acc + {} * g{id}[r];\n        }}\n        {t} = {t} + acc;\n    }}",
+                        layout.at(w, &format!("r * {cols}u + c")),
+                        t = cot(layout, x, "c")
+                    );
+                }
+                if needed[w] {
+                    let _ = writeln!(
+                        src,
+                        "    for (var r = 0u; r < {n}u; r = r + 1u) {{\n        \
+                         for (var c = 0u; c < {cols}u; c = c + 1u) {{\n            \
+                         g{w}[r * {cols}u + c] = g{w}[r * {cols}u + c] + g{id}[r] * {};\n        }}\n    }}",
+                        layout.at(x, "c")
+                    );
+                }
+            }
+            Op::Sum(a) | Op::Mean(a) => {
+                let len = layout.size(a);
+                let share = if matches!(program.nodes[id], Op::Mean(_)) {
+                    format!("g{id} / {}", literal(len as f64))
+                } else {
+                    format!("g{id}")
+                };
+                open_loop(src, len, layout.is_scalar(a));
+                let _ = writeln!(
+                    src,
+                    "        {t} = {t} + {share};\n    }}",
+                    t = cot(layout, a, "i")
+                );
+            }
+            Op::Dot(a, b) => {
+                let len = layout.size(a);
+                open_loop(src, len, layout.is_scalar(a));
+                for (operand, other) in [(a, b), (b, a)] {
+                    if needed[operand] {
+                        let _ = writeln!(
+                            src,
+                            "        {t} = {t} + g{id} * {};",
+                            layout.at(other, "i"),
+                            t = cot(layout, operand, "i")
+                        );
+                    }
+                }
+                src.push_str("    }\n");
+            }
+            Op::LogSumExp(a) => {
+                let len = layout.size(a);
+                open_loop(src, len, layout.is_scalar(a));
+                let _ = writeln!(
+                    src,
+                    "        {t} = {t} + chain_selected(d{id}[i], g{id});\n    }}",
+                    t = cot(layout, a, "i")
+                );
+            }
+            Op::ShiftMax(a) => {
+                open_loop(src, n, scalar);
+                let _ = writeln!(
+                    src,
+                    "        {t} = {t} + {g};\n    }}",
+                    t = cot(layout, a, "i"),
+                    g = cot(layout, id, "i")
+                );
+            }
+        }
+    }
+}
+
+/// Tangents of every node that depends on input `wrt`, seeded with the
+/// seed's row, forward through the local partials (the same `_vd` and
+/// `_vdd` functions as the values). Stored as `g{id}`, like cotangents, so
+/// the output is written the same way.
+pub(super) fn tangent_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool], wrt: usize) {
+    let program = layout.program;
+    for (id, &op) in program.nodes.iter().enumerate() {
+        if !needed[id] {
+            continue;
+        }
+        let n = layout.size(id);
+        let scalar = layout.is_scalar(id);
+        declare(src, &format!("g{id}"), scalar, n);
+        // A term of the tangent from operand `o`, if it depends on the input.
+        let term = |o: NodeId, partial: &str, i: &str| -> Option<String> {
+            needed[o].then(|| format!("chain_selected({partial}, {})", cot(layout, o, i)))
+        };
+        let sum = |terms: Vec<Option<String>>| -> String {
+            let terms: Vec<String> = terms.into_iter().flatten().collect();
+            if terms.is_empty() {
+                "0.0".into()
+            } else {
+                terms.join(" + ")
+            }
+        };
+        match op {
+            Op::Variable(v) if v == wrt => {
+                open_loop(src, n, scalar);
+                let _ = writeln!(
+                    src,
+                    "        {} = seed[s * {n}u + i];\n    }}",
+                    cot(layout, id, "i")
+                );
+            }
+            Op::Variable(_) | Op::Constant(_) => {}
+            Op::Unary(_, a) => {
+                open_loop(src, n, scalar);
+                let partial = if scalar {
+                    format!("d{id}")
+                } else {
+                    format!("d{id}[i]")
+                };
+                let _ = writeln!(
+                    src,
+                    "        {} = {};\n    }}",
+                    cot(layout, id, "i"),
+                    sum(vec![term(a, &partial, "i")])
+                );
+            }
+            Op::Binary(f, a, b) => {
+                open_loop(src, n, scalar);
+                let _ = writeln!(
+                    src,
+                    "        let e = {};\n        {} = {};\n    }}",
+                    binary_call(f, &layout.at(a, "i"), &layout.at(b, "i")),
+                    cot(layout, id, "i"),
+                    sum(vec![term(a, "e.y", "i"), term(b, "e.z", "i")])
+                );
+            }
+            Op::MatVec(w, x) => {
+                // The matrix is a param, so only x carries a tangent.
+                let cols = layout.size(x);
+                let _ = writeln!(
+                    src,
+                    "    for (var r = 0u; r < {n}u; r = r + 1u) {{\n        var acc = 0.0;\n        \
+                     for (var c = 0u; c < {cols}u; c = c + 1u) {{\n            \
+                     acc = acc + {} * {};\n        }}\n        {} = acc;\n    }}",
+                    layout.at(w, &format!("r * {cols}u + c")),
+                    cot(layout, x, "c"),
+                    cot(layout, id, "r")
+                );
+            }
+            Op::ShiftMax(a) => {
+                open_loop(src, n, scalar);
+                let _ = writeln!(
+                    src,
+                    "        {} = {};\n    }}",
+                    cot(layout, id, "i"),
+                    sum(vec![term(a, "1.0", "i")])
+                );
+            }
+            Op::Sum(a) | Op::Mean(a) | Op::Dot(a, _) | Op::LogSumExp(a) => {
+                let len = layout.size(a);
+                let contribution = match op {
+                    Op::Dot(a, b) => sum(vec![
+                        term(a, &layout.at(b, "i"), "i"),
+                        term(b, &layout.at(a, "i"), "i"),
+                    ]),
+                    Op::LogSumExp(_) => sum(vec![term(a, &format!("d{id}[i]"), "i")]),
+                    _ => sum(vec![term(a, "1.0", "i")]),
+                };
+                let _ = writeln!(
+                    src,
+                    "    for (var i = 0u; i < {len}u; i = i + 1u) {{\n        g{id} = g{id} + {contribution};\n    }}"
+                );
+                if matches!(op, Op::Mean(_)) {
+                    let _ = writeln!(src, "    g{id} = g{id} / {};", literal(len as f64));
+                }
+            }
+        }
+    }
+}
+
+/// Each workgroup's sums of the accumulated gradients, ROUND columns at a
+/// time, by a fixed two-level tree in workgroup memory: 16 invocations per
+/// column add 16 entries each, then one invocation adds their 16 results.
+/// Three barriers a round, whatever the workgroup size.
+pub(super) fn workgroup_sums(src: &mut String, width: usize) {
+    let rounds = width.div_ceil(ROUND);
+    let lanes = WORKGROUP / ROUND;
+    let _ = writeln!(
+        src,
+        "    for (var r = 0u; r < {rounds}u; r = r + 1u) {{\n        \
+         let base = r * {ROUND}u;\n        let columns = min({ROUND}u, {width}u - base);\n        \
+         for (var c = 0u; c < columns; c = c + 1u) {{\n            \
+         red[c * {WORKGROUP}u + lid] = acc[base + c];\n        }}\n        \
+         workgroupBarrier();\n        \
+         let column = lid / {lanes}u;\n        let part = lid % {lanes}u;\n        \
+         if (column < columns) {{\n            var t = 0.0;\n            \
+         for (var q = 0u; q < {lanes}u; q = q + 1u) {{\n                \
+         t = t + red[column * {WORKGROUP}u + part * {lanes}u + q];\n            }}\n            \
+         red[column * {WORKGROUP}u + part * {lanes}u] = t;\n        }}\n        \
+         workgroupBarrier();\n        \
+         if (lid < columns) {{\n            var t = 0.0;\n            \
+         for (var q = 0u; q < {lanes}u; q = q + 1u) {{\n                \
+         t = t + red[lid * {WORKGROUP}u + q * {lanes}u];\n            }}\n            \
+         partials[wg * {width}u + base + lid] = t;\n        }}\n        \
+         workgroupBarrier();\n    }}"
+    );
+}
