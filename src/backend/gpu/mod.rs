@@ -9,6 +9,7 @@ mod ceilings;
 mod codegen;
 mod context;
 mod fused;
+mod fused_forward;
 mod graph;
 mod jacobian;
 mod lazy;
