@@ -377,3 +377,45 @@ fn the_structured_plan_takes_one_fused_forward_kernel_or_a_kernel_per_node() {
         dispatches[1]
     );
 }
+
+#[test]
+fn small_dense_jacobians_are_one_fused_kernel_by_columns_or_rows() {
+    let Some(context) = own_context() else {
+        return;
+    };
+    let gpu = Backend::Gpu(Arc::clone(&context));
+    let cpu = Backend::Cpu(CpuBackend);
+    let mut rng = common::rng("fused jacobians");
+    // 2 x 6 (rows: reverse passes) and 5 x 3 (columns: tangent passes).
+    let programs = [
+        "input p[6]\nparam W[2,6]\ny = tanh(W @ p) * sum(p * p) + max(W @ p, 0.1)\noutput y",
+        "input p[3]\nparam W[5,3] b[5]\ny = softplus(W @ p + b) / (1 + dot(p, p)) - log_softmax(W @ p)\noutput y",
+    ];
+    for text in programs {
+        let program = Program::parse(text).expect("parses");
+        for batch in [1usize, 300] {
+            let vars = variables(&program, batch, &mut rng);
+            let bound: Vec<(&str, &[f32])> = vars
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_slice()))
+                .collect();
+            let before = context.traffic();
+            let g = gpu.jacobian(&program, "p", &bound).expect("gpu");
+            assert_eq!(
+                (context.traffic() - before).dispatches,
+                1,
+                "{text}: one kernel"
+            );
+            let c = cpu.jacobian(&program, "p", &bound).expect("cpu");
+            let dense = |j: &chainrule::JacobianOutput| -> Vec<f32> {
+                j.jacobian
+                    .to_dense(j.batch)
+                    .into_iter()
+                    .map(|v| v as f32)
+                    .collect()
+            };
+            close(&format!("{text} B={batch}"), &dense(&g), &dense(&c));
+            close(&format!("{text} values"), &g.values, &c.values);
+        }
+    }
+}

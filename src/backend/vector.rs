@@ -308,6 +308,26 @@ impl GpuContext {
     }
 }
 
+/// Each sample's dense Jacobian (and the values) by the program
+/// compiler's fused kernel, or `None` when it is too large for one.
+fn fused_jacobian(
+    context: &GpuContext,
+    program: &Program,
+    wrt: usize,
+    bound: &[&[f32]],
+    batch: usize,
+) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+    let Ok(plan) = crate::compile::jacobian(program, wrt, true) else {
+        return Ok(None);
+    };
+    if !context.fits_fused(&plan) {
+        return Ok(None);
+    }
+    let sizes: Vec<usize> = program.variables.iter().map(|v| v.shape.size()).collect();
+    let mut out = context.fused_gradient(&plan, bound, &sizes, batch, 1.0, None)?;
+    Ok(Some((out.per_sample.swap_remove(0), out.values)))
+}
+
 /// A JVP or VJP by the program compiler's fused kernel, or `None` when the
 /// program does not compile to one and the structured plan should run.
 fn fused_seeded(
@@ -467,6 +487,23 @@ impl Backend {
                 })
             }
             Backend::Gpu(context) => {
+                if request == Request::Jacobian
+                    && plan.output.shape.structure == crate::jacobian::Structure::Dense
+                    && let Some((data, values)) =
+                        fused_jacobian(context, program, wrt, &bound, batch)?
+                {
+                    return Ok(JacobianOutput {
+                        jacobian: Jacobian::Dense {
+                            batch,
+                            rows: m,
+                            cols: n,
+                            data: data.into_iter().map(f64::from).collect(),
+                        },
+                        values,
+                        plan,
+                        batch,
+                    });
+                }
                 let (result, layout, forward) =
                     context.run_on_device(program, &plan, &bound, batch, seed)?;
                 let jacobian = context.download_jacobian(&result, layout)?;

@@ -328,6 +328,33 @@ pub fn jvp(program: &Program, wrt: usize, values: bool) -> Result<FusedGradient,
     )
 }
 
+/// The most tangent or cotangent passes a fused Jacobian makes, and the
+/// most elements of each sample's Jacobian: beyond these, the structured
+/// plan's matrix products do the work better.
+pub const JACOBIAN_PASSES: usize = 16;
+/// See [`JACOBIAN_PASSES`].
+pub const JACOBIAN_ELEMENTS: usize = 1024;
+
+/// Compiles each sample's dense Jacobian of the output with respect to
+/// input `wrt`, B x m x n row-major in the one per-sample output: forward
+/// tangent passes, one per column, or reverse passes, one per row,
+/// whichever are fewer.
+pub fn jacobian(program: &Program, wrt: usize, values: bool) -> Result<FusedGradient, NotFused> {
+    let m = program.shapes[program.output].size();
+    let n = program.variables[wrt].shape.size();
+    if m.min(n) > JACOBIAN_PASSES || m * n > JACOBIAN_ELEMENTS {
+        return Err(NotFused(format!(
+            "a {m} x {n} Jacobian is left to the matrix products"
+        )));
+    }
+    compile(
+        program,
+        &[(wrt, Destination::PerSample)],
+        values,
+        Mode::Jacobian { reverse: m < n },
+    )
+}
+
 /// Which way derivatives travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -336,6 +363,10 @@ enum Mode {
     Reverse { seeded: bool },
     /// Tangents from one input forward, seeded per sample (a JVP).
     Forward,
+    /// The whole per-sample Jacobian with respect to one input, a column
+    /// per tangent pass seeded with a unit vector, or (`reverse`) a row per
+    /// cotangent pass; the values are computed once.
+    Jacobian { reverse: bool },
 }
 
 fn compile(
@@ -344,7 +375,7 @@ fn compile(
     values: bool,
     mode: Mode,
 ) -> Result<FusedGradient, NotFused> {
-    let seeded = mode != (Mode::Reverse { seeded: false });
+    let seeded = matches!(mode, Mode::Forward | Mode::Reverse { seeded: true });
     let output_size = program.shapes[program.output].size();
     let variables: Vec<usize> = wrt.iter().map(|&(v, _)| v).collect();
     let needed = needed(program, &variables);
@@ -366,6 +397,7 @@ fn compile(
         let size = match mode {
             Mode::Forward => output_size,
             Mode::Reverse { .. } => program.variables[variable].shape.size(),
+            Mode::Jacobian { .. } => output_size * program.variables[variable].shape.size(),
         };
         let offset = if destination == Destination::Summed {
             summed_width += size;
@@ -423,11 +455,44 @@ fn compile(
     match mode {
         Mode::Reverse { seeded } => {
             forward_pass(&mut src, &layout, &needed);
-            reverse_pass(&mut src, &layout, &needed, seeded);
+            let seed = if seeded { Seed::Buffer } else { Seed::One };
+            reverse_pass(&mut src, &layout, &needed, seed);
         }
         Mode::Forward => {
             forward_pass(&mut src, &layout, &needed);
-            tangent_pass(&mut src, &layout, &needed, variables[0]);
+            tangent_pass(&mut src, &layout, &needed, variables[0], Seed::Buffer);
+        }
+        Mode::Jacobian { reverse } => {
+            forward_pass(&mut src, &layout, &needed);
+            let wrt = variables[0];
+            let n = program.variables[wrt].shape.size();
+            let m = output_size;
+            let wrt_node = program.variable_node(wrt).unwrap_or(0);
+            if reverse {
+                let _ = writeln!(
+                    src,
+                    "    for (var unit = 0u; unit < {m}u; unit = unit + 1u) {{"
+                );
+                reverse_pass(&mut src, &layout, &needed, Seed::Unit);
+                let _ = writeln!(
+                    src,
+                    "    if (live) {{\n        for (var i = 0u; i < {n}u; i = i + 1u) {{\n            \
+                     out_g0[(s * {m}u + unit) * {n}u + i] = {};\n        }}\n    }}\n    }}",
+                    cot(&layout, wrt_node, "i")
+                );
+            } else {
+                let _ = writeln!(
+                    src,
+                    "    for (var unit = 0u; unit < {n}u; unit = unit + 1u) {{"
+                );
+                tangent_pass(&mut src, &layout, &needed, wrt, Seed::Unit);
+                let _ = writeln!(
+                    src,
+                    "    if (live) {{\n        for (var i = 0u; i < {m}u; i = i + 1u) {{\n            \
+                     out_g0[(s * {m}u + i) * {n}u + unit] = {};\n        }}\n    }}\n    }}",
+                    cot(&layout, program.output, "i")
+                );
+            }
         }
     }
 
@@ -436,14 +501,17 @@ fn compile(
     if values {
         let _ = writeln!(
             src,
-            "        out_value[s] = {};",
-            layout.at(program.output, "0u")
+            "        for (var i = 0u; i < {output_size}u; i = i + 1u) {{\n            \
+             out_value[s * {output_size}u + i] = {};\n        }}",
+            layout.at(program.output, "i")
         );
     }
     for (k, slot) in gradients.iter().enumerate() {
         let node = match mode {
             Mode::Forward => program.output,
             Mode::Reverse { .. } => program.variable_node(slot.variable).unwrap_or(0),
+            // Written column by column (or row by row) above.
+            Mode::Jacobian { .. } => continue,
         };
         let scalar = layout.is_scalar(node);
         match (slot.destination, scalar) {
@@ -614,7 +682,7 @@ mod forward;
 mod passes;
 
 pub use forward::{ForwardOutput, FusedForward, Written, forward};
-use passes::{forward_pass, reverse_pass, tangent_pass, workgroup_sums};
+use passes::{Seed, forward_pass, reverse_pass, tangent_pass, workgroup_sums};
 
 #[cfg(test)]
 mod tests;

@@ -150,7 +150,29 @@ fn row_stats(src: &mut String, id: NodeId, len: usize, z: &str) {
 }
 
 /// Cotangents, from the output back to the variables asked for.
-pub(super) fn reverse_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool], seeded: bool) {
+/// Where a pass's seed comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Seed {
+    /// 1 (the gradient of a scalar).
+    One,
+    /// The `seed` binding's row for the sample.
+    Buffer,
+    /// The unit vector whose 1 is at index `unit` (a loop variable).
+    Unit,
+}
+
+impl Seed {
+    /// The seed's element `i` for a row of `n`.
+    fn element(self, n: usize, i: &str) -> String {
+        match self {
+            Seed::One => "1.0".into(),
+            Seed::Buffer => format!("seed[s * {n}u + {i}]"),
+            Seed::Unit => format!("select(0.0, 1.0, {i} == unit)"),
+        }
+    }
+}
+
+pub(super) fn reverse_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool], seed: Seed) {
     let program = layout.program;
     for (id, _) in program.nodes.iter().enumerate() {
         if needed[id] {
@@ -163,16 +185,13 @@ pub(super) fn reverse_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool
         }
     }
     let out = program.output;
-    if seeded {
-        let m = layout.size(out);
-        let _ = writeln!(
-            src,
-            "    for (var i = 0u; i < {m}u; i = i + 1u) {{\n        {} = seed[s * {m}u + i];\n    }}",
-            cot(layout, out, "i")
-        );
-    } else {
-        let _ = writeln!(src, "    g{out} = 1.0;");
-    }
+    let m = layout.size(out);
+    let _ = writeln!(
+        src,
+        "    for (var i = 0u; i < {m}u; i = i + 1u) {{\n        {} = {};\n    }}",
+        cot(layout, out, "i"),
+        seed.element(m, "i")
+    );
     for id in (0..program.nodes.len()).rev() {
         if !needed[id] {
             continue;
@@ -291,7 +310,13 @@ pub(super) fn reverse_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool
 /// seed's row, forward through the local partials (the same `_vd` and
 /// `_vdd` functions as the values). Stored as `g{id}`, like cotangents, so
 /// the output is written the same way.
-pub(super) fn tangent_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool], wrt: usize) {
+pub(super) fn tangent_pass(
+    src: &mut String,
+    layout: &Layout<'_>,
+    needed: &[bool],
+    wrt: usize,
+    seed: Seed,
+) {
     let program = layout.program;
     for (id, &op) in program.nodes.iter().enumerate() {
         if !needed[id] {
@@ -317,8 +342,9 @@ pub(super) fn tangent_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool
                 open_loop(src, n, scalar);
                 let _ = writeln!(
                     src,
-                    "        {} = seed[s * {n}u + i];\n    }}",
-                    cot(layout, id, "i")
+                    "        {} = {};\n    }}",
+                    cot(layout, id, "i"),
+                    seed.element(n, "i")
                 );
             }
             Op::Variable(_) | Op::Constant(_) => {}
