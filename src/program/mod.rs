@@ -38,6 +38,7 @@
 //!   constant -1, `x^c` with a constant c is the unary `pow(c)`, and
 //!   operations on constants alone are folded.
 
+mod builder;
 mod eval;
 mod lower;
 mod parse;
@@ -46,6 +47,8 @@ mod rules;
 pub(crate) use eval::softmax;
 
 use std::fmt;
+
+pub use builder::{Handle, ProgramBuilder};
 
 use crate::error::{Error, Result};
 use crate::ops::{BinaryOp, UnaryOp};
