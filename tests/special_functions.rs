@@ -467,7 +467,7 @@ fn every_new_function_in_a_program() {
         let got = &dense[s * 16..(s + 1) * 16];
         for (k, (g, w)) in got.iter().zip(&want).enumerate() {
             assert!(
-                (f64::from(*g) - w).abs() <= 1e-4 * w.abs().max(1.0),
+                (*g - w).abs() <= 1e-4 * w.abs().max(1.0),
                 "sample {s} J[{k}]: gpu {g} vs oracle {w}"
             );
         }
