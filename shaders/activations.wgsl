@@ -261,3 +261,162 @@ fn pow_vd(x: f32, p: f32) -> vec2<f32> {
         p * select(slope, -slope, negative && integer && !odd),
     );
 }
+
+// ln(1 + x) for x >= -1: -Inf at -1 with derivative +Inf; 1 + x is exact
+// wherever 1 / (1 + x) is large.
+fn log1p_vd(x: f32) -> vec2<f32> {
+    if (is_nan_f32(x) || x < -1.0) {
+        return nan_pair(x);
+    }
+    if (x == -1.0) {
+        return vec2<f32>(inf_like(x, true), inf_like(x, false));
+    }
+    if (is_inf_f32(x)) {
+        return vec2<f32>(x, 0.0);
+    }
+    return vec2<f32>(log1p_acc(x), 1.0 / (1.0 + x));
+}
+
+fn expm1_vd(x: f32) -> vec2<f32> {
+    if (is_nan_f32(x)) {
+        return nan_pair(x);
+    }
+    return vec2<f32>(expm1_acc(x), exp_acc(x));
+}
+
+// 1 / (1 + x^2) as r^2 / (1 + r^2), r = 1/x, past |x| = 1, so that x^2
+// never overflows.
+fn atan_vd(x: f32) -> vec2<f32> {
+    if (is_nan_f32(x)) {
+        return nan_pair(x);
+    }
+    var d = 1.0 / (1.0 + x * x);
+    if (abs(x) > 1.0) {
+        let r = 1.0 / x;
+        d = r * r / (1.0 + r * r);
+    }
+    return vec2<f32>(atan_acc(x), d);
+}
+
+// 1 / sqrt(1 + a^2) for a >= 0 without overflow.
+fn inverse_hypot_one(a: f32) -> f32 {
+    if (a > 1.0) {
+        let r = 1.0 / a;
+        return r / sqrt(1.0 + r * r);
+    }
+    return 1.0 / sqrt(1.0 + a * a);
+}
+
+// sign(x) ln(|x| + sqrt(x^2 + 1)): log1p(a + a^2 / (1 + sqrt(1 + a^2))) up
+// to a = 2, ln(2a + 1 / (sqrt(a^2 + 1) + a)) beyond, and ln a + ln 2 past
+// 4096, where sqrt(a^2 + 1) is a in f32 and a^2 would soon overflow.
+fn asinh_vd(x: f32) -> vec2<f32> {
+    if (is_nan_f32(x)) {
+        return nan_pair(x);
+    }
+    if (is_inf_f32(x)) {
+        return vec2<f32>(x, 0.0);
+    }
+    let a = abs(x);
+    var m: f32;
+    if (a > 4096.0) {
+        m = ln_acc(a) + 0.6931472;
+    } else if (a > 2.0) {
+        m = ln_acc(2.0 * a + 1.0 / (sqrt(a * a + 1.0) + a));
+    } else {
+        m = log1p_acc(a + a * a / (1.0 + sqrt(1.0 + a * a)));
+    }
+    return vec2<f32>(select(m, -m, sign_bit_f32(x)), inverse_hypot_one(a));
+}
+
+// acosh x for x >= 1, from t = x - 1 (exact below 2) as log1p(t + sqrt(2t +
+// t^2)) up to 2, then as asinh; derivative 1 / sqrt((x - 1)(x + 1)), +Inf at 1.
+fn acosh_vd(x: f32) -> vec2<f32> {
+    if (is_nan_f32(x) || x < 1.0) {
+        return nan_pair(x);
+    }
+    if (x == 1.0) {
+        return vec2<f32>(0.0, inf_like(x, false));
+    }
+    if (is_inf_f32(x)) {
+        return vec2<f32>(x, 0.0);
+    }
+    let t = x - 1.0;
+    var value: f32;
+    if (x > 4096.0) {
+        value = ln_acc(x) + 0.6931472;
+    } else if (x > 2.0) {
+        value = ln_acc(2.0 * x - 1.0 / (x + sqrt(x * x - 1.0)));
+    } else {
+        value = log1p_acc(t + sqrt(2.0 * t + t * t));
+    }
+    var d: f32;
+    if (x > 2.0) {
+        let r = 1.0 / x;
+        d = r / sqrt((1.0 - r) * (1.0 + r));
+    } else {
+        d = 1.0 / sqrt(t * (x + 1.0));
+    }
+    return vec2<f32>(value, d);
+}
+
+// sign(x) log1p(2a / (1 - a)) / 2 for a = |x| < 1 (1 - a is exact from a =
+// 1/2 on), with 2a + 2a^2 / (1 - a) below 1/2; +-Inf at +-1 with derivative
+// +Inf, NaN beyond.
+fn atanh_vd(x: f32) -> vec2<f32> {
+    let a = abs(x);
+    if (is_nan_f32(x) || a > 1.0) {
+        return nan_pair(x);
+    }
+    if (a == 1.0) {
+        return vec2<f32>(inf_like(x, sign_bit_f32(x)), inf_like(x, false));
+    }
+    var m: f32;
+    if (a < 0.5) {
+        m = 0.5 * log1p_acc(2.0 * a + 2.0 * a * a / (1.0 - a));
+    } else {
+        m = 0.5 * log1p_acc(2.0 * a / (1.0 - a));
+    }
+    return vec2<f32>(select(m, -m, sign_bit_f32(x)), 1.0 / ((1.0 - a) * (1.0 + a)));
+}
+
+// erf x and (2 / sqrt(pi)) e^(-x^2); +-1 and 0 at +-Inf.
+fn erf_vd(x: f32) -> vec2<f32> {
+    if (is_nan_f32(x)) {
+        return nan_pair(x);
+    }
+    if (is_inf_f32(x)) {
+        return vec2<f32>(select(1.0, -1.0, x < 0.0), 0.0);
+    }
+    return vec2<f32>(erf_acc(x), 1.1283791671 * exp_neg_scaled_square(x, 1.0));
+}
+
+// gelu's exact form x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2 (so the left
+// tail keeps its relative precision), derivative Phi(x) + x phi(x) with
+// phi(x) = e^(-x^2/2) / sqrt(2 pi); the limits (+Inf, 1) and (0, 0) at +-Inf.
+fn gelu_exact_vd(x: f32) -> vec2<f32> {
+    if (is_nan_f32(x)) {
+        return nan_pair(x);
+    }
+    if (is_inf_f32(x)) {
+        return select(vec2<f32>(0.0, 0.0), vec2<f32>(x, 1.0), x > 0.0);
+    }
+    let big_phi = 0.5 * erfc_acc(-0.70710678 * x);
+    let phi = 0.39894228 * exp_neg_scaled_square(x, 0.5);
+    return vec2<f32>(x * big_phi, big_phi + x * phi);
+}
+
+// x ln x with 0 ln 0 = 0 (its limit) and derivative ln x + 1, -Inf at 0.
+fn xlogx_vd(x: f32) -> vec2<f32> {
+    if (is_nan_f32(x) || x < 0.0) {
+        return nan_pair(x);
+    }
+    if (x == 0.0) {
+        return vec2<f32>(0.0, inf_like(x, true));
+    }
+    if (is_inf_f32(x)) {
+        return vec2<f32>(x, x);
+    }
+    let l = ln_acc(x);
+    return vec2<f32>(x * l, l + 1.0);
+}

@@ -1,6 +1,7 @@
 // Value and both partials of every element-wise binary operation, as
 // vec3(f, df/da, df/db). Each mirrors the function of the same name in
-// src/ops/binary.rs. Needs common.wgsl and activations.wgsl (pow_magnitude).
+// src/ops/binary.rs. Needs common.wgsl (atan_acc) and activations.wgsl
+// (pow_magnitude, ln_vd).
 
 fn nan_triple(x: f32) -> vec3<f32> {
     let n = nan_like(x);
@@ -109,4 +110,61 @@ fn max_vdd(a: f32, b: f32) -> vec3<f32> {
         return vec3<f32>(a, 0.5, 0.5);
     }
     return select(vec3<f32>(b, 0.0, 1.0), vec3<f32>(a, 1.0, 0.0), a > b);
+}
+
+// atan2(y, x), the angle of (x, y), from atan of min(|x|, |y|) / max(|x|, |y|)
+// in [0, 1] placed in its octant by bit tests on the signs, so the axes,
+// signed zeros and infinities give IEEE's answers (atan2(+-0, -0) = +-pi,
+// atan2(+-Inf, +-Inf) = +-pi/4 or +-3pi/4). The partials x / (x^2 + y^2) and
+// -y / (x^2 + y^2) come from the point scaled by m = max(|x|, |y|), so that
+// the squares neither overflow nor underflow; at the origin and wherever an
+// operand is infinite both are 0.
+fn atan2_vdd(y: f32, x: f32) -> vec3<f32> {
+    if (either_nan(y, x)) {
+        return nan_triple(y);
+    }
+    let ax = abs(x);
+    let ay = abs(y);
+    let m = max(ax, ay);
+    var r = 0.0;
+    if (is_inf_f32(m)) {
+        r = select(0.0, 0.7853982, is_inf_f32(min(ax, ay)));
+    } else if (!is_zero_f32(m)) {
+        r = atan_acc(min(ax, ay) / m);
+    }
+    if (ay > ax) {
+        r = 1.5707964 - r;
+    }
+    if (sign_bit_f32(x)) {
+        r = 3.1415927 - r;
+    }
+    r = select(r, -r, sign_bit_f32(y));
+    var dy = 0.0;
+    var dx = 0.0;
+    if (!is_inf_f32(m) && !is_zero_f32(m)) {
+        let xs = x / m;
+        let ys = y / m;
+        let s = xs * xs + ys * ys;
+        dy = xs / s / m;
+        dx = -ys / s / m;
+    }
+    return vec3<f32>(r, dy, dx);
+}
+
+// x ln y with 0 where x = 0 (0 ln 0 = 0, as scipy's xlogy) or ln y = 0; the
+// partial in x is ln y everywhere, the partial in y is x / y, 0 where x = 0.
+// For y < 0 and x != 0, outside the domain, all three are NaN.
+fn xlogy_vdd(x: f32, y: f32) -> vec3<f32> {
+    if (either_nan(x, y)) {
+        return nan_triple(x);
+    }
+    let ln_y = ln_vd(y).x;
+    if (is_zero_f32(x)) {
+        return vec3<f32>(0.0, ln_y, 0.0);
+    }
+    if (y < 0.0) {
+        return nan_triple(x);
+    }
+    let value = select(x * ln_y, 0.0, is_zero_f32(ln_y));
+    return vec3<f32>(value, ln_y, quotient_f32(x, y));
 }

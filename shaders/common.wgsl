@@ -1,5 +1,5 @@
 // Shared pieces of every chainrule kernel: IEEE classification by bit tests
-// and accurate exp, expm1, ln and log1p in f32.
+// and accurate exp, expm1, ln, log1p, atan, erf and erfc in f32.
 //
 // Why bit tests: WGSL lets a compiler assume there is no NaN or Inf, and on
 // some drivers `x != x` is false for NaN (lavapipe's Vulkan backend), so
@@ -7,7 +7,9 @@
 // Why our own exp and ln: WGSL allows exp an error of 3 + 2|x| ulp (179 ulp at
 // x = 88, beyond our 1e-5 relative contract) and ln an absolute error of 2^-21
 // near 1; these versions reduce the argument exactly and stay within a few ulp.
-// Their f64 mirrors are Rust's own exp, exp_m1, ln and ln_1p (src/ops/unary.rs).
+// Their f64 mirrors are Rust's own exp, exp_m1, ln, ln_1p and atan
+// (src/ops/unary.rs, src/ops/special.rs) and the reference erf and erfc of
+// src/ops/special.rs.
 
 fn is_nan_f32(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
@@ -110,10 +112,109 @@ fn ln_acc(x: f32) -> f32 {
     return e * 0.693145752 + (atanh2_series(s) + e * 1.42860677e-6);
 }
 
-// ln(1 + u) for u >= 0 without losing u when it is small.
+// ln(1 + u) for finite u > -1 without losing u when it is small: the series
+// in s = u / (2 + u) for -0.3 < u < 0.4 (|s| < 0.18), else ln(w) for
+// w = 1 + u with w's rounding error corrected to first order, (u - (w - 1)) / w.
 fn log1p_acc(u: f32) -> f32 {
-    if (u < 0.4) {
+    if (u > -0.3 && u < 0.4) {
         return atanh2_series(u / (2.0 + u));
     }
-    return ln_acc(1.0 + u);
+    let w = 1.0 + u;
+    return ln_acc(w) + (u - (w - 1.0)) / w;
+}
+
+// e^(-c x^2) for finite x and c = 1 or 1/2 (a power of two, so c h^2 is
+// exact): x = h + (x - h) with h's low 12 bits cleared makes h^2 exact, and
+// x^2 = h^2 + (x - h)(x + h) keeps the square's rounding out of an exponent
+// that reaches -100 while the result is still a normal f32.
+fn exp_neg_scaled_square(x: f32, c: f32) -> f32 {
+    let h = bitcast<f32>(bitcast<u32>(x) & 0xfffff000u);
+    return exp_acc(-c * h * h) * exp_acc(-c * (x - h) * (x + h));
+}
+
+// atan x for every x but NaN (+-pi/2 at +-Inf), within 1.2e-7 relative: the
+// argument is reduced to |r| <= tan(pi/8) by atan a = pi/2 + atan(-1/a) above
+// tan(3pi/8) and pi/4 + atan((a - 1)/(a + 1)) above tan(pi/8), then an odd
+// polynomial of degree 9 (the coefficients of Cephes' atanf).
+fn atan_acc(x: f32) -> f32 {
+    let a = abs(x);
+    var base = 0.0;
+    var r = a;
+    if (a > 2.4142135) {
+        base = 1.5707964;
+        r = -1.0 / a;
+    } else if (a > 0.41421356) {
+        base = 0.7853982;
+        r = (a - 1.0) / (a + 1.0);
+    }
+    let z = r * r;
+    var p = 0.0805374449538 * z - 0.138776856032;
+    p = p * z + 0.199777106478;
+    p = p * z - 0.333329491539;
+    let y = base + (p * z * r + r);
+    return select(y, -y, sign_bit_f32(x));
+}
+
+// erf x for |x| < 0.5 by its Taylor series to x^13 (the next term is below
+// 1e-9 relative there).
+fn erf_series_acc(x: f32) -> f32 {
+    let x2 = x * x;
+    var q = x2 * (1.0 / 9360.0) - 1.0 / 1320.0;
+    q = q * x2 + 1.0 / 216.0;
+    q = q * x2 - 1.0 / 42.0;
+    q = q * x2 + 0.1;
+    q = q * x2 - 1.0 / 3.0;
+    return 1.1283791671 * (x + x * x2 * q);
+}
+
+// erfc z for finite z >= 0 by the Chebyshev-fitted form of Numerical Recipes
+// (Press et al., section 6.2), t e^(-z^2 + P(t)) with t = 1 / (1 + z/2) and
+// P of degree 9, whose relative error is below 1.2e-7 for every z >= 0: the
+// tail keeps its relative precision where 1 - erf z would cancel.
+fn erfc_tail_acc(z: f32) -> f32 {
+    let t = 1.0 / (1.0 + 0.5 * z);
+    var p = 0.17087277;
+    p = p * t - 0.82215223;
+    p = p * t + 1.48851587;
+    p = p * t - 1.13520398;
+    p = p * t + 0.27886807;
+    p = p * t - 0.18628806;
+    p = p * t + 0.09678418;
+    p = p * t + 0.37409196;
+    p = p * t + 1.00002368;
+    p = p * t - 1.26551223;
+    return t * exp_neg_scaled_square(z, 1.0) * exp_acc(p);
+}
+
+// erf x for every x but NaN: the series near 0, 1 - erfc |x| beyond, and
+// +-1 past |x| = 4, where erfc is below half an ulp of 1.
+fn erf_acc(x: f32) -> f32 {
+    let a = abs(x);
+    if (a < 0.5) {
+        return erf_series_acc(x);
+    }
+    var e = 1.0;
+    if (a < 4.0) {
+        e = 1.0 - erfc_tail_acc(a);
+    }
+    return select(e, -e, sign_bit_f32(x));
+}
+
+// erfc z = 1 - erf z for every z but NaN, from the tail wherever that
+// subtraction would cancel: 0 past z = 10.5 (below the f32 range), 2 below
+// z = -4.
+fn erfc_acc(z: f32) -> f32 {
+    if (abs(z) < 0.5) {
+        return 1.0 - erf_series_acc(z);
+    }
+    if (z > 10.5) {
+        return 0.0;
+    }
+    if (z > 0.0) {
+        return erfc_tail_acc(z);
+    }
+    if (z < -4.0) {
+        return 2.0;
+    }
+    return 2.0 - erfc_tail_acc(-z);
 }

@@ -19,6 +19,11 @@ fn smooth_at(op: UnaryOp, x: f64) -> bool {
         UnaryOp::Tan => x.cos().abs() > 0.1,
         UnaryOp::Pow { exponent } if exponent.fract() != 0.0 => x > 1e-3,
         UnaryOp::Pow { exponent } if exponent < 0.0 => x.abs() > 1e-2,
+        // Inside each domain, away from the edge where the derivative is infinite.
+        UnaryOp::Log1p => x > -0.99,
+        UnaryOp::Acosh => x > 1.01,
+        UnaryOp::Atanh => x.abs() < 0.99,
+        UnaryOp::Xlogx => x > 1e-3,
         _ => true,
     }
 }
@@ -95,6 +100,71 @@ fn closed_forms_at_known_points() {
         (UnaryOp::Softplus, 1000.0, 1000.0, 1.0),
         (UnaryOp::Silu, -1000.0, 0.0, 0.0),
         (UnaryOp::Gelu, 1000.0, 1000.0, 1.0),
+        // The special functions, against values of the C library's erf,
+        // erfc, asinh, acosh, atanh and log1p.
+        (UnaryOp::Log1p, -0.5, -std::f64::consts::LN_2, 2.0),
+        (UnaryOp::Log1p, 0.0, 0.0, 1.0),
+        (UnaryOp::Expm1, 0.0, 0.0, 1.0),
+        (UnaryOp::Expm1, -1000.0, -1.0, 0.0),
+        (UnaryOp::Atan, 1.0, std::f64::consts::FRAC_PI_4, 0.5),
+        (UnaryOp::Atan, -1e300, -std::f64::consts::FRAC_PI_2, 0.0),
+        (
+            UnaryOp::Asinh,
+            1e-3,
+            0.000_999_999_833_333_408_3,
+            1.0 / (1.0 + 1e-6f64).sqrt(),
+        ),
+        (
+            UnaryOp::Asinh,
+            1e10,
+            23.718_998_110_500_4,
+            1.0 / (1.0 + 1e20f64).sqrt(),
+        ),
+        (
+            UnaryOp::Acosh,
+            1.0 + 2f64.powi(-20),
+            0.001_381_067_822_247_581_4,
+            724.077_171_301_594_8,
+        ),
+        (UnaryOp::Atanh, 0.5, 0.549_306_144_334_054_8, 4.0 / 3.0),
+        (
+            UnaryOp::Erf,
+            0.5,
+            0.520_499_877_813_046_5,
+            0.878_782_578_935_444_8,
+        ),
+        (
+            UnaryOp::Erf,
+            1.0,
+            0.842_700_792_949_714_9,
+            0.415_107_497_420_594_7,
+        ),
+        (
+            UnaryOp::Erf,
+            3.0,
+            0.999_977_909_503_001_4,
+            1.392_530_519_467_478_6e-4,
+        ),
+        (UnaryOp::GeluExact, 0.0, 0.0, 0.5),
+        (
+            UnaryOp::GeluExact,
+            1.0,
+            0.841_344_746_068_542_9,
+            1.083_315_470_587_686_4,
+        ),
+        (
+            UnaryOp::GeluExact,
+            -3.0,
+            -0.004_049_694_094_890_287,
+            -0.011_945_647_204_183_927,
+        ),
+        (UnaryOp::Xlogx, 1.0, 0.0, 1.0),
+        (
+            UnaryOp::Xlogx,
+            std::f64::consts::E,
+            std::f64::consts::E,
+            2.0,
+        ),
     ];
     for (op, x, value, derivative) in cases {
         let (v, d) = op.value_and_derivative(x);
@@ -138,6 +208,91 @@ fn domain_edges_give_the_ieee_answers() {
         assert!(
             nan(op.value_and_derivative(f64::NAN)),
             "{op}: NaN in, NaN out"
+        );
+    }
+}
+
+#[test]
+fn special_functions_take_their_limits_and_poles() {
+    let nan = |(v, d): (f64, f64)| v.is_nan() && d.is_nan();
+    let (inf, pi_2) = (f64::INFINITY, std::f64::consts::FRAC_PI_2);
+    let exact = [
+        (UnaryOp::Log1p, -1.0, (-inf, inf)),
+        (UnaryOp::Log1p, inf, (inf, 0.0)),
+        (UnaryOp::Expm1, -inf, (-1.0, 0.0)),
+        (UnaryOp::Expm1, inf, (inf, inf)),
+        (UnaryOp::Atan, inf, (pi_2, 0.0)),
+        (UnaryOp::Atan, -inf, (-pi_2, 0.0)),
+        (UnaryOp::Asinh, -inf, (-inf, 0.0)),
+        (UnaryOp::Acosh, 1.0, (0.0, inf)),
+        (UnaryOp::Acosh, inf, (inf, 0.0)),
+        (UnaryOp::Atanh, 1.0, (inf, inf)),
+        (UnaryOp::Atanh, -1.0, (-inf, inf)),
+        (UnaryOp::Erf, inf, (1.0, 0.0)),
+        (UnaryOp::Erf, -inf, (-1.0, 0.0)),
+        (UnaryOp::GeluExact, inf, (inf, 1.0)),
+        (UnaryOp::GeluExact, -inf, (0.0, 0.0)),
+        (UnaryOp::Xlogx, 0.0, (0.0, -inf)),
+        (UnaryOp::Xlogx, -0.0, (0.0, -inf)),
+        (UnaryOp::Xlogx, inf, (inf, inf)),
+    ];
+    for (op, x, expected) in exact {
+        assert_eq!(op.value_and_derivative(x), expected, "{op} at {x}");
+    }
+    for (op, x) in [
+        (UnaryOp::Log1p, -1.5),
+        (UnaryOp::Log1p, -inf),
+        (UnaryOp::Acosh, 0.5),
+        (UnaryOp::Acosh, -inf),
+        (UnaryOp::Atanh, 1.5),
+        (UnaryOp::Atanh, -inf),
+        (UnaryOp::Xlogx, -1e-30),
+    ] {
+        assert!(
+            nan(op.value_and_derivative(x)),
+            "{op} at {x}: outside the domain"
+        );
+    }
+    // Odd functions keep the sign of zero.
+    for op in [UnaryOp::Atan, UnaryOp::Asinh, UnaryOp::Atanh, UnaryOp::Erf] {
+        let (v, _) = op.value_and_derivative(-0.0);
+        assert!(v == 0.0 && v.is_sign_negative(), "{op}(-0) = {v}");
+    }
+}
+
+/// Rust has no f64 erf; the reference's own is checked against the C
+/// library's erf and erfc (through gelu_exact's Phi in the far tail).
+#[test]
+fn the_reference_erf_matches_the_c_library() {
+    let erf = [
+        (1e-10, 1.128_379_167_095_512_6e-10),
+        (0.1, 0.112_462_916_018_284_9),
+        (0.5, 0.520_499_877_813_046_5),
+        (1.0, 0.842_700_792_949_714_9),
+        (2.0, 0.995_322_265_018_952_7),
+        (2.5, 0.999_593_047_982_555),
+        (3.0, 0.999_977_909_503_001_4),
+        (6.0, 1.0),
+    ];
+    for (x, want) in erf {
+        for (x, want) in [(x, want), (-x, -want)] {
+            let got = UnaryOp::Erf.value_and_derivative(x).0;
+            assert!(
+                (got - want).abs() <= 1e-14 * want.abs(),
+                "erf({x}) = {got}, C gives {want}"
+            );
+        }
+    }
+    // gelu_exact(x) = x erfc(-x / sqrt 2) / 2: relative accuracy in the tail.
+    let tail = [
+        (-3.0, -0.004_049_694_094_890_287),
+        (-10.0, -7.619_853_024_160_593e-23),
+    ];
+    for (x, want) in tail {
+        let got = UnaryOp::GeluExact.value_and_derivative(x).0;
+        assert!(
+            (got - want).abs() <= 1e-12 * want.abs(),
+            "gelu_exact({x}) = {got}, C gives {want}"
         );
     }
 }

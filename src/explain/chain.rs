@@ -51,8 +51,12 @@ fn label(program: &Program, id: usize, depth: usize) -> String {
                 crate::ops::BinaryOp::Mul | crate::ops::BinaryOp::StrongMul => "*",
                 crate::ops::BinaryOp::Div => "/",
                 crate::ops::BinaryOp::Pow => "^",
-                crate::ops::BinaryOp::Min => return format!("min({}, {})", sub(a), sub(b)),
-                crate::ops::BinaryOp::Max => return format!("max({}, {})", sub(a), sub(b)),
+                crate::ops::BinaryOp::Min
+                | crate::ops::BinaryOp::Max
+                | crate::ops::BinaryOp::Atan2
+                | crate::ops::BinaryOp::Xlogy => {
+                    return format!("{}({}, {})", f.name(), sub(a), sub(b));
+                }
             };
             format!("{} {symbol} {}", sub(a), sub(b))
         }

@@ -31,7 +31,9 @@ pub(super) fn definition(node: Node, operand: &dyn Fn(NodeId) -> Option<Expr>) -
                 BinaryOp::Mul | BinaryOp::StrongMul => Expr::Mul(vec![a, b]),
                 BinaryOp::Div => Expr::Mul(vec![a, Expr::Pow(Box::new(b), minus_one())]),
                 BinaryOp::Pow => Expr::Pow(Box::new(a), Box::new(b)),
-                BinaryOp::Min | BinaryOp::Max => Expr::Call(op.name(), vec![a, b]),
+                BinaryOp::Min | BinaryOp::Max | BinaryOp::Atan2 | BinaryOp::Xlogy => {
+                    Expr::Call(op.name(), vec![a, b])
+                }
             }
         }
     })
@@ -58,7 +60,9 @@ pub(super) fn binary_value(op: BinaryOp, a: Expr, b: Expr) -> Expr {
         BinaryOp::Mul | BinaryOp::StrongMul => Expr::mul(vec![a, b]),
         BinaryOp::Div => Expr::mul(vec![a, Expr::recip(b)]),
         BinaryOp::Pow => Expr::pow(a, b),
-        BinaryOp::Min | BinaryOp::Max => Expr::call(op.name(), vec![a, b]),
+        BinaryOp::Min | BinaryOp::Max | BinaryOp::Atan2 | BinaryOp::Xlogy => {
+            Expr::call(op.name(), vec![a, b])
+        }
     }
 }
 
@@ -114,7 +118,42 @@ pub(super) fn unary_partial(op: UnaryOp, a: &Expr) -> Expr {
             let p = f64::from(exponent);
             Expr::mul(vec![Expr::Num(p), Expr::pow(a.clone(), Expr::Num(p - 1.0))])
         }
+        UnaryOp::Log1p => Expr::recip(Expr::add(vec![Expr::Num(1.0), a.clone()])),
+        UnaryOp::Expm1 => call("exp", a),
+        UnaryOp::Atan => Expr::recip(Expr::add(vec![Expr::Num(1.0), square(a)])),
+        UnaryOp::Asinh => Expr::pow(Expr::add(vec![Expr::Num(1.0), square(a)]), Expr::Num(-0.5)),
+        UnaryOp::Acosh => Expr::pow(Expr::sub(square(a), Expr::Num(1.0)), Expr::Num(-0.5)),
+        UnaryOp::Atanh => Expr::recip(one_minus(square(a))),
+        UnaryOp::Erf => Expr::mul(vec![
+            Expr::Named("2/sqrt(pi)", std::f64::consts::FRAC_2_SQRT_PI),
+            Expr::call("exp", vec![Expr::neg(square(a))]),
+        ]),
+        UnaryOp::GeluExact => gelu_exact_partial(a),
+        UnaryOp::Xlogx => Expr::add(vec![Expr::Num(1.0), call("ln", a)]),
     }
+}
+
+fn square(a: &Expr) -> Expr {
+    Expr::pow(a.clone(), Expr::Num(2.0))
+}
+
+/// gelu's exact form is x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2: its
+/// derivative is Phi(x) + x e^(-x^2/2) / sqrt(2 pi).
+fn gelu_exact_partial(a: &Expr) -> Expr {
+    let root_half = Expr::Named("1/sqrt(2)", std::f64::consts::FRAC_1_SQRT_2);
+    let phi_big = Expr::mul(vec![
+        Expr::Num(0.5),
+        Expr::add(vec![
+            Expr::Num(1.0),
+            Expr::call("erf", vec![Expr::mul(vec![root_half, a.clone()])]),
+        ]),
+    ]);
+    let density = Expr::mul(vec![
+        Expr::Named("1/sqrt(2 pi)", 1.0 / (2.0 * std::f64::consts::PI).sqrt()),
+        a.clone(),
+        Expr::call("exp", vec![Expr::mul(vec![Expr::Num(-0.5), square(a)])]),
+    ]);
+    Expr::add(vec![phi_big, density])
 }
 
 /// gelu's tanh form is x s with s = sigmoid(2k (x + c x^3)), k = sqrt(2/pi):
@@ -188,5 +227,19 @@ pub(super) fn binary_partials(op: BinaryOp, a: &Expr, b: &Expr) -> (Expr, Expr) 
         ),
         BinaryOp::Max => (wins(Rel::Greater), wins(Rel::Less)),
         BinaryOp::Min => (wins(Rel::Less), wins(Rel::Greater)),
+        // atan2(y, x): x / (x^2 + y^2) and -y / (x^2 + y^2), 0 at the origin
+        // (see `ops`).
+        BinaryOp::Atan2 => {
+            let r2 = || Expr::recip(Expr::add(vec![square(a), square(b)]));
+            (
+                Expr::mul(vec![b.clone(), r2()]),
+                Expr::neg(Expr::mul(vec![a.clone(), r2()])),
+            )
+        }
+        // xlogy(x, y): ln y and x / y; `ops` takes the second as 0 where x = 0.
+        BinaryOp::Xlogy => (
+            Expr::call("ln", vec![b.clone()]),
+            Expr::mul(vec![a.clone(), Expr::recip(b.clone())]),
+        ),
     }
 }

@@ -9,7 +9,7 @@ use crate::lang::{BinOp, Expr, ExprKind, ParseError, Span, parse_expression, sug
 use crate::ops::{BinaryOp, UnaryOp};
 
 /// Every function the expression language knows, for suggestions and help.
-pub const FUNCTIONS: [&str; 21] = [
+pub const FUNCTIONS: [&str; 32] = [
     "exp",
     "ln",
     "sqrt",
@@ -31,6 +31,17 @@ pub const FUNCTIONS: [&str; 21] = [
     "pow",
     "min",
     "max",
+    "log1p",
+    "expm1",
+    "atan",
+    "asinh",
+    "acosh",
+    "atanh",
+    "erf",
+    "gelu_exact",
+    "xlogx",
+    "atan2",
+    "xlogy",
 ];
 
 /// The order of the inputs, which is the order of the derivative columns.
@@ -188,20 +199,15 @@ impl Lowering<'_> {
 
     fn call(&mut self, name: &str, name_span: Span, args: &[Expr], span: Span) -> Lowered {
         let arity = |wanted: &str| format!("`{name}` takes {wanted}, got {}", args.len());
+        if let Some(op) = BinaryOp::from_call(name) {
+            let [lhs, rhs] = args else {
+                return Err(self.error(span, arity("two arguments")));
+            };
+            let a = self.lower(lhs)?;
+            let b = self.lower(rhs)?;
+            return Ok(self.binary(op, a, b));
+        }
         match name {
-            "min" | "max" | "pow" => {
-                let [lhs, rhs] = args else {
-                    return Err(self.error(span, arity("two arguments")));
-                };
-                let a = self.lower(lhs)?;
-                let b = self.lower(rhs)?;
-                let op = match name {
-                    "min" => BinaryOp::Min,
-                    "max" => BinaryOp::Max,
-                    _ => BinaryOp::Pow,
-                };
-                Ok(self.binary(op, a, b))
-            }
             "leaky_relu" | "elu" => {
                 let (x, alpha) = match args {
                     [x] => (x, if name == "elu" { 1.0 } else { 0.01 }),

@@ -12,6 +12,22 @@
 //!   against an infinite one (0 log 0 = 0, as in xlogy): the weighting of
 //!   cross-entropy's terms, so that a target of 0 on a logit of -Inf adds
 //!   nothing. NaN still gives NaN.
+//! - atan2(y, x) is the angle of the point (x, y), in [-pi, pi], with IEEE's
+//!   answers on the axes and at infinity (atan2(+-0, -0) = +-pi,
+//!   atan2(+-Inf, +Inf) = +-pi/4). Its partials are x / (x^2 + y^2) in y and
+//!   -y / (x^2 + y^2) in x, computed with both scaled by max(|x|, |y|) so that
+//!   nothing overflows; at the origin, where they have no limit, both are 0
+//!   (the subgradient of least magnitude, as abs'(0) = 0), and where either
+//!   operand is infinite both are 0, their limit.
+//! - xlogy(x, y) = x ln y, with 0 wherever x = 0 (0 ln 0 = 0, and 0 for
+//!   every y < 0 or +Inf too, as scipy and JAX give), and 0 wherever ln y = 0
+//!   (y = 1, even for an infinite x: the zero factor of `strong_mul`). The
+//!   partial in x is ln y everywhere, x = 0 included: the function is x ln y,
+//!   linear in x, on every line y = const > 0, so that is its derivative there
+//!   (JAX's rule too; -Inf at y = 0, NaN for y < 0). The partial in y is x / y,
+//!   and 0 wherever x = 0, since xlogy(0, y) = 0 for every y: JAX's x / y gives
+//!   NaN at (0, 0), chainrule the partial along the line x = 0. For y < 0 and
+//!   x != 0, outside the domain, everything is NaN.
 
 /// A binary operation of an element-wise graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,7 +50,20 @@ pub enum BinaryOp {
     /// infinite (0 log 0 = 0, as in xlogy). Not in the text language:
     /// `cross_entropy` weights its terms with it.
     StrongMul,
+    /// atan2(a, b): the angle of the point (b, a), so atan2(y, x) as in C.
+    Atan2,
+    /// a ln b, with 0 where a = 0 (0 ln 0 = 0), as scipy's xlogy.
+    Xlogy,
 }
+
+/// The binary operations written as calls, `f(a, b)`, in the text language.
+const CALLS: [BinaryOp; 5] = [
+    BinaryOp::Min,
+    BinaryOp::Max,
+    BinaryOp::Pow,
+    BinaryOp::Atan2,
+    BinaryOp::Xlogy,
+];
 
 impl BinaryOp {
     /// The operation's name in WGSL and in error messages.
@@ -48,7 +77,19 @@ impl BinaryOp {
             BinaryOp::Min => "min",
             BinaryOp::Max => "max",
             BinaryOp::StrongMul => "strong_mul",
+            BinaryOp::Atan2 => "atan2",
+            BinaryOp::Xlogy => "xlogy",
         }
+    }
+
+    /// The operation written `name(a, b)` in the text language, if any.
+    pub fn from_call(name: &str) -> Option<BinaryOp> {
+        CALLS.into_iter().find(|op| op.name() == name)
+    }
+
+    /// The names of the operations written as calls.
+    pub fn call_names() -> impl Iterator<Item = &'static str> {
+        CALLS.into_iter().map(BinaryOp::name)
     }
 
     /// (value, d/da, d/db) at (a, b), in f64.
@@ -66,6 +107,8 @@ impl BinaryOp {
             BinaryOp::Max => pick(a, b, a > b),
             BinaryOp::StrongMul if a == 0.0 || b == 0.0 => (0.0, b, a),
             BinaryOp::StrongMul => (a * b, b, a),
+            BinaryOp::Atan2 => atan2(a, b),
+            BinaryOp::Xlogy => xlogy(a, b),
         }
     }
 }
@@ -97,4 +140,31 @@ fn pow(a: f64, b: f64) -> (f64, f64, f64) {
         f64::NAN
     };
     (value, da, db)
+}
+
+/// atan2(y, x) and its partials x / r^2 and -y / r^2, r^2 = x^2 + y^2, from
+/// the point scaled by m = max(|x|, |y|) so that r^2 cannot overflow or
+/// underflow: x / r^2 = (x/m) / ((x/m)^2 + (y/m)^2) / m.
+fn atan2(y: f64, x: f64) -> (f64, f64, f64) {
+    let value = y.atan2(x);
+    let m = x.abs().max(y.abs());
+    if m == 0.0 || m.is_infinite() {
+        return (value, 0.0, 0.0);
+    }
+    let (xs, ys) = (x / m, y / m);
+    let s = xs * xs + ys * ys;
+    (value, xs / s / m, -ys / s / m)
+}
+
+/// x ln y with 0 where x = 0 or ln y = 0; partials ln y and x / y (0 where x = 0).
+fn xlogy(x: f64, y: f64) -> (f64, f64, f64) {
+    let ln_y = y.ln();
+    if x == 0.0 {
+        return (0.0, ln_y, 0.0);
+    }
+    if y < 0.0 {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    let value = if ln_y == 0.0 { 0.0 } else { x * ln_y };
+    (value, ln_y, x / y)
 }

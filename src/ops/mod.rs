@@ -3,6 +3,7 @@
 //! against) and the name of its WGSL mirror in `shaders/`.
 
 mod binary;
+mod special;
 #[cfg(test)]
 mod trig_f32;
 mod unary;

@@ -20,6 +20,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use super::special;
 use crate::error::{Error, Result};
 
 /// An element-wise unary operation, with its parameter where it has one.
@@ -73,6 +74,25 @@ pub enum UnaryOp {
         /// The constant exponent.
         exponent: f32,
     },
+    /// ln(1 + x) for x >= -1; derivative 1 / (1 + x).
+    Log1p,
+    /// e^x - 1; derivative e^x.
+    Expm1,
+    /// atan x; derivative 1 / (1 + x^2).
+    Atan,
+    /// asinh x; derivative 1 / sqrt(1 + x^2).
+    Asinh,
+    /// acosh x for x >= 1; derivative 1 / sqrt(x^2 - 1), +Inf at 1.
+    Acosh,
+    /// atanh x for |x| <= 1 (+-Inf at +-1); derivative 1 / (1 - x^2).
+    Atanh,
+    /// erf x; derivative (2 / sqrt(pi)) e^(-x^2).
+    Erf,
+    /// gelu's exact form x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2;
+    /// derivative Phi(x) + x phi(x).
+    GeluExact,
+    /// x ln x for x >= 0 with 0 ln 0 = 0; derivative ln x + 1 (-Inf at 0).
+    Xlogx,
 }
 
 /// sqrt(2 / pi), the scale inside gelu's tanh form.
@@ -104,6 +124,15 @@ impl UnaryOp {
             Square,
             Reciprocal,
             Pow { exponent: 3.0 },
+            Log1p,
+            Expm1,
+            Atan,
+            Asinh,
+            Acosh,
+            Atanh,
+            Erf,
+            GeluExact,
+            Xlogx,
         ]
     }
 
@@ -129,6 +158,15 @@ impl UnaryOp {
             UnaryOp::Square => "square",
             UnaryOp::Reciprocal => "reciprocal",
             UnaryOp::Pow { .. } => "pow",
+            UnaryOp::Log1p => "log1p",
+            UnaryOp::Expm1 => "expm1",
+            UnaryOp::Atan => "atan",
+            UnaryOp::Asinh => "asinh",
+            UnaryOp::Acosh => "acosh",
+            UnaryOp::Atanh => "atanh",
+            UnaryOp::Erf => "erf",
+            UnaryOp::GeluExact => "gelu_exact",
+            UnaryOp::Xlogx => "xlogx",
         }
     }
 
@@ -163,6 +201,17 @@ impl UnaryOp {
             UnaryOp::Square => "2x",
             UnaryOp::Reciprocal => "-1/x^2",
             UnaryOp::Pow { .. } => "p x^(p-1)",
+            UnaryOp::Log1p => "1 / (1 + x) (+Inf at x = -1)",
+            UnaryOp::Expm1 => "e^x",
+            UnaryOp::Atan => "1 / (1 + x^2)",
+            UnaryOp::Asinh => "1 / sqrt(1 + x^2)",
+            UnaryOp::Acosh => "1 / sqrt(x^2 - 1) (+Inf at x = 1)",
+            UnaryOp::Atanh => "1 / (1 - x^2) (+Inf at x = +-1)",
+            UnaryOp::Erf => "(2 / sqrt(pi)) e^(-x^2)",
+            UnaryOp::GeluExact => {
+                "Phi(x) + x e^(-x^2/2) / sqrt(2 pi), Phi(x) = (1 + erf(x / sqrt 2)) / 2"
+            }
+            UnaryOp::Xlogx => "ln x + 1 (-Inf at x = 0)",
         }
     }
 
@@ -202,6 +251,15 @@ impl UnaryOp {
             UnaryOp::Square => (x * x, 2.0 * x),
             UnaryOp::Reciprocal => (1.0 / x, -1.0 / (x * x)),
             UnaryOp::Pow { exponent } => pow(x, f64::from(exponent)),
+            UnaryOp::Log1p => special::log1p(x),
+            UnaryOp::Expm1 => special::expm1(x),
+            UnaryOp::Atan => special::atan(x),
+            UnaryOp::Asinh => special::asinh(x),
+            UnaryOp::Acosh => special::acosh(x),
+            UnaryOp::Atanh => special::atanh(x),
+            UnaryOp::Erf => special::erf(x),
+            UnaryOp::GeluExact => special::gelu_exact(x),
+            UnaryOp::Xlogx => special::xlogx(x),
         }
     }
 }

@@ -259,9 +259,8 @@ impl Lowering<'_> {
                 .with_help(help));
         }
         let (wanted, fits) = match name {
-            "min" | "max" | "pow" | "dot" | "mse" | "cross_entropy" => {
-                ("two arguments", count == 2)
-            }
+            "dot" | "mse" | "cross_entropy" => ("two arguments", count == 2),
+            _ if BinaryOp::from_call(name).is_some() => ("two arguments", count == 2),
             "leaky_relu" | "elu" => ("one or two arguments", count == 1 || count == 2),
             _ => ("one argument", count == 1),
         };
@@ -284,6 +283,9 @@ impl Lowering<'_> {
             nodes.push((self.node(value, arg)?, arg.span));
         }
         let arity = || ParseError::new(self.source, span, format!("wrong arguments to `{name}`"));
+        if let (Some(op), &[a, b]) = (BinaryOp::from_call(name), nodes.as_slice()) {
+            return self.elementwise(op, a, b, span);
+        }
         match (name, nodes.as_slice()) {
             ("sum" | "mean", &[(x, at)]) => {
                 let shape = self.shape(x);
@@ -388,14 +390,6 @@ impl Lowering<'_> {
                 // 0 - total rather than -1 * total: a loss of 0 is +0.
                 let zero = self.constant(0.0);
                 self.elementwise(BinaryOp::Sub, (zero, span), (total, span), span)
-            }
-            ("min" | "max" | "pow", &[a, b]) => {
-                let op = match name {
-                    "min" => BinaryOp::Min,
-                    "max" => BinaryOp::Max,
-                    _ => BinaryOp::Pow,
-                };
-                self.elementwise(op, a, b, span)
             }
             ("leaky_relu" | "elu", [(x, _), slope @ ..]) => {
                 let alpha = match slope {

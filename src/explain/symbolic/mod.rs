@@ -14,7 +14,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-use crate::ops::UnaryOp;
+use crate::ops::{BinaryOp, UnaryOp};
 
 /// A symbolic expression.
 #[derive(Debug, Clone, PartialEq)]
@@ -272,6 +272,9 @@ fn call_value(name: &str, args: &[f64]) -> Option<f64> {
         }),
         ("min", [a, b]) => Some(a.min(*b)),
         ("max", [a, b]) => Some(a.max(*b)),
+        (name, [a, b]) if BinaryOp::from_call(name).is_some() => {
+            BinaryOp::from_call(name).map(|op| op.value_and_partials(*a, *b).0)
+        }
         ("leaky_relu", [x, alpha]) => Some(unary(
             UnaryOp::LeakyRelu {
                 alpha: *alpha as f32,
