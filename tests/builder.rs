@@ -32,10 +32,12 @@ fn operators_and_scalars_on_either_side_match_the_text() {
     let y = b.input("y", &[]).expect("y");
     let f: Handle = 3.0 * &x * &x * &y - (x.clone() / 2.0).exp() + (1.0 - &y).powf(2.5)
         - (-&x).sin().ln().square()
-        + x.max(&y) / (0.5 + y.abs());
+        + x.max(&y) / (0.5 + y.abs())
+        + x.atan2(&y) * y.erf().log1p()
+        + x.xlogy(&(2.0 + &y));
     let built = b.build("f", &f).expect("builds");
     let text = Program::parse(
-        "input x\ninput y\nf = 3*x*x*y - exp(x / 2) + (1 - y)^2.5 - ln(sin(-x))^2 + max(x, y) / (0.5 + abs(y))\noutput f",
+        "input x\ninput y\nf = 3*x*x*y - exp(x / 2) + (1 - y)^2.5 - ln(sin(-x))^2 + max(x, y) / (0.5 + abs(y)) + atan2(x, y) * log1p(erf(y)) + xlogy(x, 2 + y)\noutput f",
     )
     .expect("parses");
     // The same function: equal values and gradients at a point.

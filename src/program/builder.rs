@@ -110,6 +110,16 @@ impl Handle {
         self.call2("max", other)
     }
 
+    /// `atan2(y, x)` with this as y.
+    pub fn atan2(&self, x: &Handle) -> Handle {
+        self.call2("atan2", x)
+    }
+
+    /// `xlogy(x, y)` with this as x: x ln y, 0 where x = 0.
+    pub fn xlogy(&self, y: &Handle) -> Handle {
+        self.call2("xlogy", y)
+    }
+
     /// `mse(y, t)`: the mean over elements of (y - t)^2.
     pub fn mse(&self, target: &Handle) -> Handle {
         self.call2("mse", target)
@@ -155,6 +165,15 @@ functions!(
     logsumexp,
     softmax,
     log_softmax,
+    log1p,
+    expm1,
+    atan,
+    asinh,
+    acosh,
+    atanh,
+    erf,
+    gelu_exact,
+    xlogx,
 );
 
 /// A number as the lexer reads it back exactly.
