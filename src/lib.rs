@@ -27,6 +27,8 @@ pub mod explain;
 pub mod graph;
 pub mod jacobian;
 pub mod lang;
+#[cfg(feature = "ndarray")]
+pub mod ndarray_interop;
 pub mod npy;
 pub mod ops;
 pub mod program;
@@ -41,9 +43,15 @@ pub use backend::{
     Backend, EvalOutput, Gradient, GradientOutput, JacobianOutput, Reduction, UnaryOutput,
 };
 pub use error::{Error, Result};
+/// The ndarray the `*_array` methods take and return, so that callers can
+/// name the same version.
+#[cfg(feature = "ndarray")]
+pub use ndarray;
+#[cfg(feature = "ndarray")]
+pub use ndarray_interop::{GradientArrays, JacobianArrays, UnaryArrays};
 pub use ops::UnaryOp;
 
-/// The README's example compiles and runs as a doc test.
+/// The README's examples compile as doc tests (one of them uses ndarray).
 #[doc = include_str!("../README.md")]
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "ndarray"))]
 pub struct ReadmeDoctests;

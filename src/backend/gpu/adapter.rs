@@ -112,3 +112,42 @@ pub(crate) fn choose_info(infos: &[wgpu::AdapterInfo], name: Option<&str>) -> Re
             },
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_compiled_backend_is_named() {
+        assert_eq!(parse_backends("metal").ok(), Some(wgpu::Backends::METAL));
+        assert_eq!(parse_backends("mtl").ok(), Some(wgpu::Backends::METAL));
+        assert_eq!(parse_backends("dx12").ok(), Some(wgpu::Backends::DX12));
+        assert_eq!(parse_backends("D3D12").ok(), Some(wgpu::Backends::DX12));
+        assert_eq!(
+            parse_backends("vulkan, gl,metal,dx12").ok(),
+            Some(
+                wgpu::Backends::VULKAN
+                    | wgpu::Backends::GL
+                    | wgpu::Backends::METAL
+                    | wgpu::Backends::DX12
+            )
+        );
+        assert_eq!(parse_backends(" ").ok(), Some(wgpu::Backends::all()));
+    }
+
+    #[test]
+    fn a_misspelt_backend_is_an_error() {
+        for value in ["metl", "dx11", "vulkan,directx"] {
+            assert!(
+                matches!(
+                    parse_backends(value),
+                    Err(Error::BadEnvironment {
+                        variable: BACKEND_VARIABLE,
+                        ..
+                    })
+                ),
+                "{value:?} was accepted"
+            );
+        }
+    }
+}
