@@ -268,7 +268,7 @@ mod tests {
             let lengths = stages(n);
             for &length in &lengths {
                 let (per_thread, blocks) = stage_shape(length);
-                assert!(per_thread <= PER_THREAD && per_thread <= 65_535);
+                assert!((1..=PER_THREAD).contains(&per_thread), "{n}: bounded loop");
                 assert!(
                     blocks * WORKGROUP * per_thread >= length,
                     "{n}: covers the row"
