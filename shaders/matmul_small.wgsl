@@ -10,7 +10,8 @@ struct SmallParams {
     m: u32,
     k: u32,
     n: u32,
-    // Elements of C in this dispatch: samples * m * n.
+    // Elements of C in this dispatch, samples * m * n (times chunks when K
+    // is split).
     total: u32,
     a_stride: u32,
     b_stride: u32,
@@ -20,6 +21,11 @@ struct SmallParams {
     // (k x m), which makes G^T X over a batch of rows one product; bit 5
     // as in matmul.wgsl, products of the chain rule.
     flags: u32,
+    // Products per chunk when K is split, else 0; and the number of chunks.
+    k_chunk: u32,
+    chunks: u32,
+    pad0: u32,
+    pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: SmallParams;
@@ -46,9 +52,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (e >= params.total) {
         return;
     }
+    let chunks = max(params.chunks, 1u);
+    let element = e / chunks;
     let per_sample = params.m * params.n;
-    let sample = e / per_sample;
-    let within = e % per_sample;
+    let sample = element / per_sample;
+    let within = element % per_sample;
     let row = within / params.n;
     let col = within % params.n;
     let a_transposed = (params.flags & 16u) != 0u;
@@ -56,8 +64,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let b_base = sample * params.b_stride;
     let scale_mid = (params.flags & 2u) != 0u;
     let transposed = (params.flags & 8u) != 0u;
+    var k0 = 0u;
+    var trips = params.k;
+    if (params.k_chunk > 0u) {
+        k0 = (e % chunks) * params.k_chunk;
+        trips = min(params.k_chunk, params.k - k0);
+    }
     var sum = 0.0;
-    for (var kk = 0u; kk < params.k; kk = kk + 1u) {
+    for (var t = 0u; t < trips; t = t + 1u) {
+        let kk = k0 + t;
         var va = 0.0;
         if (a_transposed) {
             va = a[a_base + kk * params.m + row];

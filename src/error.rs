@@ -54,6 +54,21 @@ pub enum Error {
         limit: u64,
     },
 
+    /// A kernel would need a loop longer than software drivers execute
+    /// (they stop a loop after 65,535 iterations without an error, so
+    /// chainrule refuses up front rather than return a wrong result).
+    #[error(
+        "{what} needs a loop of {iterations} iterations but software drivers stop loops at {limit}; split the work into smaller calls"
+    )]
+    LoopTooLong {
+        /// What would loop.
+        what: String,
+        /// Iterations needed.
+        iterations: u64,
+        /// Iterations a driver executes.
+        limit: u64,
+    },
+
     /// A WGSL kernel failed to compile: a bug in chainrule or in the driver.
     #[error("kernel `{kernel}` failed to compile: {message}")]
     ShaderCompile {

@@ -19,14 +19,20 @@ pub const MATMUL_SMALL: &str = include_str!("../shaders/matmul_small.wgsl");
 pub const JACOBIAN: &str = include_str!("../shaders/jacobian.wgsl");
 /// Column sums of partial sums by a fixed tree (standalone).
 pub const REDUCE: &str = include_str!("../shaders/reduce.wgsl");
+/// One stage of a tree reduction along rows: sums, dots, sums of exp and
+/// maxima (after `COMMON`).
+pub const ROWS: &str = include_str!("../shaders/rows.wgsl");
+/// The element-wise ends of logsumexp and the shift by the maximum over
+/// long rows (after `COMMON`).
+pub const ROWS_FINISH: &str = include_str!("../shaders/rows_finish.wgsl");
 /// The bulk unary kernel's entry point.
 pub const UNARY_KERNEL: &str = include_str!("../shaders/unary.wgsl");
 
 /// Every file with its name. The first four form the element-wise library,
 /// in the order a kernel concatenates them; `unary.wgsl` is appended to it;
-/// the last four are complete kernels, validated after `common.wgsl`
+/// the rest are complete kernels, validated after `common.wgsl`
 /// ([`with_common`]), which `reduce.wgsl` does not need.
-pub const FILES: [(&str, &str); 9] = [
+pub const FILES: [(&str, &str); 11] = [
     ("common.wgsl", COMMON),
     ("trig.wgsl", TRIG),
     ("activations.wgsl", ACTIVATIONS),
@@ -36,6 +42,8 @@ pub const FILES: [(&str, &str); 9] = [
     ("matmul_small.wgsl", MATMUL_SMALL),
     ("jacobian.wgsl", JACOBIAN),
     ("reduce.wgsl", REDUCE),
+    ("rows.wgsl", ROWS),
+    ("rows_finish.wgsl", ROWS_FINISH),
 ];
 
 /// The WGSL call that evaluates `op` at `x`, with `p` its parameter.
@@ -46,8 +54,8 @@ pub fn unary_call(op: UnaryOp) -> String {
     }
 }
 
-/// A Jacobian kernel (`matmul.wgsl`, `matmul_small.wgsl`, `jacobian.wgsl`)
-/// after `common.wgsl`, whose bit tests and chain-rule product it uses.
+/// A Jacobian or reduction kernel (`matmul.wgsl`, `matmul_small.wgsl`,
+/// `jacobian.wgsl`, `rows.wgsl`, `rows_finish.wgsl`) after `common.wgsl`, whose bit tests and chain-rule product it uses.
 pub fn with_common(kernel: &str) -> String {
     format!("{COMMON}\n{kernel}")
 }

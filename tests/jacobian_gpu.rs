@@ -11,7 +11,9 @@ use std::sync::Arc;
 use chainrule::jacobian::{JacShape, Jacobian, Structure};
 use chainrule::program::{Kind, Program};
 use chainrule::schedule::chain::chain_order;
-use chainrule::{Backend, ContextOptions, CpuBackend, Error, GpuContext, LimitsOverride};
+use chainrule::{
+    Backend, ContextOptions, CpuBackend, Error, GpuContext, LimitsOverride, Reduction,
+};
 use common::{gpu, rng, uniform};
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -506,24 +508,37 @@ fn an_ignored_input_has_a_zero_jacobian() {
 }
 
 /// Software drivers cut a loop short after 65,535 iterations without an
-/// error. A reduction loops once per element: at 65,535 elements it must
-/// still be exact, and beyond it the planner must refuse up front rather
-/// than return a sum of the first 65,535.
+/// error. A reduction along a vector of 65,535 elements and beyond must
+/// still add every element: one loop per sample up to a bound, a tree of
+/// bounded loops beyond (all ones, so every partial sum is exact).
 #[test]
 fn loop_trip_counts_stay_within_what_drivers_execute() {
     let Some(context) = gpu() else { return };
     let backend = Backend::Gpu(Arc::clone(&context));
-    let at_limit = Program::parse("input x[65535]\ny = sum(x)\noutput y\n").expect("parses");
-    let x = vec![1.0f32; 2 * 65_535];
-    let out = backend
-        .jacobian(&at_limit, "x", &[("x", &x[..])])
-        .expect("at the limit");
-    assert_eq!(out.values, vec![65_535.0, 65_535.0], "every element summed");
-    let beyond = Program::parse("input x[70000]\ny = sum(x)\noutput y\n").expect("parses");
-    let x = vec![1.0f32; 70_000];
-    match backend.jacobian(&beyond, "x", &[("x", &x[..])]) {
-        Err(Error::TooLarge { .. }) => {}
-        other => panic!("expected TooLarge, got {:?}", other.map(|o| o.values)),
+    for n in [65_535usize, 70_000, 65_536 * 16 + 1] {
+        let program =
+            Program::parse(&format!("input x[{n}]\ny = sum(x)\noutput y\n")).expect("parses");
+        let x = vec![1.0f32; 2 * n];
+        let out = backend
+            .jacobian(&program, "x", &[("x", &x[..])])
+            .expect("a long sum");
+        assert_eq!(out.values, vec![n as f32; 2], "every element summed");
+        // logsumexp of n equal logits is ln(n); its gradient 1/n each, and
+        // the reverse pass's product over n (the shift's fan-in) is split.
+        let program = Program::parse(&format!(
+            "input x[{n}]\ny = cross_entropy(x, x)\noutput y\n"
+        ))
+        .expect("parses");
+        let out = backend
+            .gradient(&program, &["x"], &[("x", &x[..])], Reduction::PerSample)
+            .expect("a long cross entropy");
+        let expected = n as f64 * (n as f64).ln();
+        for &v in &out.values {
+            assert!(
+                (f64::from(v) - expected).abs() <= 1e-5 * expected,
+                "{n}: {v} for {expected}"
+            );
+        }
     }
 }
 

@@ -128,6 +128,33 @@ impl GpuContext {
         Ok(segments)
     }
 
+    /// diag(row) X diag(col) for a dense X (B x m x n in segments), each
+    /// product the chain rule's.
+    pub(super) fn scale_dense(
+        &self,
+        x: &Segments,
+        row: Option<&Segments>,
+        col: Option<&Segments>,
+        (rows, cols): (usize, usize),
+        layout: BatchLayout,
+    ) -> Result<Segments> {
+        let x = GpuJacobian::Dense {
+            rows,
+            cols,
+            segments: x.clone(),
+        };
+        self.elementwise(
+            0,
+            (&x, DENSE),
+            None,
+            row,
+            col,
+            rows * cols,
+            (rows, cols),
+            layout,
+        )
+    }
+
     /// x + y densified (or x alone, densified, when y is None).
     pub(super) fn combine(
         &self,

@@ -16,6 +16,7 @@ mod lazy;
 mod pool;
 mod products;
 mod program;
+mod rows;
 mod unary;
 
 pub use adapter::{ADAPTER_NAME_VARIABLE, BACKEND_VARIABLE};

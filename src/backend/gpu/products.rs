@@ -5,8 +5,10 @@
 
 use std::sync::Arc;
 
+use super::array::F32_BYTES;
 use super::context::GpuContext;
 use super::jacobian::{BatchLayout, GpuJacobian, Segments, WORKGROUP, shape_error};
+use super::rows::{RowOp, RowOperand};
 use crate::error::{Error, Result};
 
 /// Rows and columns of C per matmul workgroup (shaders/matmul.wgsl).
@@ -38,10 +40,41 @@ struct SmallParams {
     b_stride: u32,
     row_stride: u32,
     flags: u32,
+    k_chunk: u32,
+    chunks: u32,
+    pad: [u32; 2],
 }
 
 /// Flag bit of both product kernels: the products are the chain rule's.
 const CHAIN: u32 = 32;
+/// Flag bits of both product kernels: row and column scaling.
+const ROW_COL: u32 = 1 | 4;
+
+/// The longest loop over K in one invocation of the per-element kernel:
+/// software drivers stop a loop after 65,535 iterations without an error.
+const SMALL_K: usize = 65_535;
+/// Beyond this K, a product with few elements per sample is split along K
+/// (each chunk one invocation, the chunks added by the tree of `rows.rs`)
+/// so that a long dot product does not run on one invocation.
+const SPLIT_FROM: usize = 8192;
+
+/// How a product of `m x n` elements per sample over an inner dimension
+/// `k` is split along K: (products per chunk, chunks), or `None` for one
+/// loop per element. Chosen from the shape alone, so that a sample's result
+/// never depends on the batch it came in. A chunk holds at least `m * n`
+/// products, so the partials of a sample never outnumber its K.
+fn split_plan(m: usize, k: usize, n: usize, tiled: bool) -> Option<(usize, usize)> {
+    let needed = if tiled {
+        k.div_ceil(K_TILE) > SMALL_K
+    } else {
+        k > SMALL_K || (k > SPLIT_FROM && m * n < 1024)
+    };
+    if !needed {
+        return None;
+    }
+    let len = (m * n).max(256).max(k.div_ceil(4096)).min(SMALL_K);
+    Some((len, k.div_ceil(len)))
+}
 
 impl GpuContext {
     /// C = diag(row) a diag(mid) b diag(col), a and b Shared or Dense
@@ -96,15 +129,19 @@ impl GpuContext {
         if k != kb {
             return Err(shape_error("matrix product", (m, k), (kb, n)));
         }
-        // The K loop runs ceil(k / K_TILE) times; software drivers stop loops
-        // at 65,535 iterations without an error.
+        // The tiled kernel's K loop runs ceil(k / K_TILE) times, which
+        // `split_plan` keeps within what software drivers execute.
         let max_grid = self.limits.max_workgroups_per_dimension as usize;
-        if k.div_ceil(K_TILE) > 65_535 || m.div_ceil(TILE) > max_grid || n.div_ceil(TILE) > max_grid
+        let small_shape = m * n <= 1024 || m < 4 || n < 4;
+        let split = split_plan(m, k, n, !small_shape);
+        if split.is_none()
+            && !small_shape
+            && (m.div_ceil(TILE) > max_grid || n.div_ceil(TILE) > max_grid)
         {
             return Err(Error::TooLarge {
                 what: format!("a {m}x{k} by {k}x{n} product in one kernel"),
-                needed: (m.max(k).max(n)) as u64,
-                limit: (65_535 * K_TILE) as u64,
+                needed: (m * n) as u64 * F32_BYTES,
+                limit: (max_grid * TILE).pow(2) as u64 * F32_BYTES,
             });
         }
         let per_sample = |j: &GpuJacobian| matches!(j, GpuJacobian::Dense { .. });
@@ -133,6 +170,20 @@ impl GpuContext {
             GpuJacobian::Dense { rows, cols, .. } => (rows * cols) as u32,
             _ => 0,
         };
+        if let Some(split) = split {
+            return self.split_product(
+                row,
+                a,
+                mid,
+                b,
+                col,
+                (m, k, n),
+                flags,
+                split,
+                layout,
+                varies,
+            );
+        }
         if !varies {
             let out = self.pooled(m * n);
             let params = MatmulParams {
@@ -169,7 +220,7 @@ impl GpuContext {
         }
         // Many small products (a row times a matrix, an outer product): one
         // invocation per element beats 64 x 64 tiles that would sit idle.
-        let small = (m * n <= 1024 || m < 4 || n < 4) && k <= 65_535;
+        let small = small_shape;
         let small_kernel = if small {
             Some(self.kernel_sync("jacobian/matmul_small", crate::shaders::MATMUL_SMALL)?)
         } else {
@@ -191,6 +242,9 @@ impl GpuContext {
                     b_stride: stride(b),
                     row_stride: gx * WORKGROUP as u32,
                     flags,
+                    k_chunk: 0,
+                    chunks: 1,
+                    pad: [0; 2],
                 };
                 let uniform = self.uniform(&params);
                 let (a_s, b_s) = (operand(a, s)?, operand(b, s)?);
@@ -236,6 +290,122 @@ impl GpuContext {
         })
     }
 
+    /// The product of `scaled_product` split along K: the per-element
+    /// kernel sums each chunk of K into partials, the tree of `rows.rs` adds
+    /// each element's partials in a fixed order, and the row and column
+    /// scalings follow (after the sum, as in the unsplit kernels).
+    #[expect(clippy::too_many_arguments, reason = "the kernel's own parameters")]
+    fn split_product(
+        &self,
+        row: Option<&Segments>,
+        a: &GpuJacobian,
+        mid: Option<&Segments>,
+        b: &GpuJacobian,
+        col: Option<&Segments>,
+        (m, k, n): (usize, usize, usize),
+        flags: u32,
+        (k_chunk, chunks): (usize, usize),
+        layout: BatchLayout,
+        varies: bool,
+    ) -> Result<GpuJacobian> {
+        let kernel = self.kernel_sync("jacobian/matmul_small", crate::shaders::MATMUL_SMALL)?;
+        let layout = if varies {
+            layout
+        } else {
+            BatchLayout {
+                batch: 1,
+                per_segment: 1,
+            }
+        };
+        let operand = |j: &GpuJacobian, s: usize| -> Result<(Arc<wgpu::Buffer>, u32)> {
+            match j {
+                GpuJacobian::Shared { buffer, .. } => Ok((Arc::clone(buffer), 0)),
+                GpuJacobian::Dense {
+                    segments,
+                    rows,
+                    cols,
+                } => segments
+                    .get(s)
+                    .cloned()
+                    .map(|buffer| (buffer, (rows * cols) as u32))
+                    .ok_or_else(|| {
+                        Error::Shape(
+                            "a per-sample operand has fewer segments than the layout".into(),
+                        )
+                    }),
+                _ => Err(Error::Shape("matmul operands are Shared or Dense".into())),
+            }
+        };
+        let mut segments = Vec::with_capacity(layout.segments());
+        for s in 0..layout.segments() {
+            let total = layout.samples_in(s) * m * n;
+            let partials = total * chunks;
+            if partials > self.segment_capacity() {
+                return Err(Error::TooLarge {
+                    what: format!(
+                        "the {chunks} partial sums of each of {total} elements of a product over {k}"
+                    ),
+                    needed: partials as u64 * F32_BYTES,
+                    limit: self.segment_capacity() as u64 * F32_BYTES,
+                });
+            }
+            let sums = self.pooled(partials);
+            let (gx, gy, _) = self.grid_1d(partials);
+            let ((a_s, a_stride), (b_s, b_stride)) = (operand(a, s)?, operand(b, s)?);
+            let params = SmallParams {
+                m: m as u32,
+                k: k as u32,
+                n: n as u32,
+                total: partials as u32,
+                a_stride,
+                b_stride,
+                row_stride: gx * WORKGROUP as u32,
+                flags: flags & !ROW_COL,
+                k_chunk: k_chunk as u32,
+                chunks: chunks as u32,
+                pad: [0; 2],
+            };
+            let uniform = self.uniform(&params);
+            let md = mid
+                .and_then(|d| d.get(s).cloned())
+                .unwrap_or_else(|| Arc::clone(&self.dummy));
+            self.dispatch(
+                &kernel,
+                &[&uniform, &a_s, &b_s, &sums, &self.dummy, &md, &self.dummy],
+                (gx, gy, 1),
+                "jacobian split product",
+            );
+            let summand = RowOperand {
+                buffer: &sums,
+                shared: false,
+            };
+            segments.push(self.reduce_rows(
+                RowOp::Sum,
+                (summand, None),
+                (total, chunks),
+                1.0,
+                None,
+            )?);
+        }
+        if !varies {
+            return Ok(GpuJacobian::Shared {
+                rows: m,
+                cols: n,
+                buffer: Arc::clone(&segments[0]),
+            });
+        }
+        let segments = if row.is_some() || col.is_some() {
+            self.scale_dense(&segments, row, col, (m, n), layout)?
+        } else {
+            segments
+        };
+        Ok(GpuJacobian::Dense {
+            rows: m,
+            cols: n,
+            segments,
+        })
+    }
+
     /// G^T X for row-stacked G (k x m) and X (k x n), both one buffer: the
     /// sum over k samples of the outer products g x^T, in one dispatch.
     pub(crate) fn transposed_product(
@@ -244,11 +414,14 @@ impl GpuContext {
         x: &wgpu::Buffer,
         (k, m, n): (usize, usize, usize),
     ) -> Result<Arc<wgpu::Buffer>> {
-        if k > 65_535 {
-            return Err(Error::TooLarge {
-                what: format!("a product over {k} samples in one loop"),
-                needed: k as u64,
-                limit: 65_535,
+        // k is the samples of one segment, at most the grid's width, itself
+        // at most 65,535; the loop over them stays within what software
+        // drivers execute.
+        if k > SMALL_K {
+            return Err(Error::LoopTooLong {
+                what: format!("a product over {k} samples"),
+                iterations: k as u64,
+                limit: SMALL_K as u64,
             });
         }
         let kernel = self.kernel_sync("jacobian/matmul_small", crate::shaders::MATMUL_SMALL)?;
@@ -264,6 +437,9 @@ impl GpuContext {
             b_stride: 0,
             row_stride: gx * WORKGROUP as u32,
             flags: 16 | CHAIN,
+            k_chunk: 0,
+            chunks: 1,
+            pad: [0; 2],
         };
         let uniform = self.uniform(&params);
         self.dispatch(

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::array::F32_BYTES;
 use super::context::GpuContext;
 use super::jacobian::{BatchLayout, GpuJacobian, Segments};
+use super::rows::{LOOP_UP_TO, RowOp, RowOperand};
 use crate::error::{Error, Result};
 use crate::program::{Kind, Op, Program};
 use crate::shaders;
@@ -89,7 +90,8 @@ fn elementwise_source(call: &str, binary: bool) -> String {
 }
 
 /// Sum (scale 1), mean (scale 1/n) or dot of each sample's vector: one
-/// invocation per sample, a loop of n (bounded by the planner).
+/// invocation per sample, a loop of n (at most `LOOP_UP_TO`; longer rows
+/// take the tree of `rows.rs`).
 fn reduction_source(dot: bool) -> String {
     let mut src = String::from(
         "struct ForwardParams {\n    total: u32,\n    row_stride: u32,\n    size: u32,\n    a_size: u32,\n    \
@@ -121,8 +123,8 @@ fn reduction_source(dot: bool) -> String {
 /// The head of the per-sample reductions over a logit vector `a`: their
 /// parameters and `row_max`, the maximum of a sample's elements (NaN aside),
 /// how many equal it, and whether any is NaN; the mirror of `row_max` in
-/// src/program/eval.rs. One invocation per sample, loops of n (bounded by
-/// the planner).
+/// src/program/eval.rs. One invocation per sample, loops of n (at most
+/// `LOOP_UP_TO`; longer rows take the tree of `rows.rs`).
 fn logits_source(outputs: &str) -> String {
     let mut src = shaders::library();
     src.push_str(
@@ -379,19 +381,18 @@ impl GpuContext {
                         }
                         Op::ShiftMax(a) => {
                             let n_a = size(a);
-                            if n_a > 65_535 {
-                                return Err(Error::TooLarge {
-                                    what: format!(
-                                        "a shift by the maximum of {n_a} elements in one loop"
-                                    ),
-                                    needed: n_a as u64,
-                                    limit: 65_535,
-                                });
-                            }
                             let out = self.new_segments(layout, n_a);
                             for (s, target) in out.iter().enumerate() {
                                 let samples = layout.samples_in(s);
                                 let (xa, a_shared) = segment_of(&values[a], s);
+                                if n_a > LOOP_UP_TO {
+                                    let z = RowOperand {
+                                        buffer: &xa,
+                                        shared: a_shared == 1,
+                                    };
+                                    self.finish_logits(z, (samples, n_a), target, None)?;
+                                    continue;
+                                }
                                 let (gx, gy, _) = self.grid_1d(samples);
                                 let params = ForwardParams {
                                     total: samples as u32,
@@ -415,18 +416,19 @@ impl GpuContext {
                         }
                         Op::LogSumExp(a) => {
                             let n_a = size(a);
-                            if n_a > 65_535 {
-                                return Err(Error::TooLarge {
-                                    what: format!("a logsumexp over {n_a} elements in one loop"),
-                                    needed: n_a as u64,
-                                    limit: 65_535,
-                                });
-                            }
                             let out = self.new_segments(layout, 1);
                             let softmax = self.new_segments(layout, n_a);
                             for (s, (target, rows)) in out.iter().zip(&softmax).enumerate() {
                                 let samples = layout.samples_in(s);
                                 let (xa, a_shared) = segment_of(&values[a], s);
+                                if n_a > LOOP_UP_TO {
+                                    let z = RowOperand {
+                                        buffer: &xa,
+                                        shared: a_shared == 1,
+                                    };
+                                    self.finish_logits(z, (samples, n_a), target, Some(rows))?;
+                                    continue;
+                                }
                                 let (gx, gy, _) = self.grid_1d(samples);
                                 let params = ForwardParams {
                                     total: samples as u32,
@@ -458,16 +460,6 @@ impl GpuContext {
                             } else {
                                 1.0
                             };
-                            if size(a) > 65_535 {
-                                return Err(Error::TooLarge {
-                                    what: format!(
-                                        "a reduction over {} elements in one loop",
-                                        size(a)
-                                    ),
-                                    needed: size(a) as u64,
-                                    limit: 65_535,
-                                });
-                            }
                             let out = self.new_segments(layout, 1);
                             for (s, target) in out.iter().enumerate() {
                                 let samples = layout.samples_in(s);
@@ -478,6 +470,25 @@ impl GpuContext {
                                     let (xb, shared) = segment_of(&values[b], s);
                                     buffers.push(xb);
                                     b_shared = shared;
+                                }
+                                if size(a) > LOOP_UP_TO {
+                                    let operand = |i: usize, shared: u32| RowOperand {
+                                        buffer: &buffers[i],
+                                        shared: shared == 1,
+                                    };
+                                    let (row_op, b) = if dot {
+                                        (RowOp::Dot, Some(operand(1, b_shared)))
+                                    } else {
+                                        (RowOp::Sum, None)
+                                    };
+                                    self.reduce_rows(
+                                        row_op,
+                                        (operand(0, a_shared), b),
+                                        (samples, size(a)),
+                                        scale,
+                                        Some(target),
+                                    )?;
+                                    continue;
                                 }
                                 buffers.push(Arc::clone(target));
                                 let refs: Vec<&wgpu::Buffer> =

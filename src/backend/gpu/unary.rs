@@ -35,8 +35,8 @@ impl GpuContext {
         if rows > max {
             return Err(Error::TooLarge {
                 what: format!("one dispatch of {n} elements"),
-                needed: n as u64,
-                limit: (max * max * WORKGROUP) as u64,
+                needed: n as u64 * F32_BYTES,
+                limit: (max * max * WORKGROUP) as u64 * F32_BYTES,
             });
         }
         let columns = groups.div_ceil(rows.max(1));
