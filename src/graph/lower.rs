@@ -8,41 +8,19 @@ use crate::error::{Error, Result};
 use crate::lang::{BinOp, Expr, ExprKind, ParseError, Span, parse_expression, suggest};
 use crate::ops::{BinaryOp, UnaryOp};
 
-/// Every function the expression language knows, for suggestions and help.
-pub const FUNCTIONS: [&str; 32] = [
-    "exp",
-    "ln",
-    "sqrt",
-    "sin",
-    "cos",
-    "tan",
-    "abs",
-    "sigmoid",
-    "tanh",
-    "relu",
-    "leaky_relu",
-    "elu",
-    "softplus",
-    "silu",
-    "gelu",
-    "square",
-    "reciprocal",
-    "identity",
-    "pow",
-    "min",
-    "max",
-    "log1p",
-    "expm1",
-    "atan",
-    "asinh",
-    "acosh",
-    "atanh",
-    "erf",
-    "gelu_exact",
-    "xlogx",
-    "atan2",
-    "xlogy",
-];
+/// Every function the expression language knows, for suggestions and help:
+/// read from the op tables (each unary operation by name, and the binary
+/// ones written as calls), so a new operation needs no entry here.
+pub fn functions() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = UnaryOp::catalogue()
+        .into_iter()
+        .map(|op| op.name())
+        .collect();
+    names.extend(BinaryOp::call_names());
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|name| seen.insert(*name));
+    names
+}
 
 /// The order of the inputs, which is the order of the derivative columns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +141,7 @@ impl Lowering<'_> {
                 .error(span, format!("`{name}` is not an input"))
                 .with_help(help));
         }
-        if FUNCTIONS.contains(&name) {
+        if functions().contains(&name) {
             return Err(self
                 .error(span, format!("`{name}` is a function, not a variable"))
                 .with_help(format!("call it: {name}(x)")));
@@ -236,9 +214,10 @@ impl Lowering<'_> {
                     .into_iter()
                     .find(|op| op.name() == name && op.parameter().is_none());
                 let Some(op) = op else {
-                    let help = match suggest(name, &FUNCTIONS) {
+                    let known = functions();
+                    let help = match suggest(name, &known) {
                         Some(near) => format!("did you mean `{near}`?"),
-                        None => format!("known functions: {}", FUNCTIONS.join(", ")),
+                        None => format!("known functions: {}", known.join(", ")),
                     };
                     return Err(self
                         .error(name_span, format!("unknown function `{name}`"))

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use crate::ops::{BinaryOp, UnaryOp};
 
 pub use eval::Workspace;
-pub use lower::{FUNCTIONS, InputOrder};
+pub use lower::{InputOrder, functions};
 
 /// Index of a node in its graph; operands always come before their users.
 pub type NodeId = usize;

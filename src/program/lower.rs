@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use super::{Kind, MAX_ELEMENTS, NodeId, Op, Program, Shape, Variable};
-use crate::graph::FUNCTIONS;
+use crate::graph::functions;
 use crate::lang::{Expr, ExprKind, ParseError, Span, suggest};
 use crate::ops::BinaryOp;
 
@@ -185,7 +185,7 @@ impl<'a> Lowering<'a> {
     pub(super) fn check_new_name(&self, name: &str, span: Span) -> Parsed<()> {
         let what = if KEYWORDS.contains(&name) {
             "a keyword"
-        } else if FUNCTIONS.contains(&name) || REDUCTIONS.contains(&name) {
+        } else if functions().contains(&name) || REDUCTIONS.contains(&name) {
             "a function"
         } else if name == "pi" {
             "a constant"
@@ -385,7 +385,7 @@ impl<'a> Lowering<'a> {
         if let Some(&id) = self.values.get(name) {
             return Ok(Value::Node(id));
         }
-        if FUNCTIONS.contains(&name) || REDUCTIONS.contains(&name) {
+        if functions().contains(&name) || REDUCTIONS.contains(&name) {
             return Err(self
                 .error(span, format!("`{name}` is a function, not a variable"))
                 .with_help(format!("call it: {name}(x)")));

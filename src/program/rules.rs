@@ -5,7 +5,7 @@
 
 use super::lower::{Lowered, Lowering, Parsed, REDUCTIONS, Value};
 use super::{NodeId, Op, Shape};
-use crate::graph::FUNCTIONS;
+use crate::graph::functions;
 use crate::lang::{BinOp, Expr, ParseError, Span, suggest};
 use crate::ops::{BinaryOp, UnaryOp};
 
@@ -247,8 +247,8 @@ impl Lowering<'_> {
         count: usize,
         span: Span,
     ) -> Parsed<()> {
-        if !FUNCTIONS.contains(&name) && !REDUCTIONS.contains(&name) {
-            let mut known: Vec<&str> = FUNCTIONS.to_vec();
+        if !functions().contains(&name) && !REDUCTIONS.contains(&name) {
+            let mut known: Vec<&str> = functions();
             known.extend(REDUCTIONS);
             let help = match suggest(name, &known) {
                 Some(near) => format!("did you mean `{near}`?"),
