@@ -476,3 +476,29 @@ fn explain_names_the_selections() {
     assert!(text.contains("Selection"), "{text}");
     assert!(text.contains("x[0:2]"), "{text}");
 }
+
+#[test]
+fn a_selection_too_large_for_the_fused_kernel_is_refused_by_name_on_the_gpu() {
+    // 2 x 3000 floats of state per sample exceed the fused kernel's
+    // registers, so the op-by-op device path would run it; it has no
+    // gather kernels and says so. The CPU path runs it.
+    let program = parse("input x[3000]\ny = sin(x[0:2999]) * 2\noutput y");
+    let x = vec![0.5f32; 3000];
+    let bound: [(&str, &[f32]); 1] = [("x", &x)];
+    let cotangents = vec![1.0f32; 2999];
+    if let Some(context) = gpu() {
+        match Backend::Gpu(context).vjp(&program, "x", &bound, &cotangents) {
+            Ok(_) => panic!("the structured device path ran a slice"),
+            Err(e) => assert!(
+                e.to_string().contains("slicing `x[a:b]` (Op::Slice)"),
+                "{e}"
+            ),
+        }
+    }
+    let got = Backend::Cpu(CpuBackend)
+        .vjp(&program, "x", &bound, &cotangents)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let expected = 2.0 * 0.5f64.cos();
+    assert!((f64::from(got[0]) - expected).abs() < 1e-6);
+    assert_eq!(got[2999], 0.0);
+}
