@@ -28,6 +28,9 @@ fn shape(expr: &Expr) -> Shape {
         ExprKind::Call { name, args, .. } => {
             Shape::Call(name.clone(), args.iter().map(shape).collect())
         }
+        ExprKind::Index { .. } | ExprKind::List(_) => {
+            panic!("the generated expressions have no indices or lists")
+        }
     }
 }
 
@@ -141,6 +144,12 @@ fn check_spans(source: &str, expr: &Expr, parent: Span) -> Result<(), TestCaseEr
             );
             for arg in args {
                 check_spans(source, arg, expr.span)?;
+            }
+        }
+        ExprKind::Index { base, .. } => check_spans(source, base, expr.span)?,
+        ExprKind::List(items) => {
+            for item in items {
+                check_spans(source, item, expr.span)?;
             }
         }
     }

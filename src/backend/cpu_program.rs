@@ -3,6 +3,7 @@
 //! The same plans as the GPU runs, so the two can be compared step for step.
 
 use crate::backend::chain::JacobianAlgebra;
+use crate::backend::selection::{CpuJacobian, Selection};
 use crate::error::{Error, Result};
 use crate::jacobian::Jacobian;
 use crate::ops::BinaryOp;
@@ -73,9 +74,59 @@ impl CpuAlgebra<'_> {
 }
 
 impl JacobianAlgebra for CpuAlgebra<'_> {
-    type Value = Jacobian;
+    type Value = CpuJacobian;
 
-    fn local(&mut self, node: usize, slot: usize) -> Result<Jacobian> {
+    fn local(&mut self, node: usize, slot: usize) -> Result<CpuJacobian> {
+        let n = self.size(node);
+        Ok(match self.program.nodes[node] {
+            Op::Slice(a, start, _) => {
+                CpuJacobian::Selection(Selection::rows_of_identity(start, n, self.size(a)))
+            }
+            Op::Concat(a, b) => {
+                let (offset, part) = if slot == 0 { (0, a) } else { (self.size(a), b) };
+                CpuJacobian::Selection(Selection::placed(offset, self.size(part), n))
+            }
+            _ => CpuJacobian::Structured(self.structured(node, slot)?),
+        })
+    }
+
+    fn seed(&mut self) -> Result<CpuJacobian> {
+        self.seed
+            .clone()
+            .map(CpuJacobian::Structured)
+            .ok_or_else(|| Error::InvalidArgument("this request has no seed".into()))
+    }
+
+    fn identity(&mut self, n: usize) -> CpuJacobian {
+        CpuJacobian::Structured(Jacobian::Identity { n })
+    }
+
+    fn zero(&mut self, rows: usize, cols: usize) -> Result<CpuJacobian> {
+        Ok(CpuJacobian::Structured(Jacobian::Dense {
+            batch: self.forward.batch,
+            rows,
+            cols,
+            data: vec![0.0; self.forward.batch * rows * cols],
+        }))
+    }
+
+    fn product(&mut self, left: CpuJacobian, right: CpuJacobian) -> Result<CpuJacobian> {
+        left.product(right, self.forward.batch)
+    }
+
+    fn sum(&mut self, a: CpuJacobian, b: CpuJacobian) -> Result<CpuJacobian> {
+        a.sum(b, self.forward.batch)
+    }
+
+    fn finish(&mut self, value: CpuJacobian) -> Result<CpuJacobian> {
+        Ok(value)
+    }
+}
+
+impl CpuAlgebra<'_> {
+    /// The local Jacobian of an operation whose Jacobian has one of the
+    /// structures of `Jacobian` (every operation but the selections).
+    fn structured(&self, node: usize, slot: usize) -> Result<Jacobian> {
         let batch = self.forward.batch;
         let n = self.size(node);
         Ok(match self.program.nodes[node] {
@@ -153,40 +204,14 @@ impl JacobianAlgebra for CpuAlgebra<'_> {
                     data: self.forward.values[other].clone(),
                 }
             }
+            Op::Slice(..) | Op::Concat(..) => {
+                return Err(Error::Shape(
+                    "a selection is not a structured Jacobian".into(),
+                ));
+            }
             Op::Variable(_) | Op::Constant(_) => {
                 return Err(Error::Shape("leaves have no local Jacobian".into()));
             }
         })
-    }
-
-    fn seed(&mut self) -> Result<Jacobian> {
-        self.seed
-            .clone()
-            .ok_or_else(|| Error::InvalidArgument("this request has no seed".into()))
-    }
-
-    fn identity(&mut self, n: usize) -> Jacobian {
-        Jacobian::Identity { n }
-    }
-
-    fn zero(&mut self, rows: usize, cols: usize) -> Result<Jacobian> {
-        Ok(Jacobian::Dense {
-            batch: self.forward.batch,
-            rows,
-            cols,
-            data: vec![0.0; self.forward.batch * rows * cols],
-        })
-    }
-
-    fn product(&mut self, left: Jacobian, right: Jacobian) -> Result<Jacobian> {
-        left.product(&right, self.forward.batch)
-    }
-
-    fn sum(&mut self, a: Jacobian, b: Jacobian) -> Result<Jacobian> {
-        a.sum(&b, self.forward.batch)
-    }
-
-    fn finish(&mut self, value: Jacobian) -> Result<Jacobian> {
-        Ok(value)
     }
 }

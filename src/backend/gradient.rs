@@ -11,6 +11,7 @@ use crate::backend::Backend;
 use crate::backend::chain::reverse_cotangents;
 use crate::backend::cpu_program::{CpuAlgebra, forward};
 use crate::backend::gpu::{BatchLayout, GpuJacobian};
+use crate::backend::selection::CpuJacobian;
 use crate::backend::vector::bind;
 use crate::compile::{self, Destination};
 use crate::error::{Error, Result};
@@ -187,13 +188,14 @@ impl Backend {
                     forward: &forward,
                     seed: None,
                 };
+                let seed = CpuJacobian::Structured(seed);
                 let cotangents = reverse_cotangents(program, &mut algebra, seed, &needed)?;
                 let cotangent = |node: usize| -> Result<Vec<f64>> {
                     cotangents
                         .get(node)
                         .cloned()
                         .flatten()
-                        .map(|j| j.to_dense(batch))
+                        .map(|j| j.into_jacobian().to_dense(batch))
                         .ok_or_else(|| Error::Shape(format!("node {node} got no cotangent")))
                 };
                 let mut gradients = Vec::new();

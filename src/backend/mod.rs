@@ -7,6 +7,7 @@ pub mod cpu;
 mod cpu_program;
 pub mod gpu;
 mod gradient;
+mod selection;
 mod vector;
 
 pub use gradient::{Gradient, GradientOutput, Reduction};

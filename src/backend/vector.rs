@@ -8,7 +8,7 @@ use crate::backend::cpu_program::{CpuAlgebra, forward};
 use crate::backend::gpu::{BatchLayout, GpuContext, GpuJacobian};
 use crate::error::{Error, Result};
 use crate::jacobian::{JacShape, Jacobian, product_shape};
-use crate::program::{Kind, Program};
+use crate::program::{Kind, Op, Program};
 use crate::schedule::chain::Bracketing;
 use crate::schedule::vector::{Factor, JacobianPlan, Request, local_shape, plan};
 
@@ -474,7 +474,7 @@ impl Backend {
                     forward: &forward,
                     seed,
                 };
-                let jacobian = run_plan(&plan, &mut algebra, n)?;
+                let jacobian = run_plan(&plan, &mut algebra, n)?.into_jacobian();
                 let values = forward.values[program.output]
                     .iter()
                     .map(|&v| v as f32)
@@ -487,8 +487,13 @@ impl Backend {
                 })
             }
             Backend::Gpu(context) => {
+                // Selections run on the device only in the fused kernel.
+                let selects = program
+                    .nodes
+                    .iter()
+                    .any(|op| matches!(op, Op::Slice(..) | Op::Concat(..)));
                 if request == Request::Jacobian
-                    && plan.output.shape.structure == crate::jacobian::Structure::Dense
+                    && (plan.output.shape.structure == crate::jacobian::Structure::Dense || selects)
                     && let Some((data, values)) =
                         fused_jacobian(context, program, wrt, &bound, batch)?
                 {

@@ -57,6 +57,16 @@ pub struct FusedForward {
 /// Compiles the forward pass that a Jacobian, JVP, VJP or gradient plan
 /// with respect to `variables` reads, or says why not.
 pub fn forward(program: &Program, variables: &[usize]) -> Result<FusedForward, NotFused> {
+    if program
+        .nodes
+        .iter()
+        .any(|op| matches!(op, Op::Slice(..) | Op::Concat(..)))
+    {
+        // The structured plan that reads this pass has no selections.
+        return Err(NotFused(
+            "selections run in the gradient, JVP, VJP and Jacobian kernels only".into(),
+        ));
+    }
     let needed = needed(program, variables);
     state_floats(program, &needed)?;
     let (layout, inputs, params, param_floats) = bind_variables(program);

@@ -114,6 +114,27 @@ pub(super) fn forward_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool
                     );
                 }
             }
+            Op::Slice(a, start, _) => {
+                declare(src, &format!("v{id}"), scalar, n);
+                open_loop(src, n, scalar);
+                let _ = writeln!(
+                    src,
+                    "        {} = {};\n    }}",
+                    layout.at(id, "i"),
+                    layout.at(a, &format!("{start}u + i"))
+                );
+            }
+            Op::Concat(a, b) => {
+                declare(src, &format!("v{id}"), scalar, n);
+                for (operand, offset) in [(a, 0), (b, layout.size(a))] {
+                    open_loop(src, layout.size(operand), layout.is_scalar(operand));
+                    let _ = writeln!(
+                        src,
+                        "        v{id}[{offset}u + i] = {};\n    }}",
+                        layout.at(operand, "i")
+                    );
+                }
+            }
             Op::ShiftMax(a) => {
                 // z - max(z), the maximum held constant (its Jacobian is the
                 // identity); the limits of `shift_max` in src/program/eval.rs.
@@ -302,6 +323,29 @@ pub(super) fn reverse_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool
                     g = cot(layout, id, "i")
                 );
             }
+            Op::Slice(a, start, _) => {
+                // The transpose of a selection scatters: each element's
+                // cotangent goes back to the element it was read from.
+                open_loop(src, n, scalar);
+                let _ = writeln!(
+                    src,
+                    "        {t} = {t} + {g};\n    }}",
+                    t = cot(layout, a, &format!("{start}u + i")),
+                    g = cot(layout, id, "i")
+                );
+            }
+            Op::Concat(a, b) => {
+                for (operand, offset) in [(a, 0), (b, layout.size(a))] {
+                    if needed[operand] {
+                        open_loop(src, layout.size(operand), layout.is_scalar(operand));
+                        let _ = writeln!(
+                            src,
+                            "        {t} = {t} + g{id}[{offset}u + i];\n    }}",
+                            t = cot(layout, operand, "i")
+                        );
+                    }
+                }
+            }
         }
     }
 }
@@ -393,6 +437,28 @@ pub(super) fn tangent_pass(
                     cot(layout, id, "i"),
                     sum(vec![term(a, "1.0", "i")])
                 );
+            }
+            Op::Slice(a, start, _) => {
+                // A selection gathers the operand's tangents.
+                let from = if needed[a] {
+                    cot(layout, a, &format!("{start}u + i"))
+                } else {
+                    "0.0".into()
+                };
+                open_loop(src, n, scalar);
+                let _ = writeln!(src, "        {} = {from};\n    }}", cot(layout, id, "i"));
+            }
+            Op::Concat(a, b) => {
+                for (operand, offset) in [(a, 0), (b, layout.size(a))] {
+                    if needed[operand] {
+                        open_loop(src, layout.size(operand), layout.is_scalar(operand));
+                        let _ = writeln!(
+                            src,
+                            "        g{id}[{offset}u + i] = {};\n    }}",
+                            cot(layout, operand, "i")
+                        );
+                    }
+                }
             }
             Op::Sum(a) | Op::Mean(a) | Op::Dot(a, _) | Op::LogSumExp(a) => {
                 let len = layout.size(a);

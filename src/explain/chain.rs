@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use crate::jacobian::Cost;
-use crate::program::{Op, Program};
+use crate::program::{Op, Program, Shape};
 use crate::schedule::vector::{Factor, JacobianPlan, Step, local_shape, operands};
 
 /// A node's name: the variable's or the assigned one, else its expression
@@ -70,6 +70,25 @@ fn label(program: &Program, id: usize, depth: usize) -> String {
         ),
         Op::LogSumExp(a) => format!("logsumexp({})", label(program, a, depth - 1)),
         Op::ShiftMax(a) => format!("{} - max({})", sub(a), label(program, a, depth - 1)),
+        Op::Slice(a, start, shape) => match shape {
+            Shape::Scalar => format!("{}[{start}]", sub(a)),
+            _ => format!("{}[{start}:{}]", sub(a), start + shape.size()),
+        },
+        Op::Concat(..) => {
+            // `[a, b, c]` is nested concatenations: list the leaves.
+            let mut parts = Vec::new();
+            let mut stack = vec![id];
+            while let Some(n) = stack.pop() {
+                match program.nodes.get(n) {
+                    Some(&Op::Concat(a, b)) if n == id || program.names[n].is_none() => {
+                        stack.push(b);
+                        stack.push(a);
+                    }
+                    _ => parts.push(label(program, n, depth - 1)),
+                }
+            }
+            format!("[{}]", parts.join(", "))
+        }
         Op::Variable(_) => format!("t{id}"),
     }
 }
@@ -91,8 +110,18 @@ fn factor_name(program: &Program, factor: Factor, wrt: &str) -> String {
                 .get(slot)
                 .copied()
                 .unwrap_or(node);
-            let shape = local_shape(program, node, slot)
-                .map_or_else(|_| "?".to_string(), |s| s.to_string());
+            let selection = matches!(program.nodes[node], Op::Slice(..) | Op::Concat(..));
+            let shape = local_shape(program, node, slot).map_or_else(
+                |_| "?".to_string(),
+                // Priced as Shared, run as a gather or scatter.
+                |s| {
+                    if selection {
+                        format!("Selection {}x{}", s.rows, s.cols)
+                    } else {
+                        s.to_string()
+                    }
+                },
+            );
             format!(
                 "d{}/d{} [{shape}]",
                 wrapped(program, node),

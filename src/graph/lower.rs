@@ -124,6 +124,11 @@ impl Lowering<'_> {
                 name_span,
                 args,
             } => self.call(name, *name_span, args, expr.span),
+            // Graphs are element-wise over scalars; vectors live in programs.
+            ExprKind::Index { .. } | ExprKind::List(_) => Err(self.error(
+                expr.span,
+                "indexing and `[...]` need vectors: write a program with `input x[n]`",
+            )),
         }
     }
 

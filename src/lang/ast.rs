@@ -91,4 +91,19 @@ pub enum ExprKind {
         /// The arguments.
         args: Vec<Expr>,
     },
+    /// `base[i]` (a scalar, `end` is `None`) or `base[start:end]` (a slice,
+    /// `end` exclusive), with non-negative integer literals.
+    Index {
+        /// The indexed expression.
+        base: Box<Expr>,
+        /// The index, or the slice's first element.
+        start: usize,
+        /// One past the slice's last element; `None` for a single index.
+        end: Option<usize>,
+        /// The brackets and what is between them, for bound errors.
+        brackets: Span,
+    },
+    /// `[a, b, ...]`: the elements (scalars or vectors) concatenated into
+    /// one vector.
+    List(Vec<Expr>),
 }

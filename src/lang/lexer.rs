@@ -1,6 +1,6 @@
 //! Splits source text into tokens with byte spans. The expression parser and
 //! the program-form parser share it, so it also produces the tokens that only
-//! programs use (`@ = [ ]` and line breaks).
+//! programs use (`@ = [ ] :` and line breaks).
 
 use super::ast::Span;
 use super::error::ParseError;
@@ -36,6 +36,8 @@ pub(crate) enum TokenKind {
     LBracket,
     /// `]`
     RBracket,
+    /// `:`, between the bounds of a slice.
+    Colon,
     /// `\n`, which ends a statement in a program.
     Newline,
     /// The end of the input, always the last token.
@@ -58,6 +60,7 @@ impl TokenKind {
             TokenKind::Equals => "=",
             TokenKind::LBracket => "[",
             TokenKind::RBracket => "]",
+            TokenKind::Colon => ":",
             TokenKind::Number(_) | TokenKind::Name(_) | TokenKind::Newline | TokenKind::Eof => {
                 return None;
             }
@@ -113,6 +116,7 @@ pub(crate) fn tokenize(source: &str) -> Result<Vec<Token>, ParseError> {
             '=' => Some(TokenKind::Equals),
             '[' => Some(TokenKind::LBracket),
             ']' => Some(TokenKind::RBracket),
+            ':' => Some(TokenKind::Colon),
             '\n' => Some(TokenKind::Newline),
             _ => None,
         };

@@ -120,6 +120,30 @@ fn shape_of(program: &Program, op: Op) -> Result<Shape> {
             Shape::Vector(n) => Ok(Shape::Vector(n)),
             other => mismatch("a shift by the maximum", other, Shape::Scalar),
         },
+        Op::Slice(a, start, result) => {
+            let fits = match (shape(a), result) {
+                (Shape::Vector(n), Shape::Scalar | Shape::Vector(_)) => {
+                    start.checked_add(result.size()).is_some_and(|end| end <= n)
+                }
+                (Shape::Scalar, Shape::Vector(1)) => start == 0,
+                _ => false,
+            };
+            if fits && result.size() > 0 {
+                Ok(result)
+            } else {
+                Err(Error::Shape(format!(
+                    "elements {start}..{} of {} as {result}",
+                    start.saturating_add(result.size()),
+                    shape(a)
+                )))
+            }
+        }
+        Op::Concat(a, b) => match (shape(a), shape(b)) {
+            (Shape::Matrix(..), _) | (_, Shape::Matrix(..)) => {
+                mismatch("a concatenation", shape(a), shape(b))
+            }
+            (sa, sb) => Ok(Shape::Vector(sa.size() + sb.size())),
+        },
         Op::Sum(a) | Op::Mean(a) | Op::LogSumExp(a) => match shape(a) {
             Shape::Vector(_) => Ok(Shape::Scalar),
             other => mismatch("a reduction", other, Shape::Scalar),
@@ -199,6 +223,8 @@ pub(super) fn forward(program: &Program, values: &[&[f64]]) -> Result<Vec<Vec<f6
             Op::Sum(a) => vec![at(&out, a).iter().sum()],
             Op::LogSumExp(a) => vec![log_sum_exp(at(&out, a))],
             Op::ShiftMax(a) => shift_max(at(&out, a)),
+            Op::Slice(a, start, _) => at(&out, a).iter().skip(start).take(size).copied().collect(),
+            Op::Concat(a, b) => [at(&out, a), at(&out, b)].concat(),
             Op::Mean(a) => {
                 let a = at(&out, a);
                 vec![a.iter().sum::<f64>() / a.len() as f64]
@@ -348,6 +374,29 @@ pub(super) fn jacobian_dense(program: &Program, values: &[&[f64]], wrt: usize) -
                     out.copy_from_slice(ta);
                     any = true;
                 }
+            }
+            Op::Slice(a, start, _) => {
+                // Rows `start..start + size` of the operand's tangent.
+                if let Some(ta) = tangent(a) {
+                    for (i, r) in out.chunks_exact_mut(cols).enumerate() {
+                        for (d, &t) in r.iter_mut().zip(row(ta, start + i, cols)) {
+                            *d = t;
+                        }
+                    }
+                    any = true;
+                }
+            }
+            Op::Concat(a, b) => {
+                // The operands' tangents stacked, a zero block where one
+                // does not depend on `wrt`.
+                let split = (value(a).len() * cols).min(out.len());
+                let (top, bottom) = out.split_at_mut(split);
+                for (part, t) in [(top, tangent(a)), (bottom, tangent(b))] {
+                    for (d, &t) in part.iter_mut().zip(t.unwrap_or(&[])) {
+                        *d = t;
+                    }
+                }
+                any = tangent(a).is_some() || tangent(b).is_some();
             }
             Op::Dot(a, b) => {
                 let (va, vb) = (value(a), value(b));

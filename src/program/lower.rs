@@ -60,6 +60,9 @@ enum Key {
     Dot(NodeId, NodeId),
     LogSumExp(NodeId),
     ShiftMax(NodeId),
+    /// The operand, the first element, the length, and whether a scalar.
+    Slice(NodeId, usize, usize, bool),
+    Concat(NodeId, NodeId),
 }
 
 impl Key {
@@ -75,6 +78,10 @@ impl Key {
             Op::Dot(a, b) => Key::Dot(a, b),
             Op::LogSumExp(a) => Key::LogSumExp(a),
             Op::ShiftMax(a) => Key::ShiftMax(a),
+            Op::Slice(a, start, shape) => {
+                Key::Slice(a, start, shape.size(), shape == Shape::Scalar)
+            }
+            Op::Concat(a, b) => Key::Concat(a, b),
         }
     }
 }
@@ -290,6 +297,42 @@ impl<'a> Lowering<'a> {
                     tasks.extend(args.iter().rev().map(|arg| (arg, false)));
                     continue;
                 }
+                (ExprKind::Index { base, .. }, false) => {
+                    tasks.push((expr, true));
+                    tasks.push((base, false));
+                    continue;
+                }
+                (ExprKind::List(items), false) => {
+                    tasks.push((expr, true));
+                    tasks.extend(items.iter().rev().map(|item| (item, false)));
+                    continue;
+                }
+                (
+                    ExprKind::Index {
+                        base,
+                        start,
+                        end,
+                        brackets,
+                    },
+                    true,
+                ) => {
+                    let operand = self.pop(&mut values, 1, expr)?;
+                    match operand.as_slice() {
+                        &[value] => {
+                            let node = self.node(value, base)?;
+                            Value::Node(self.index(node, base.span, *start, *end, *brackets)?)
+                        }
+                        _ => return Err(self.internal(expr)),
+                    }
+                }
+                (ExprKind::List(items), true) => {
+                    let parts = self.pop(&mut values, items.len(), expr)?;
+                    let mut nodes = Vec::with_capacity(parts.len());
+                    for (&part, item) in parts.iter().zip(items) {
+                        nodes.push(self.node(part, item)?);
+                    }
+                    Value::Node(self.assemble(&nodes, expr)?)
+                }
                 (ExprKind::Neg(_), true) => {
                     let operand = self.pop(&mut values, 1, expr)?;
                     match operand.as_slice() {
@@ -469,6 +512,8 @@ impl<'a> Lowering<'a> {
                 Op::Dot(a, b) => Op::Dot(new(a), new(b)),
                 Op::LogSumExp(a) => Op::LogSumExp(new(a)),
                 Op::ShiftMax(a) => Op::ShiftMax(new(a)),
+                Op::Slice(a, start, shape) => Op::Slice(new(a), start, shape),
+                Op::Concat(a, b) => Op::Concat(new(a), new(b)),
             };
             if let Some(slot) = renumbered.get_mut(id) {
                 *slot = program.nodes.len();

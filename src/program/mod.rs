@@ -43,6 +43,7 @@ mod eval;
 mod lower;
 mod parse;
 mod rules;
+mod select;
 
 pub(crate) use eval::softmax;
 
@@ -160,6 +161,15 @@ pub enum Op {
     /// infinite maximum shared by one element gives 0 there and -Inf
     /// elsewhere (the limit); shared by several (or all -Inf), NaN.
     ShiftMax(NodeId),
+    /// Elements `start..start + shape.size()` of a vector, as `shape`: a
+    /// `Scalar` for `x[i]`, a `Vector` for `x[a:b]` (and, of a scalar, the
+    /// vector of length 1 that `[s]` makes). Its local Jacobian selects
+    /// rows; the backends keep it as a selection, never as a matrix.
+    Slice(NodeId, usize, Shape),
+    /// Two scalars or vectors joined into one vector, the first's elements
+    /// first: `[a, b, c]` is `Concat(Concat(a, b), c)`. Each operand's local
+    /// Jacobian places its elements among the result's: a selection too.
+    Concat(NodeId, NodeId),
 }
 
 impl Op {
@@ -168,10 +178,15 @@ impl Op {
     pub fn operands(&self) -> impl Iterator<Item = NodeId> + use<> {
         let (a, b) = match *self {
             Op::Variable(_) | Op::Constant(_) => (None, None),
-            Op::Unary(_, a) | Op::Sum(a) | Op::Mean(a) | Op::LogSumExp(a) | Op::ShiftMax(a) => {
-                (Some(a), None)
+            Op::Unary(_, a)
+            | Op::Sum(a)
+            | Op::Mean(a)
+            | Op::LogSumExp(a)
+            | Op::ShiftMax(a)
+            | Op::Slice(a, ..) => (Some(a), None),
+            Op::Binary(_, a, b) | Op::MatVec(a, b) | Op::Dot(a, b) | Op::Concat(a, b) => {
+                (Some(a), Some(b))
             }
-            Op::Binary(_, a, b) | Op::MatVec(a, b) | Op::Dot(a, b) => (Some(a), Some(b)),
         };
         a.into_iter().chain(b)
     }

@@ -133,6 +133,11 @@ pub fn local_shape(program: &Program, node: NodeId, slot: usize) -> Result<JacSh
             let _ = matrix;
             shape(Structure::Shared, m, n)
         }
+        // A selection is priced as the batch-invariant matrix it stands
+        // for, an upper bound: the backends gather or scatter the
+        // neighbouring factor's rows or columns instead of multiplying.
+        Op::Slice(a, ..) => shape(Structure::Shared, out, size(a)),
+        Op::Concat(..) => shape(Structure::Shared, out, size(operand(slot)?)),
         Op::Sum(a) | Op::Mean(a) => shape(Structure::Shared, 1, size(a)),
         Op::Dot(a, _) | Op::LogSumExp(a) => shape(Structure::Dense, 1, size(a)),
         Op::Variable(_) | Op::Constant(_) => {
@@ -144,10 +149,13 @@ pub fn local_shape(program: &Program, node: NodeId, slot: usize) -> Result<JacSh
 /// The operands of an op, in slot order.
 pub fn operands(op: &Op) -> Vec<NodeId> {
     match *op {
-        Op::Unary(_, a) | Op::Sum(a) | Op::Mean(a) | Op::LogSumExp(a) | Op::ShiftMax(a) => {
-            vec![a]
-        }
-        Op::Binary(_, a, b) | Op::MatVec(a, b) | Op::Dot(a, b) => vec![a, b],
+        Op::Unary(_, a)
+        | Op::Sum(a)
+        | Op::Mean(a)
+        | Op::LogSumExp(a)
+        | Op::ShiftMax(a)
+        | Op::Slice(a, ..) => vec![a],
+        Op::Binary(_, a, b) | Op::MatVec(a, b) | Op::Dot(a, b) | Op::Concat(a, b) => vec![a, b],
         Op::Variable(_) | Op::Constant(_) => vec![],
     }
 }

@@ -104,6 +104,9 @@ impl JacobianAlgebra for GpuAlgebra<'_> {
                     },
                 }
             }
+            Op::Slice(..) | Op::Concat(..) => {
+                return Err(super::program::selection_refused(program.nodes[node]));
+            }
             Op::Variable(_) | Op::Constant(_) => {
                 return Err(Error::Shape("leaves have no local Jacobian".into()));
             }

@@ -198,6 +198,34 @@ fn shift_max_source() -> String {
     src
 }
 
+/// The error for a selection ([`Op::Slice`], [`Op::Concat`]) on the
+/// structured device path, which has no gather or scatter kernels: the
+/// program compiler's fused kernels run these programs on the GPU, and the
+/// CPU path runs any size.
+pub(crate) fn selection_refused(op: Op) -> Error {
+    let what = match op {
+        Op::Slice(_, _, crate::program::Shape::Scalar) => "indexing `x[i]` (Op::Slice)",
+        Op::Slice(..) => "slicing `x[a:b]` (Op::Slice)",
+        _ => "assembly `[a, b]` (Op::Concat)",
+    };
+    Error::InvalidArgument(format!(
+        "{what} is not supported on the GPU for a program too large for one fused kernel \
+         (its per-sample state beyond the registers); use the CPU backend, or split the program"
+    ))
+}
+
+/// Refuses a program with selections before any device work.
+pub(crate) fn refuse_selections(program: &Program) -> Result<()> {
+    match program
+        .nodes
+        .iter()
+        .find(|op| matches!(op, Op::Slice(..) | Op::Concat(..)))
+    {
+        Some(&op) => Err(selection_refused(op)),
+        None => Ok(()),
+    }
+}
+
 impl GpuContext {
     fn run_kernel(
         &self,
@@ -239,6 +267,7 @@ impl GpuContext {
         layout: BatchLayout,
         wrt: &[usize],
     ) -> Result<Forward> {
+        refuse_selections(program)?;
         if let Ok(plan) = crate::compile::forward(program, wrt) {
             let limit = self.device.limits().max_storage_buffers_per_shader_stage as usize;
             let bindings =
@@ -450,6 +479,7 @@ impl GpuContext {
                             }
                             (NodeValue::PerSample(out), vec![softmax])
                         }
+                        Op::Slice(..) | Op::Concat(..) => return Err(selection_refused(*op)),
                         Op::Sum(a) | Op::Mean(a) | Op::Dot(a, _) => {
                             let (dot, other) = match *op {
                                 Op::Dot(_, b) => (true, Some(b)),

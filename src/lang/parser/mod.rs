@@ -4,9 +4,15 @@
 //! sum     = product (("+" | "-") product)*
 //! product = unary (("*" | "/" | "@") unary | <implicit> unary)*
 //! unary   = "-" unary | power
-//! power   = primary ("^" unary)?
+//! power   = indexed ("^" unary)?
+//! indexed = primary ("[" INDEX (":" INDEX)? "]")*
 //! primary = NUMBER | NAME | NAME "(" (sum ("," sum)*)? ")" | "(" sum ")"
+//!         | "[" sum ("," sum)* "]"
 //! ```
+//!
+//! `INDEX` is a non-negative integer literal: `x[2]` is an element, `x[1:4]`
+//! the slice of elements 1, 2 and 3. `[a, b]` concatenates scalars and
+//! vectors into one vector.
 //!
 //! `power` takes a `unary` on its right, which makes `^` right-associative,
 //! lets an exponent start with a minus (`2^-x`), and still binds tighter
@@ -166,6 +172,13 @@ enum Bracket {
         /// The tallest argument so far.
         height: usize,
     },
+    /// `[a, b, ...]`, a vector assembled from its parts.
+    List {
+        open: Span,
+        items: Vec<Expr>,
+        /// The tallest part so far.
+        height: usize,
+    },
 }
 
 struct Parser<'a> {
@@ -272,6 +285,7 @@ impl Parser<'_> {
         loop {
             let mut operand = self.operand(&mut ops, &mut outer, &mut after)?;
             loop {
+                operand = self.indices(operand)?;
                 if let Some((op, written)) = self.binary_operator() {
                     let at = if written {
                         after = Some(op.symbol());
@@ -356,11 +370,28 @@ impl Parser<'_> {
                         height: 0,
                     }
                 }
+                TokenKind::LBracket => {
+                    self.bump();
+                    if self.peek().kind == TokenKind::RBracket {
+                        let close = self.bump();
+                        return Err(self
+                            .error(span.to(close), "`[]` assembles no elements")
+                            .with_help("list the parts of the vector: `[a, b]`"));
+                    }
+                    Bracket::List {
+                        open: span,
+                        items: Vec::new(),
+                        height: 0,
+                    }
+                }
                 _ => return Err(self.missing_operand(*after)),
             };
             self.open(span)?;
+            *after = Some(match bracket {
+                Bracket::List { .. } => "[",
+                _ => "(",
+            });
             outer.push((bracket, std::mem::take(ops)));
-            *after = Some("(");
         }
     }
 
@@ -452,6 +483,45 @@ impl Parser<'_> {
                 }))
             }
             (
+                Bracket::List {
+                    open,
+                    mut items,
+                    height,
+                },
+                TokenKind::RBracket | TokenKind::Comma,
+            ) => {
+                let height = height.max(content.height);
+                items.push(content.expr);
+                let finished = token.kind == TokenKind::RBracket;
+                let close = self.bump();
+                if !finished {
+                    return Ok(Closed::NextArgument(Bracket::List {
+                        open,
+                        items,
+                        height,
+                    }));
+                }
+                let height = height + 1;
+                if height > MAX_DEPTH {
+                    return Err(self.too_deep(open));
+                }
+                let span = open.to(close);
+                Ok(Closed::Operand(Node {
+                    expr: Expr {
+                        kind: ExprKind::List(items),
+                        span,
+                    },
+                    height,
+                    outer: span,
+                }))
+            }
+            (Bracket::List { open, .. }, TokenKind::Eof | TokenKind::Newline) => Err(self
+                .error(open, "unclosed `[`")
+                .with_help("add a `]` to close it")),
+            (Bracket::List { .. }, _) => {
+                Err(self.error(token.span, format!("expected `,` or `]`, found {found}")))
+            }
+            (
                 Bracket::Group { open } | Bracket::Call { open, .. },
                 TokenKind::Eof | TokenKind::Newline,
             ) => Err(self.unclosed(open)),
@@ -460,6 +530,74 @@ impl Parser<'_> {
             }
             (Bracket::Call { .. }, _) => {
                 Err(self.error(token.span, format!("expected `,` or `)`, found {found}")))
+            }
+        }
+    }
+
+    /// `node` with the index and slice brackets that follow it applied,
+    /// left to right (`x[0:4][1]`).
+    fn indices(&mut self, mut node: Node) -> Result<Node, ParseError> {
+        while self.peek().kind == TokenKind::LBracket {
+            let open = self.bump();
+            let start = self.index_literal()?;
+            let end = if self.peek().kind == TokenKind::Colon {
+                self.bump();
+                Some(self.index_literal()?)
+            } else {
+                None
+            };
+            let token = self.peek();
+            if token.kind != TokenKind::RBracket {
+                let wanted = if end.is_some() { "`]`" } else { "`:` or `]`" };
+                let found = token.describe(self.source);
+                return Err(self.error(token.span, format!("expected {wanted}, found {found}")));
+            }
+            let close = self.bump();
+            let height = node.height + 1;
+            if height > MAX_DEPTH {
+                return Err(self.too_deep(open));
+            }
+            let span = node.outer.to(close);
+            node = Node {
+                expr: Expr {
+                    kind: ExprKind::Index {
+                        base: Box::new(node.expr),
+                        start,
+                        end,
+                        brackets: open.to(close),
+                    },
+                    span,
+                },
+                height,
+                outer: span,
+            };
+        }
+        Ok(node)
+    }
+
+    /// A non-negative integer literal inside index brackets.
+    fn index_literal(&mut self) -> Result<usize, ParseError> {
+        let token = self.peek();
+        let span = token.span;
+        let text = self.source.get(span.start..span.end).unwrap_or("");
+        match token.kind {
+            TokenKind::Number(value)
+                if text.bytes().all(|b| b.is_ascii_digit()) && value < 1e15 =>
+            {
+                self.bump();
+                Ok(value as usize)
+            }
+            TokenKind::Number(_) => Err(self
+                .error(span, format!("`{text}` is not an index"))
+                .with_help("an index is a whole number written with digits only, as in `x[2]`")),
+            TokenKind::Minus => Err(self
+                .error(span, "an index cannot be negative")
+                .with_help("indices count from 0 at the first element")),
+            _ => {
+                let found = token.describe(self.source);
+                Err(self
+                    .error(span, format!("expected an index, found {found}"))
+                    .with_help("indices are integer literals: `x[2]`, `x[1:4]`"))
             }
         }
     }

@@ -15,6 +15,19 @@ fn sexp(expr: &Expr) -> String {
             let args: String = args.iter().map(|arg| format!(" {}", sexp(arg))).collect();
             format!("({name}:{args})")
         }
+        ExprKind::Index {
+            base, start, end, ..
+        } => match end {
+            Some(end) => format!("(slice {} {start} {end})", sexp(base)),
+            None => format!("(index {} {start})", sexp(base)),
+        },
+        ExprKind::List(items) => {
+            let items: String = items
+                .iter()
+                .map(|item| format!(" {}", sexp(item)))
+                .collect();
+            format!("(list{items})")
+        }
     }
 }
 
@@ -210,7 +223,7 @@ fn error_messages_name_what_was_expected() {
         ("y = x", "unexpected `=`", "="),
         ("x @", "expected an expression after `@`", ""),
         ("@ x", "expected an expression, found `@`", "@"),
-        ("[x]", "expected an expression, found `[`", "["),
+        ("x[", "expected an index, found end of input", ""),
         ("x\ny", "unexpected line break", "\n"),
         ("x +\ny", "expected an expression after `+`", "\n"),
         ("(x", "unclosed `(`", "("),
@@ -345,4 +358,27 @@ fn embedded_expressions_stop_at_the_first_foreign_token() {
             Span::new(source.len(), source.len())
         ))
     );
+}
+
+#[test]
+fn indices_bind_to_the_operand_before_them() {
+    assert_eq!(parsed("x[1]"), "(index x 1)");
+    assert_eq!(parsed("-x[0]^2"), "(neg (^ (index x 0) 2))");
+    assert_eq!(parsed("2x[1:3]"), "(* 2 (slice x 1 3))");
+    assert_eq!(parsed("(a + b)[2]"), "(index (+ a b) 2)");
+    assert_eq!(parsed("x[0:4][1]"), "(index (slice x 0 4) 1)");
+    assert_eq!(parsed("f(x)[0]"), "(index (f: x) 0)");
+}
+
+#[test]
+fn brackets_assemble_lists() {
+    assert_eq!(parsed("[a, b + 1, c[0]]"), "(list a (+ b 1) (index c 0))");
+    assert_eq!(parsed("[[a], b]"), "(list (list a) b)");
+    assert_eq!(parsed("[a, b][1]"), "(index (list a b) 1)");
+    assert_eq!(parsed("sum([a, (b)])"), "(sum: (list a b))");
+    assert_eq!(error("[a, b").message, "unclosed `[`");
+    assert_eq!(error("[a)").message, "expected `,` or `]`, found `)`");
+    assert_eq!(error("(a]").message, "expected `)`, found `]`");
+    assert_eq!(error("x[-1]").message, "an index cannot be negative");
+    assert_eq!(error("x[1e2]").message, "`1e2` is not an index");
 }

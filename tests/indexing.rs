@@ -1,0 +1,504 @@
+//! Indexing `x[i]`, slicing `x[a:b]` and assembly `[a, b, c]`: values and
+//! Jacobian, JVP, VJP and gradient on the GPU and the CPU path against the
+//! f64 oracle (`Program::jacobian_dense`), the oracle against central
+//! differences, bound and shape errors as messages naming the line, and a
+//! bundle-adjustment residual (a pinhole camera with a Rodrigues rotation
+//! and radial distortion) against central differences of an independent
+//! f64 implementation.
+
+mod common;
+
+use chainrule::program::{Kind, Program};
+use chainrule::{Backend, CpuBackend, Reduction};
+use common::{gpu, rng, uniform};
+use rand::rngs::StdRng;
+
+/// The GPU (when there is one) and the CPU backend, with a name.
+fn backends() -> Vec<(Backend, &'static str)> {
+    let mut all = Vec::new();
+    if let Some(context) = gpu() {
+        all.push((Backend::Gpu(context), "gpu"));
+    }
+    all.push((Backend::Cpu(CpuBackend), "cpu"));
+    all
+}
+
+fn parse(text: &str) -> Program {
+    Program::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+/// ||actual - expected|| / max(||expected||, 1e-30), Frobenius.
+fn relative_error(actual: &[f64], expected: &[f64]) -> f64 {
+    assert_eq!(actual.len(), expected.len(), "lengths");
+    let diff: f64 = actual
+        .iter()
+        .zip(expected)
+        .map(|(a, e)| (a - e).powi(2))
+        .sum();
+    let norm: f64 = expected.iter().map(|e| e * e).sum();
+    (diff / norm.max(1e-60)).sqrt()
+}
+
+fn assert_close(label: &str, actual: &[f64], expected: &[f64], tolerance: f64) {
+    let error = relative_error(actual, expected);
+    assert!(
+        error <= tolerance,
+        "{label}: relative error {error:e} > {tolerance:e}\nactual   {actual:?}\nexpected {expected:?}"
+    );
+}
+
+/// The f64 values of each variable for sample `b`.
+fn sample(program: &Program, data: &[Vec<f32>], b: usize) -> Vec<Vec<f64>> {
+    program
+        .variables
+        .iter()
+        .zip(data)
+        .map(|(v, d)| {
+            let n = v.shape.size();
+            let b = if v.kind == Kind::Param { 0 } else { b };
+            d[b * n..(b + 1) * n]
+                .iter()
+                .map(|&x| f64::from(x))
+                .collect()
+        })
+        .collect()
+}
+
+/// The output's value at `values`, in f64.
+fn output(program: &Program, values: &[Vec<f64>]) -> Vec<f64> {
+    let refs: Vec<&[f64]> = values.iter().map(Vec::as_slice).collect();
+    let all = program.forward(&refs).unwrap_or_else(|e| panic!("{e}"));
+    all[program.output].clone()
+}
+
+/// Central differences of `f` with respect to `x`, row-major m x n.
+fn central(f: impl Fn(&[f64]) -> Vec<f64>, x: &[f64]) -> Vec<f64> {
+    let m = f(x).len();
+    let mut jacobian = vec![0.0; m * x.len()];
+    for j in 0..x.len() {
+        let h = 1e-6 * x[j].abs().max(1.0);
+        let (mut plus, mut minus) = (x.to_vec(), x.to_vec());
+        plus[j] += h;
+        minus[j] -= h;
+        let (fp, fm) = (f(&plus), f(&minus));
+        for i in 0..m {
+            jacobian[i * x.len() + j] = (fp[i] - fm[i]) / (2.0 * h);
+        }
+    }
+    jacobian
+}
+
+/// Checks `text` with respect to each input in `wrt` on a batch of random
+/// samples: the oracle against central differences, then every backend's
+/// values, Jacobian, JVP, VJP (and per-sample gradient for a scalar
+/// output) against the oracle.
+fn check(label: &str, text: &str, wrt: &[&str], rng: &mut StdRng) {
+    let program = parse(text);
+    let batch = 7;
+    let data: Vec<Vec<f32>> = program
+        .variables
+        .iter()
+        .map(|v| {
+            let samples = if v.kind == Kind::Param { 1 } else { batch };
+            uniform(rng, samples * v.shape.size(), -1.5, 1.5)
+        })
+        .collect();
+    let names: Vec<&str> = program.variables.iter().map(|v| v.name.as_str()).collect();
+    let bound: Vec<(&str, &[f32])> = names
+        .iter()
+        .zip(&data)
+        .map(|(n, d)| (*n, d.as_slice()))
+        .collect();
+    let m = program.shapes[program.output].size();
+    for &name in wrt {
+        let v = program.variable(name).expect("a variable");
+        let n = program.variables[v].shape.size();
+        let mut values = Vec::new();
+        let mut oracle = Vec::new();
+        for b in 0..batch {
+            let at = sample(&program, &data, b);
+            let refs: Vec<&[f64]> = at.iter().map(Vec::as_slice).collect();
+            let jacobian = program.jacobian_dense(&refs, v).expect("the oracle");
+            let differences = central(
+                |x| {
+                    let mut moved = at.clone();
+                    moved[v] = x.to_vec();
+                    output(&program, &moved)
+                },
+                &at[v],
+            );
+            assert_close(
+                &format!("{label}: oracle vs central differences, d/d{name}"),
+                &jacobian,
+                &differences,
+                1e-6,
+            );
+            values.extend(output(&program, &at));
+            oracle.extend(jacobian);
+        }
+        let tangents = uniform(rng, batch * n, -1.0, 1.0);
+        let cotangents = uniform(rng, batch * m, -1.0, 1.0);
+        let mut jvp = vec![0.0; batch * m];
+        let mut vjp = vec![0.0; batch * n];
+        for b in 0..batch {
+            for i in 0..m {
+                for j in 0..n {
+                    let e = oracle[(b * m + i) * n + j];
+                    jvp[b * m + i] += e * f64::from(tangents[b * n + j]);
+                    vjp[b * n + j] += e * f64::from(cotangents[b * m + i]);
+                }
+            }
+        }
+        let f64s = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+        for (backend, path) in backends() {
+            let at = format!("{label} on the {path}, d/d{name}");
+            let out = backend
+                .jacobian(&program, name, &bound)
+                .unwrap_or_else(|e| panic!("{at}: {e}"));
+            assert_close(&format!("{at}: values"), &f64s(&out.values), &values, 1e-6);
+            let dense = out.jacobian.to_dense(batch);
+            assert_close(&format!("{at}: Jacobian"), &dense, &oracle, 1e-5);
+            let got = backend
+                .jvp(&program, name, &bound, &tangents)
+                .unwrap_or_else(|e| panic!("{at}: jvp: {e}"));
+            assert_close(&format!("{at}: JVP"), &f64s(&got), &jvp, 1e-5);
+            let got = backend
+                .vjp(&program, name, &bound, &cotangents)
+                .unwrap_or_else(|e| panic!("{at}: vjp: {e}"));
+            assert_close(&format!("{at}: VJP"), &f64s(&got), &vjp, 1e-5);
+            if m == 1 {
+                let got = backend
+                    .gradient(&program, &[name], &bound, Reduction::PerSample)
+                    .unwrap_or_else(|e| panic!("{at}: gradient: {e}"));
+                assert_close(
+                    &format!("{at}: gradient"),
+                    &f64s(&got.gradients[0].values),
+                    &oracle,
+                    1e-5,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn an_index_is_a_scalar_of_the_vector() {
+    let mut rng = rng("an_index_is_a_scalar_of_the_vector");
+    check(
+        "index",
+        "input x[5]\ny = x[3] * x[0] + sin(x[4])\noutput y",
+        &["x"],
+        &mut rng,
+    );
+    check(
+        "index of a computed vector",
+        "input x[4]\nparam W[3,4]\nh = tanh(W @ x)\ny = h[2] / (1 + h[0]^2)\noutput y",
+        &["x"],
+        &mut rng,
+    );
+}
+
+#[test]
+fn a_slice_selects_elements() {
+    let mut rng = rng("a_slice_selects_elements");
+    check(
+        "slice",
+        "input x[6]\ny = tanh(x[1:4]) * x[5]\noutput y",
+        &["x"],
+        &mut rng,
+    );
+    // The selection alone: its Jacobian is the answer.
+    check(
+        "bare slice",
+        "input x[6]\ny = x[2:5]\noutput y",
+        &["x"],
+        &mut rng,
+    );
+    check(
+        "slice of a slice",
+        "input x[7]\ny = x[1:6][2:4] * x[1:6][0]\noutput y",
+        &["x"],
+        &mut rng,
+    );
+    check(
+        "gradient through slices",
+        "input x[5]\ny = dot(x[0:3], x[2:5]) + sum(exp(x[1:3]))\noutput y",
+        &["x"],
+        &mut rng,
+    );
+}
+
+#[test]
+fn a_list_concatenates_scalars_and_vectors() {
+    let mut rng = rng("a_list_concatenates_scalars_and_vectors");
+    check(
+        "assembly",
+        "input x[3]\ninput s\ny = [x * s, s, x[0], sin(x[1:3])]\noutput y",
+        &["x", "s"],
+        &mut rng,
+    );
+    check(
+        "a part read twice",
+        "input x[2]\ny = [x, x]\noutput y",
+        &["x"],
+        &mut rng,
+    );
+    check(
+        "one scalar",
+        "input x[3]\ny = sum([x[1]] * x[0:1])\noutput y",
+        &["x"],
+        &mut rng,
+    );
+    check(
+        "cross product",
+        "input a[3]\ninput b[3]\n\
+         c = [a[1]*b[2] - a[2]*b[1], a[2]*b[0] - a[0]*b[2], a[0]*b[1] - a[1]*b[0]]\n\
+         output c",
+        &["a", "b"],
+        &mut rng,
+    );
+    check(
+        "a loss of an assembled vector",
+        "input x[4]\ny = mean([x[0:2] * 3, x[3]]^2)\noutput y",
+        &["x"],
+        &mut rng,
+    );
+}
+
+/// The parse error of `text`, as displayed.
+fn error(text: &str) -> String {
+    match Program::parse(text) {
+        Ok(_) => panic!("{text} parsed"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn assert_error(text: &str, expected: &[&str]) {
+    let message = error(text);
+    for part in expected {
+        assert!(
+            message.contains(part),
+            "{text:?}: expected {part:?} in\n{message}"
+        );
+    }
+}
+
+#[test]
+fn bounds_and_shapes_are_clear_errors() {
+    assert_error(
+        "input x[3]\ny = x[3]\noutput y",
+        &[
+            "index 3 is out of range for `x`, which has 3 elements",
+            "line 2",
+        ],
+    );
+    assert_error(
+        "input x[3]\ny = x[2:2]\noutput y",
+        &["the slice `[2:2]` is empty", "line 2"],
+    );
+    assert_error(
+        "input x[3]\ny = x[2:1]\noutput y",
+        &["the slice `[2:1]` is empty"],
+    );
+    assert_error(
+        "input x[3]\ny = x[1:9]\noutput y",
+        &["runs past the end of `x`, which has 3 elements", "line 2"],
+    );
+    assert_error(
+        "input x[3]\ny = x[-1]\noutput y",
+        &["an index cannot be negative"],
+    );
+    assert_error(
+        "input x[3]\ny = x[1.5]\noutput y",
+        &["`1.5` is not an index"],
+    );
+    assert_error("input x[3]\ny = x[i]\noutput y", &["expected an index"]);
+    assert_error("input x[3]\ny = x[1:]\noutput y", &["expected an index"]);
+    assert_error("input x[3]\ny = x[1\noutput y", &["expected `:` or `]`"]);
+    assert_error(
+        "input s\ny = s[0]\noutput y",
+        &["`s` is scalar; only a vector can be indexed", "line 2"],
+    );
+    assert_error(
+        "input x[3]\ny = []\noutput y",
+        &["`[]` assembles no elements"],
+    );
+    assert_error("input x[3]\ny = [x, 1\noutput y", &["unclosed `[`"]);
+    assert_error("input x[3]\ny = [x, 1)\noutput y", &["expected `,` or `]`"]);
+    assert_error(
+        "input x[3]\nparam W[2,3]\ny = [x, W]\noutput y",
+        &["`W` is a matrix [2,3]"],
+    );
+    // Mixed shapes: a vector of 4 met by one of 3.
+    assert_error("input x[3]\ninput s\ny = [x, s] + x\noutput y", &["line 3"]);
+    // A bare expression's names are scalars.
+    assert_error("x[0] + 1", &["`x` is scalar; only a vector can be indexed"]);
+}
+
+/// The 2-vector residual of one observation, independently of the
+/// library: camera rotation r (axis times angle), centre C, focal f,
+/// principal point c, radial distortion k; point X; weight w.
+fn residual(p: &[f64], feature: &[f64]) -> Vec<f64> {
+    let (r, centre, f) = (&p[0..3], &p[3..6], p[6]);
+    let (c, k, point, w) = (&p[7..9], &p[9..11], &p[11..14], p[14]);
+    let theta = (r[0] * r[0] + r[1] * r[1] + r[2] * r[2]).sqrt();
+    let u = [r[0] / theta, r[1] / theta, r[2] / theta];
+    let q = [
+        point[0] - centre[0],
+        point[1] - centre[1],
+        point[2] - centre[2],
+    ];
+    // R = cos I + sin [u]x + (1 - cos) u u^T, applied to q.
+    let (cos, sin) = (theta.cos(), theta.sin());
+    let cross = [
+        u[1] * q[2] - u[2] * q[1],
+        u[2] * q[0] - u[0] * q[2],
+        u[0] * q[1] - u[1] * q[0],
+    ];
+    let along = u[0] * q[0] + u[1] * q[1] + u[2] * q[2];
+    let camera: Vec<f64> = (0..3)
+        .map(|i| cos * q[i] + sin * cross[i] + (1.0 - cos) * along * u[i])
+        .collect();
+    let (x, y) = (camera[0] / camera[2], camera[1] / camera[2]);
+    let r2 = x * x + y * y;
+    let distortion = 1.0 + k[0] * r2 + k[1] * r2 * r2;
+    vec![
+        w * (f * distortion * x + c[0] - feature[0]),
+        w * (f * distortion * y + c[1] - feature[1]),
+    ]
+}
+
+const BUNDLE_ADJUSTMENT: &str = "
+input p[15]
+input feat[2]
+r = p[0:3]
+C = p[3:6]
+focal = p[6]
+pp = p[7:9]
+k = p[9:11]
+X = p[11:14]
+w = p[14]
+theta = sqrt(dot(r, r))
+u = r / theta
+q = X - C
+uxq = [u[1]*q[2] - u[2]*q[1], u[2]*q[0] - u[0]*q[2], u[0]*q[1] - u[1]*q[0]]
+Pc = q * cos(theta) + uxq * sin(theta) + u * (dot(u, q) * (1 - cos(theta)))
+pn = [Pc[0] / Pc[2], Pc[1] / Pc[2]]
+r2 = dot(pn, pn)
+distortion = 1 + k[0] * r2 + k[1] * r2 * r2
+proj = focal * distortion * pn + pp
+res = w * (proj - feat)
+output res
+";
+
+#[test]
+fn a_bundle_adjustment_residual_matches_central_differences() {
+    let mut rng = rng("a_bundle_adjustment_residual_matches_central_differences");
+    let program = parse(BUNDLE_ADJUSTMENT);
+    let batch = 33;
+    let mut p = Vec::with_capacity(batch * 15);
+    let mut feat = Vec::with_capacity(batch * 2);
+    for _ in 0..batch {
+        // Small rotations and a point in front of the camera, so that the
+        // depth stays well away from zero.
+        p.extend(uniform(&mut rng, 3, -0.3, 0.3));
+        p.extend(uniform(&mut rng, 3, -0.5, 0.5));
+        p.extend(uniform(&mut rng, 1, 400.0, 600.0));
+        p.extend(uniform(&mut rng, 2, 200.0, 300.0));
+        p.extend(uniform(&mut rng, 2, -0.1, 0.1));
+        p.extend(uniform(&mut rng, 2, -1.0, 1.0));
+        p.extend(uniform(&mut rng, 1, 4.0, 6.0));
+        p.extend(uniform(&mut rng, 1, 0.5, 2.0));
+        feat.extend(uniform(&mut rng, 2, 150.0, 350.0));
+    }
+    let mut expected = Vec::new();
+    let mut values = Vec::new();
+    let mut oracle = Vec::new();
+    for b in 0..batch {
+        let pb: Vec<f64> = p[b * 15..(b + 1) * 15]
+            .iter()
+            .map(|&x| f64::from(x))
+            .collect();
+        let fb: Vec<f64> = feat[b * 2..(b + 1) * 2]
+            .iter()
+            .map(|&x| f64::from(x))
+            .collect();
+        values.extend(residual(&pb, &fb));
+        expected.extend(central(|x| residual(x, &fb), &pb));
+        let jacobian = program.jacobian_dense(&[&pb, &fb], 0).expect("the oracle");
+        oracle.extend(jacobian);
+    }
+    assert_close("oracle vs central differences", &oracle, &expected, 1e-6);
+    let bound: [(&str, &[f32]); 2] = [("p", &p), ("feat", &feat)];
+    for (backend, path) in backends() {
+        let out = backend
+            .jacobian(&program, "p", &bound)
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let got: Vec<f64> = out.values.iter().map(|&x| f64::from(x)).collect();
+        assert_close(&format!("{path}: residuals"), &got, &values, 1e-5);
+        let dense = out.jacobian.to_dense(batch);
+        assert_eq!(dense.len(), batch * 2 * 15);
+        assert_close(
+            &format!("{path}: 2 x 15 Jacobians"),
+            &dense,
+            &expected,
+            1e-5,
+        );
+        // The VJP with the residual itself is the Gauss-Newton gradient.
+        let cotangents: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+        let got = backend
+            .vjp(&program, "p", &bound, &cotangents)
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let mut gradient = vec![0.0; batch * 15];
+        for b in 0..batch {
+            for i in 0..2 {
+                for j in 0..15 {
+                    gradient[b * 15 + j] += expected[(b * 2 + i) * 15 + j] * values[b * 2 + i];
+                }
+            }
+        }
+        let got: Vec<f64> = got.iter().map(|&x| f64::from(x)).collect();
+        assert_close(&format!("{path}: J^T r"), &got, &gradient, 1e-5);
+    }
+}
+
+#[test]
+fn explain_names_the_selections() {
+    let program = parse("input x[4]\ny = [x[0:2] * 3, x[3]]\noutput y");
+    let plan = chainrule::schedule::vector::plan(
+        &program,
+        0,
+        chainrule::schedule::vector::Request::Jacobian,
+        8,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let text = chainrule::explain::explain_plan(&program, &plan);
+    assert!(text.contains("Selection"), "{text}");
+    assert!(text.contains("x[0:2]"), "{text}");
+}
+
+#[test]
+fn a_selection_too_large_for_the_fused_kernel_is_refused_by_name_on_the_gpu() {
+    // 2 x 3000 floats of state per sample exceed the fused kernel's
+    // registers, so the op-by-op device path would run it; it has no
+    // gather kernels and says so. The CPU path runs it.
+    let program = parse("input x[3000]\ny = sin(x[0:2999]) * 2\noutput y");
+    let x = vec![0.5f32; 3000];
+    let bound: [(&str, &[f32]); 1] = [("x", &x)];
+    let cotangents = vec![1.0f32; 2999];
+    if let Some(context) = gpu() {
+        match Backend::Gpu(context).vjp(&program, "x", &bound, &cotangents) {
+            Ok(_) => panic!("the structured device path ran a slice"),
+            Err(e) => assert!(
+                e.to_string().contains("slicing `x[a:b]` (Op::Slice)"),
+                "{e}"
+            ),
+        }
+    }
+    let got = Backend::Cpu(CpuBackend)
+        .vjp(&program, "x", &bound, &cotangents)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let expected = 2.0 * 0.5f64.cos();
+    assert!((f64::from(got[0]) - expected).abs() < 1e-6);
+    assert_eq!(got[2999], 0.0);
+}
