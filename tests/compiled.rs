@@ -419,3 +419,67 @@ fn small_dense_jacobians_are_one_fused_kernel_by_columns_or_rows() {
         }
     }
 }
+
+/// Software drivers stop an invocation's loops once their iterations add up
+/// past 65,535, silently. A sample of this program costs thousands of loop
+/// iterations, so a batch large enough to put several samples on each
+/// invocation would cross that line unless the executor plans around it;
+/// and llsq's 256 x 128 product (forward and reverse alone past the line)
+/// must leave the fused path.
+#[test]
+fn loops_stay_within_what_software_drivers_run() {
+    if common::gpu().is_none() {
+        return;
+    }
+    // Four workgroups at most: a few thousand samples already put several
+    // on each invocation.
+    let small = GpuContext::new(&ContextOptions {
+        limits: LimitsOverride {
+            max_workgroups_per_dimension: Some(2),
+            ..LimitsOverride::default()
+        },
+        ..ContextOptions::default()
+    })
+    .expect("small context");
+    let small = Backend::Gpu(Arc::new(small));
+    let full = Backend::Gpu(common::gpu().expect("checked above"));
+    let cpu = Backend::Cpu(CpuBackend);
+    let mut rng = common::rng("loop budget");
+    let cases = [
+        (
+            "input x[100]\nparam W[60,100]\ny = sum(tanh(W @ x))\noutput y",
+            12_001usize,
+            &small,
+        ),
+        (
+            "input x[128]\nparam T[256,128] s[256]\nr = s - T @ x\nloss = 0.5 * dot(r, r)\noutput loss",
+            3,
+            &full,
+        ),
+    ];
+    for (text, batch, gpu) in cases {
+        let program = Program::parse(text).expect("parses");
+        let vars = variables(&program, batch, &mut rng);
+        let bound: Vec<(&str, &[f32])> = vars
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()))
+            .collect();
+        for reduction in [Reduction::Mean, Reduction::PerSample] {
+            let names = ["x"];
+            let g = gpu
+                .gradient(&program, &names, &bound, reduction)
+                .expect("gpu");
+            let c = cpu
+                .gradient(&program, &names, &bound, reduction)
+                .expect("cpu");
+            close(&format!("{text} values"), &g.values, &c.values);
+            for (a, b) in g.gradients.iter().zip(&c.gradients) {
+                close(
+                    &format!("{text} {reduction:?} d/d{}", a.name),
+                    &a.values,
+                    &b.values,
+                );
+            }
+        }
+    }
+}

@@ -52,6 +52,13 @@ pub struct FusedForward {
     pub param_floats: usize,
     /// What the kernel writes.
     pub outputs: Vec<ForwardOutput>,
+    /// An upper bound on the loop iterations one sample takes.
+    pub trips: usize,
+}
+
+/// The loop-iteration bound of a forward pass writing `written` floats.
+fn forward_trips(program: &Program, written: usize) -> usize {
+    super::loop_trips(program, 0, written)
 }
 
 /// Compiles the forward pass that a Jacobian, JVP, VJP or gradient plan
@@ -173,11 +180,18 @@ pub fn forward(program: &Program, variables: &[usize]) -> Result<FusedForward, N
         );
     }
     src.push_str("    }\n    }\n}\n");
+    let trips = forward_trips(program, outputs.iter().map(|o| o.size).sum());
+    if trips.saturating_mul(2) > super::MAX_TRIPS {
+        return Err(NotFused(format!(
+            "{trips} loop iterations a sample leave too few for a batch"
+        )));
+    }
     Ok(FusedForward {
         source: unroll_small_loops(&src),
         inputs,
         params,
         param_floats,
         outputs,
+        trips,
     })
 }

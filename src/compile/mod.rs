@@ -35,6 +35,12 @@ pub const WORKGROUP: usize = 256;
 /// sample may keep: beyond this a register-resident kernel spills so much
 /// that the structured plan is the better choice.
 pub const PRIVATE_FLOATS: usize = 4096;
+/// The longest vector a fused kernel keeps in registers. Longer ones (one
+/// long sample, as in a log-sum-exp over a million logits) go to the
+/// structured plan, whose reductions are trees across invocations; a
+/// private array of thousands of floats also takes a software driver
+/// minutes to compile.
+pub const MAX_VECTOR: usize = 256;
 /// Gradient elements summed per round of the workgroup tree: 16 x 256
 /// floats fill the 16 KiB of workgroup memory every adapter offers.
 pub const ROUND: usize = 16;
@@ -95,6 +101,9 @@ pub struct FusedGradient {
     pub seeded: bool,
     /// Elements of the output per sample.
     pub output_size: usize,
+    /// An upper bound on the loop iterations one sample takes (see
+    /// `loop_trips`); the executor sizes samples per invocation by it.
+    pub trips: usize,
 }
 
 impl FusedGradient {
@@ -418,6 +427,20 @@ fn compile(
             private + summed_width
         )));
     }
+    let passes = match mode {
+        Mode::Jacobian { reverse: true } => output_size,
+        Mode::Jacobian { reverse: false } => variables
+            .first()
+            .map_or(1, |&v| program.variables[v].shape.size()),
+        _ => 1,
+    };
+    let written = output_size + gradients.iter().map(|g| g.size).sum::<usize>();
+    let trips = loop_trips(program, passes, written);
+    if trips.saturating_mul(2) > MAX_TRIPS || trips + sum_trips(summed_width) > MAX_TRIPS {
+        return Err(NotFused(format!(
+            "{trips} loop iterations a sample leave too few for a batch"
+        )));
+    }
     let (mut src, mut binding) = prelude(&inputs, &params);
     if seeded {
         binding += 1;
@@ -561,6 +584,7 @@ fn compile(
         values,
         seeded,
         output_size,
+        trips,
     })
 }
 
@@ -571,7 +595,11 @@ fn state_floats(program: &Program, needed: &[bool]) -> Result<usize, NotFused> {
     let mut private = 0usize;
     for (id, op) in program.nodes.iter().enumerate() {
         let size = program.shapes[id].size();
-        if size > MAX_TRIPS {
+        let vector = match program.shapes[id] {
+            crate::program::Shape::Matrix(..) => 0,
+            _ => size,
+        };
+        if vector > MAX_VECTOR {
             return Err(NotFused(format!("node {id} has {size} elements")));
         }
         let computed = !matches!(op, Op::Variable(_) | Op::Constant(_));
@@ -585,6 +613,40 @@ fn state_floats(program: &Program, needed: &[bool]) -> Result<usize, NotFused> {
         )));
     }
     Ok(private)
+}
+
+/// An upper bound on the loop iterations one sample costs an invocation:
+/// the forward pass once and each derivative pass `passes` times, counting
+/// every loop as written (unrolled ones too). Software drivers cut an
+/// invocation's loops short once their iterations add up past 65,535 (the
+/// loops of one invocation count together, nested ones multiplied), so the
+/// executor keeps samples per invocation times this, plus the reduction's
+/// loops, within [`MAX_TRIPS`].
+fn loop_trips(program: &Program, passes: usize, written: usize) -> usize {
+    let size = |id: NodeId| program.shapes[id].size();
+    let mut per_pass = 0usize;
+    for (id, op) in program.nodes.iter().enumerate() {
+        per_pass += match *op {
+            // A matrix is read where used, never looped over by itself.
+            Op::Variable(_) | Op::Constant(_) => match program.shapes[id] {
+                crate::program::Shape::Matrix(..) => 0,
+                _ => size(id),
+            },
+            Op::MatVec(_, x) => 2 * (size(id) * size(x) + size(id)),
+            Op::LogSumExp(a) | Op::ShiftMax(a) => 4 * size(a),
+            Op::Sum(a) | Op::Mean(a) | Op::Dot(a, _) => 2 * size(a),
+            _ => 2 * size(id),
+        };
+    }
+    per_pass
+        .saturating_mul(passes.saturating_add(1))
+        .saturating_add(written)
+        .saturating_add(1)
+}
+
+/// Loop iterations of the workgroup sums of `width` columns.
+pub(crate) fn sum_trips(width: usize) -> usize {
+    width.div_ceil(ROUND) * (ROUND + 2 * (WORKGROUP / ROUND) + 1)
 }
 
 /// Where the kernel reads each variable: inputs bound one buffer each in

@@ -24,6 +24,12 @@ pub(super) struct FusedParams {
 /// The most workgroups a fused kernel launches; each invocation then takes
 /// several samples, which gathers summed gradients in registers and keeps
 /// the partial sums few. 1024 x 256 invocations fill the largest GPUs.
+/// Samples one invocation may take when each costs `trips` loop
+/// iterations and the invocation `fixed` more.
+fn per_invocation_max(trips: usize, fixed: usize) -> usize {
+    (MAX_TRIPS.saturating_sub(fixed) / trips.max(1)).max(1)
+}
+
 /// A software adapter runs workgroups one after another on a few cores,
 /// and each barrier costs it tens of microseconds: 64 workgroups keep every
 /// core busy there.
@@ -89,7 +95,10 @@ impl GpuContext {
             .max()
             .unwrap_or(1);
         let max = self.limits.max_workgroups_per_dimension as usize;
-        let mut rows = (capacity / widest.max(1)).min(max * max * WORKGROUP);
+        let fixed = crate::compile::sum_trips(plan.summed_width);
+        let mut rows = (capacity / widest.max(1))
+            .min(max * max * WORKGROUP)
+            .min(self.samples_per_dispatch(plan.trips, fixed));
         if let Some(fit) = capacity.checked_div(plan.summed_width) {
             // One partial row per launched workgroup, which a 2-D grid pads
             // by up to a row of the grid; the reduction's loop over those
@@ -148,7 +157,8 @@ impl GpuContext {
         per_sample: &[&wgpu::Buffer],
         sums: Option<(&wgpu::Buffer, usize)>,
     ) -> Result<()> {
-        let ((columns, rows), per_invocation) = self.sample_grid(count)?;
+        let fixed = crate::compile::sum_trips(plan.summed_width);
+        let ((columns, rows), per_invocation) = self.sample_grid(count, plan.trips, fixed)?;
         let launched = columns as usize * rows as usize;
         let uniform = self.uniform(&FusedParams {
             count: count as u32,
@@ -203,24 +213,39 @@ impl GpuContext {
         Ok(())
     }
 
-    /// The grid of a fused kernel over `count` samples, and how many samples
-    /// each invocation takes.
-    pub(super) fn sample_grid(&self, count: usize) -> Result<((u32, u32), usize)> {
+    /// The grid of a fused kernel over `count` samples whose loops take at
+    /// most `trips` iterations each (plus `fixed` once per invocation), and
+    /// how many samples each invocation takes: few enough that an
+    /// invocation's loop iterations stay within what software drivers run.
+    pub(super) fn sample_grid(
+        &self,
+        count: usize,
+        trips: usize,
+        fixed: usize,
+    ) -> Result<((u32, u32), usize)> {
+        let per_invocation_max = per_invocation_max(trips, fixed);
+        let max = self.limits.max_workgroups_per_dimension as usize;
         let groups = count
             .div_ceil(WORKGROUP)
             .min(target_groups(&self.adapter().device_type))
+            .max(count.div_ceil(WORKGROUP * per_invocation_max))
             .max(1);
-        let grid = self.grid_of(groups);
-        let launched = grid.0 as usize * grid.1 as usize;
-        let per_invocation = count.div_ceil(launched * WORKGROUP);
-        if per_invocation > MAX_TRIPS {
+        if groups > max * max {
             return Err(Error::TooLarge {
                 what: format!("a chunk of {count} samples"),
                 needed: count as u64,
-                limit: (MAX_TRIPS * launched * WORKGROUP) as u64,
+                limit: (max * max * WORKGROUP * per_invocation_max) as u64,
             });
         }
-        Ok((grid, per_invocation))
+        let grid = self.grid_of(groups);
+        let launched = grid.0 as usize * grid.1 as usize;
+        Ok((grid, count.div_ceil(launched * WORKGROUP)))
+    }
+
+    /// The most samples one dispatch of a kernel of `trips` takes.
+    pub(super) fn samples_per_dispatch(&self, trips: usize, fixed: usize) -> usize {
+        let max = self.limits.max_workgroups_per_dimension as usize;
+        max * max * WORKGROUP * per_invocation_max(trips, fixed)
     }
 
     pub(super) fn encode_pass(
