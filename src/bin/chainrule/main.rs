@@ -4,6 +4,7 @@
 
 mod eval;
 mod grad;
+mod gradbench;
 mod info;
 mod jacobian;
 
@@ -139,6 +140,19 @@ enum Command {
         #[arg(long)]
         wrt: Option<String>,
     },
+    /// Serve GradBench's JSON-lines protocol on stdin and stdout, as a tool
+    /// for its evals (modules hello, lse and llsq).
+    #[command(
+        after_help = "Example: gradbench run --eval \"$ python3 python/gradbench/gradbench/evals/lse/run.py\" \\\n    \
+        --tool \"$ chainrule gradbench\"\n\
+        Each evaluate runs the function min_runs times and until min_seconds have passed,\n\
+        with one \"evaluate\" timing per run (the library call alone, not the JSON)."
+    )]
+    Gradbench {
+        /// Compute on the CPU (the f64 reference) instead of the GPU.
+        #[arg(long)]
+        cpu: bool,
+    },
     /// Every adapter seen, the one chosen, its backend, driver, limits and features.
     Info,
     /// The element-wise operations with their derivatives and kink conventions.
@@ -204,6 +218,9 @@ fn main() -> ExitCode {
             batch,
             wrt,
         } => explain(&expression, batch, wrt.as_deref()),
+        Command::Gradbench { cpu } => {
+            gradbench::serve(cpu, std::io::stdin().lock(), std::io::stdout().lock())
+        }
         Command::Info => info::info(),
         Command::Ops => {
             info::ops();
