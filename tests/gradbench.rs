@@ -338,13 +338,10 @@ fn malformed_lines_and_inputs_are_answered_not_fatal() {
     );
 }
 
-/// GradBench's lse sizes between 21,846 and 65,535 elements on the GPU.
-/// The structured plan's logsumexp currently returns wrong values there on
-/// lavapipe without an error (its one loop per sample is cut short by the
-/// driver), and refuses longer vectors; run with `--ignored` once the long
-/// reductions are in.
+/// GradBench's long lse on the GPU: one sample of up to 1.28 million
+/// logits, whose reductions must be trees across invocations (one loop per
+/// sample was cut short by software drivers past about 21,845 elements).
 #[test]
-#[ignore = "the GPU's logsumexp over more than ~21,845 elements is wrong on lavapipe"]
 fn lse_of_a_long_vector_on_the_gpu() {
     if common::gpu().is_none() {
         return;
@@ -372,10 +369,10 @@ fn lse_of_a_long_vector_on_the_gpu() {
     }
 }
 
-/// GradBench's llsq at n = 256, m = 128 on the GPU: the gradient currently
-/// comes back with every element after the first 0.
+/// GradBench's llsq at n = 256, m = 128 on the GPU, whose products' loops
+/// in one fused kernel would add up past what software drivers run (the
+/// gradient came back right in its first element only).
 #[test]
-#[ignore = "the GPU's gradient of this llsq program is wrong at n = 256, m = 128"]
 fn llsq_at_n_256_on_the_gpu() {
     if common::gpu().is_none() {
         return;
