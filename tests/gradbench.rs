@@ -385,3 +385,183 @@ fn llsq_at_n_256_on_the_gpu() {
     let (responses, _) = session(false, &messages);
     check_close("llsq gradient", &responses[0], &llsq_f64(&x, 256).1, 1e-4);
 }
+
+/// One observation's residuals in f64, written from the definition: the
+/// point minus the camera centre rotated by the Rodrigues vector, divided
+/// by its depth, radially distorted, scaled by the focal length and moved
+/// by the principal point; minus the feature, times the weight; and the
+/// weight error 1 - w^2. `obs` is camera (11), point (3), weight.
+fn ba_residuals(obs: &[f64], feat: &[f64]) -> Vec<f64> {
+    let (rot, centre, focal) = (&obs[0..3], &obs[3..6], obs[6]);
+    let (principal, k, point, w) = (&obs[7..9], &obs[9..11], &obs[11..14], obs[14]);
+    let theta = rot.iter().map(|r| r * r).sum::<f64>().sqrt();
+    let axis: Vec<f64> = rot.iter().map(|r| r / theta).collect();
+    let q: Vec<f64> = (0..3).map(|i| point[i] - centre[i]).collect();
+    let cross = [
+        axis[1] * q[2] - axis[2] * q[1],
+        axis[2] * q[0] - axis[0] * q[2],
+        axis[0] * q[1] - axis[1] * q[0],
+    ];
+    let along: f64 = (0..3).map(|i| axis[i] * q[i]).sum();
+    let (cos, sin) = (theta.cos(), theta.sin());
+    let camera: Vec<f64> = (0..3)
+        .map(|i| q[i] * cos + cross[i] * sin + axis[i] * along * (1.0 - cos))
+        .collect();
+    let projected = [camera[0] / camera[2], camera[1] / camera[2]];
+    let rsq = projected[0] * projected[0] + projected[1] * projected[1];
+    let distortion = 1.0 + k[0] * rsq + k[1] * rsq * rsq;
+    vec![
+        w * (projected[0] * distortion * focal + principal[0] - feat[0]),
+        w * (projected[1] * distortion * focal + principal[1] - feat[1]),
+        1.0 - w * w,
+    ]
+}
+
+/// The 3 x 15 Jacobian of `ba_residuals` in `obs` by central differences.
+fn ba_jacobian(obs: &[f64], feat: &[f64]) -> Vec<[f64; 15]> {
+    let mut rows = vec![[0.0; 15]; 3];
+    for j in 0..15 {
+        let h = 1e-6 * obs[j].abs().max(1.0);
+        let (mut up, mut down) = (obs.to_vec(), obs.to_vec());
+        up[j] += h;
+        down[j] -= h;
+        let (f_up, f_down) = (ba_residuals(&up, feat), ba_residuals(&down, feat));
+        for (i, row) in rows.iter_mut().enumerate() {
+            row[j] = (f_up[i] - f_down[i]) / (2.0 * h);
+        }
+    }
+    rows
+}
+
+fn numbers(value: &Value) -> Vec<f64> {
+    value
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|v| v.as_f64().expect("a number"))
+        .collect()
+}
+
+fn assert_ba_close(label: &str, actual: &[f64], expected: &[f64]) {
+    assert_eq!(actual.len(), expected.len(), "{label}: length");
+    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+        // f32 against f64: well inside GradBench's 1e-4, and relative to
+        // each entry's own size where that is large.
+        assert!(
+            gradbench_difference(a, e) <= 1e-5 && (a - e).abs() <= 1e-3 * e.abs().max(1.0),
+            "{label}[{i}]: actual {a:e}, expected {e:e}"
+        );
+    }
+}
+
+/// GradBench's ba on a small problem: the first file's camera and point,
+/// moved at random, with fewer cameras and points than observations, so
+/// that the observations wrap around both; the replies in the C++
+/// reference's form, every printed number checked against f64.
+fn ba_session(cpu: bool) {
+    let label = if cpu { "cpu" } else { "gpu" };
+    let mut rng = common::rng(&format!("gradbench ba ({label})"));
+    let base_cam = [
+        -0.758453, -1.109613, -0.845551, 34.556073, 39.676747, 53.881673, 419.194514, 5.864426,
+        -8.518870, 0.087812, 0.002739,
+    ];
+    let base_x = [7.203245, 0.001144, 3.023326];
+    let cam: Vec<f64> = base_cam
+        .iter()
+        .map(|v| v * rng.random_range(0.9..1.1))
+        .collect();
+    let x: Vec<f64> = base_x
+        .iter()
+        .map(|v| v + rng.random_range(-0.5..0.5))
+        .collect();
+    let w: f64 = rng.random_range(0.2..1.5);
+    let feat = [
+        rng.random_range(100.0..900.0),
+        rng.random_range(100.0..900.0),
+    ];
+    let (n, m, p) = (3usize, 5usize, 13usize);
+    let input = json!({"n": n, "m": m, "p": p, "cam": cam, "x": x, "w": w, "feat": feat,
+        "min_runs": 2, "min_seconds": 0});
+    let messages = [
+        message(json!({"id": 0, "kind": "start", "eval": "ba"})),
+        message(json!({"id": 1, "kind": "define", "module": "ba"})),
+        message(
+            json!({"id": 2, "kind": "evaluate", "module": "ba", "function": "objective", "input": input}),
+        ),
+        message(
+            json!({"id": 3, "kind": "evaluate", "module": "ba", "function": "jacobian", "input": input}),
+        ),
+        message(
+            json!({"id": 4, "kind": "evaluate", "module": "ba", "function": "hessian", "input": input}),
+        ),
+    ];
+    let (responses, stderr) = session(cpu, &messages);
+    assert_eq!(responses.len(), messages.len(), "stderr:\n{stderr}");
+    assert_eq!(responses[1], json!({"id": 1, "success": true}));
+
+    let obs: Vec<f64> = cam.iter().chain(&x).copied().chain([w]).collect();
+    let residuals = ba_residuals(&obs, &feat);
+    let objective = &responses[2];
+    assert_eq!(objective["success"], json!(true), "{objective}");
+    assert_eq!(evaluate_timings(objective), 2, "min_runs 2");
+    let output = &objective["output"];
+    assert_eq!(output["reproj_error"]["repeated"], json!(p), "{output}");
+    assert_eq!(output["w_err"]["repeated"], json!(p), "{output}");
+    assert_ba_close(
+        "reprojection error",
+        &numbers(&output["reproj_error"]["elements"]),
+        &residuals[..2],
+    );
+    assert_ba_close(
+        "weight error",
+        &[output["w_err"]["element"].as_f64().expect("a number")],
+        &residuals[2..],
+    );
+
+    let jacobian = &responses[3];
+    assert_eq!(jacobian["success"], json!(true), "{jacobian}");
+    let output = &jacobian["output"];
+    // The whole matrix as the reference lays it out, then its cut.
+    let blocks = ba_jacobian(&obs, &feat);
+    let (mut rows, mut cols, mut vals) = (vec![0u64], Vec::new(), Vec::new());
+    for i in 0..p {
+        for block in &blocks[..2] {
+            rows.push(rows.last().unwrap() + 15);
+            cols.extend((0..11).map(|j| (11 * (i % n) + j) as u64));
+            cols.extend((0..3).map(|j| (11 * n + 3 * (i % m) + j) as u64));
+            cols.push((11 * n + 3 * m + i) as u64);
+            vals.extend_from_slice(block);
+        }
+    }
+    for i in 0..p {
+        rows.push(rows.last().unwrap() + 1);
+        cols.push((11 * n + 3 * m + i) as u64);
+        vals.push(-2.0 * w);
+    }
+    assert_eq!(rows.len(), 3 * p + 1);
+    let cut = |list: &[u64]| {
+        let mut kept = list[..30].to_vec();
+        kept.push(*list.last().unwrap());
+        json!(kept)
+    };
+    assert_eq!(output["rows"], cut(&rows), "rows");
+    assert_eq!(output["cols"], cut(&cols), "cols");
+    let mut expected_vals = vals[..30].to_vec();
+    expected_vals.push(*vals.last().unwrap());
+    assert_ba_close("jacobian values", &numbers(&output["vals"]), &expected_vals);
+
+    assert_eq!(responses[4]["success"], json!(false), "{}", responses[4]);
+}
+
+#[test]
+fn ba_on_the_cpu_path() {
+    ba_session(true);
+}
+
+#[test]
+fn ba_on_the_gpu() {
+    if common::gpu().is_none() {
+        return;
+    }
+    ba_session(false);
+}

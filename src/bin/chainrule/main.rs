@@ -141,7 +141,7 @@ enum Command {
         wrt: Option<String>,
     },
     /// Serve GradBench's JSON-lines protocol on stdin and stdout, as a tool
-    /// for its evals (modules hello, lse and llsq).
+    /// for its evals (modules hello, lse, llsq and ba).
     #[command(
         after_help = "Example: gradbench run --eval \"$ python3 python/gradbench/gradbench/evals/lse/run.py\" \\\n    \
         --tool \"$ chainrule gradbench\"\n\

@@ -9,6 +9,7 @@
 //! chainrule's text language for the input's sizes, and each timed run is
 //! one library call on the chosen backend.
 
+mod ba;
 mod hello;
 mod llsq;
 mod lse;
@@ -22,7 +23,7 @@ use serde_json::{Value, json};
 use crate::backend;
 
 /// The modules this tool implements, as GradBench names them.
-pub(crate) const MODULES: &[&str] = &["hello", "lse", "llsq"];
+pub(crate) const MODULES: &[&str] = &["hello", "lse", "llsq", "ba"];
 
 /// What one run of a function produces. It becomes JSON after the clock
 /// stops, so that encoding is not timed.
@@ -31,6 +32,8 @@ pub(crate) enum Output {
     Number(f64),
     /// A vector (a gradient).
     Numbers(Vec<f32>),
+    /// A structured reply already cut to its few printed numbers (`ba`).
+    Json(Value),
 }
 
 impl Output {
@@ -40,6 +43,7 @@ impl Output {
             Output::Numbers(xs) => {
                 Value::Array(xs.into_iter().map(|x| json!(f64::from(x))).collect())
             }
+            Output::Json(value) => value,
         }
     }
 }
@@ -217,6 +221,7 @@ fn evaluate(
         "hello" => hello::prepare(backend, function, input),
         "lse" => lse::prepare(backend, function, input),
         "llsq" => llsq::prepare(backend, function, input),
+        "ba" => ba::prepare(backend, function, input),
         _ => Err(format!(
             "chainrule does not implement module `{module}` (it implements {})",
             MODULES.join(", ")
