@@ -168,3 +168,48 @@ fn xlogy_vdd(x: f32, y: f32) -> vec3<f32> {
     let value = select(x * ln_y, 0.0, is_zero_f32(ln_y));
     return vec3<f32>(value, ln_y, quotient_f32(x, y));
 }
+
+// Comparisons: 1 where the relation holds, else 0, with both partials 0.
+// NaN compares false, tested by bits since a compiler may assume no NaN.
+fn compared(holds: bool, a: f32, b: f32) -> vec3<f32> {
+    let value = select(0.0, 1.0, holds && !either_nan(a, b));
+    return vec3<f32>(value, 0.0, 0.0);
+}
+
+fn lt_vdd(a: f32, b: f32) -> vec3<f32> {
+    return compared(a < b, a, b);
+}
+
+fn le_vdd(a: f32, b: f32) -> vec3<f32> {
+    return compared(a <= b, a, b);
+}
+
+fn gt_vdd(a: f32, b: f32) -> vec3<f32> {
+    return compared(a > b, a, b);
+}
+
+fn ge_vdd(a: f32, b: f32) -> vec3<f32> {
+    return compared(a >= b, a, b);
+}
+
+// The halves of where(c, a, b) = where_a(c, a) + where_b(c, b): the operand
+// where it is selected (partial 1), else -0 (partial 0), whatever the
+// operand is, NaN and infinities included. c != 0 is read by bits, so a NaN
+// condition is true as in the f64 reference.
+fn unselected() -> vec3<f32> {
+    return vec3<f32>(bitcast<f32>(0x80000000u), 0.0, 0.0);
+}
+
+fn where_a_vdd(c: f32, a: f32) -> vec3<f32> {
+    if (is_zero_f32(c)) {
+        return unselected();
+    }
+    return vec3<f32>(a, 0.0, 1.0);
+}
+
+fn where_b_vdd(c: f32, b: f32) -> vec3<f32> {
+    if (is_zero_f32(c)) {
+        return vec3<f32>(b, 0.0, 1.0);
+    }
+    return unselected();
+}

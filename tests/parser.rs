@@ -60,6 +60,7 @@ fn fully_parenthesized(shape: &Shape) -> String {
 /// context needs parentheses.
 fn binding(shape: &Shape) -> u8 {
     match shape {
+        Shape::Binary(BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge, ..) => 0,
         Shape::Binary(BinOp::Add | BinOp::Sub, ..) => 1,
         Shape::Binary(BinOp::Mul | BinOp::Div | BinOp::MatMul, ..) => 2,
         Shape::Neg(_) => 3,
@@ -85,6 +86,10 @@ fn minimally_parenthesized(shape: &Shape) -> String {
                 // Right-associative, and a minus may start an exponent but
                 // a negated base needs parentheses: (-x)^2 is not -x^2.
                 BinOp::Pow => (binding(lhs) <= own, binding(rhs) < 3),
+                // Comparisons do not chain: a comparison operand is bracketed.
+                BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
+                    (binding(lhs) <= own, binding(rhs) <= own)
+                }
                 // Left-associative: a - (b - c) keeps its parentheses.
                 _ => (binding(lhs) < own, binding(rhs) <= own),
             };

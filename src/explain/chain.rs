@@ -51,10 +51,16 @@ fn label(program: &Program, id: usize, depth: usize) -> String {
                 crate::ops::BinaryOp::Mul | crate::ops::BinaryOp::StrongMul => "*",
                 crate::ops::BinaryOp::Div => "/",
                 crate::ops::BinaryOp::Pow => "^",
+                crate::ops::BinaryOp::Lt => "<",
+                crate::ops::BinaryOp::Le => "<=",
+                crate::ops::BinaryOp::Gt => ">",
+                crate::ops::BinaryOp::Ge => ">=",
                 crate::ops::BinaryOp::Min
                 | crate::ops::BinaryOp::Max
                 | crate::ops::BinaryOp::Atan2
-                | crate::ops::BinaryOp::Xlogy => {
+                | crate::ops::BinaryOp::Xlogy
+                | crate::ops::BinaryOp::WhereA
+                | crate::ops::BinaryOp::WhereB => {
                     return format!("{}({}, {})", f.name(), sub(a), sub(b));
                 }
             };

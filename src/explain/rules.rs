@@ -31,8 +31,14 @@ pub(super) fn definition(node: Node, operand: &dyn Fn(NodeId) -> Option<Expr>) -
                 BinaryOp::Mul | BinaryOp::StrongMul => Expr::Mul(vec![a, b]),
                 BinaryOp::Div => Expr::Mul(vec![a, Expr::Pow(Box::new(b), minus_one())]),
                 BinaryOp::Pow => Expr::Pow(Box::new(a), Box::new(b)),
-                BinaryOp::Min | BinaryOp::Max | BinaryOp::Atan2 | BinaryOp::Xlogy => {
-                    Expr::Call(op.name(), vec![a, b])
+                BinaryOp::Min
+                | BinaryOp::Max
+                | BinaryOp::Atan2
+                | BinaryOp::Xlogy
+                | BinaryOp::WhereA
+                | BinaryOp::WhereB => Expr::Call(op.name(), vec![a, b]),
+                BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => {
+                    Expr::Bracket(relation(op), Box::new(a), Box::new(b))
                 }
             }
         }
@@ -60,9 +66,27 @@ pub(super) fn binary_value(op: BinaryOp, a: Expr, b: Expr) -> Expr {
         BinaryOp::Mul | BinaryOp::StrongMul => Expr::mul(vec![a, b]),
         BinaryOp::Div => Expr::mul(vec![a, Expr::recip(b)]),
         BinaryOp::Pow => Expr::pow(a, b),
-        BinaryOp::Min | BinaryOp::Max | BinaryOp::Atan2 | BinaryOp::Xlogy => {
-            Expr::call(op.name(), vec![a, b])
+        BinaryOp::Min
+        | BinaryOp::Max
+        | BinaryOp::Atan2
+        | BinaryOp::Xlogy
+        | BinaryOp::WhereA
+        | BinaryOp::WhereB => Expr::call(op.name(), vec![a, b]),
+        BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => {
+            Expr::bracket(relation(op), a, b)
         }
+    }
+}
+
+/// The Iverson bracket's relation for a comparison (`Equal` for the others,
+/// which do not ask).
+fn relation(op: BinaryOp) -> Rel {
+    match op {
+        BinaryOp::Lt => Rel::Less,
+        BinaryOp::Le => Rel::AtMost,
+        BinaryOp::Gt => Rel::Greater,
+        BinaryOp::Ge => Rel::AtLeast,
+        _ => Rel::Equal,
     }
 }
 
@@ -194,6 +218,7 @@ pub(super) fn gelu_partial(a: &Expr) -> Expr {
 /// Both partials of a binary operation at (a, b).
 pub(super) fn binary_partials(op: BinaryOp, a: &Expr, b: &Expr) -> (Expr, Expr) {
     let one = || Expr::Num(1.0);
+    let zero = || Expr::Num(0.0);
     // A tie gives half to each side, as in `ops` and JAX.
     let wins = |rel: Rel| {
         Expr::add(vec![
@@ -241,5 +266,14 @@ pub(super) fn binary_partials(op: BinaryOp, a: &Expr, b: &Expr) -> (Expr, Expr) 
             Expr::call("ln", vec![b.clone()]),
             Expr::mul(vec![a.clone(), Expr::recip(b.clone())]),
         ),
+        // A comparison is flat wherever it is defined; the jump is not
+        // differentiated (as JAX).
+        BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => (zero(), zero()),
+        // where's halves: 1 for the selected operand, 0 for the condition.
+        BinaryOp::WhereA => (
+            zero(),
+            Expr::sub(one(), Expr::bracket(Rel::Equal, a.clone(), zero())),
+        ),
+        BinaryOp::WhereB => (zero(), Expr::bracket(Rel::Equal, a.clone(), zero())),
     }
 }

@@ -17,6 +17,7 @@ pub fn functions() -> Vec<&'static str> {
         .map(|op| op.name())
         .collect();
     names.extend(BinaryOp::call_names());
+    names.push("where");
     let mut seen = std::collections::HashSet::new();
     names.retain(|name| seen.insert(*name));
     names
@@ -109,6 +110,10 @@ impl Lowering<'_> {
                     BinOp::Mul => BinaryOp::Mul,
                     BinOp::Div => BinaryOp::Div,
                     BinOp::Pow => BinaryOp::Pow,
+                    BinOp::Lt => BinaryOp::Lt,
+                    BinOp::Le => BinaryOp::Le,
+                    BinOp::Gt => BinaryOp::Gt,
+                    BinOp::Ge => BinaryOp::Ge,
                     // Graphs are element-wise over scalars; matrices live in programs.
                     BinOp::MatMul => {
                         return Err(self.error(
@@ -191,6 +196,15 @@ impl Lowering<'_> {
             return Ok(self.binary(op, a, b));
         }
         match name {
+            "where" => {
+                let [c, a, b] = args else {
+                    return Err(self.error(span, arity("three arguments")));
+                };
+                let (c, a, b) = (self.lower(c)?, self.lower(a)?, self.lower(b)?);
+                let a = self.binary(BinaryOp::WhereA, c, a);
+                let b = self.binary(BinaryOp::WhereB, c, b);
+                Ok(self.binary(BinaryOp::Add, a, b))
+            }
             "leaky_relu" | "elu" => {
                 let (x, alpha) = match args {
                     [x] => (x, if name == "elu" { 1.0 } else { 0.01 }),

@@ -39,6 +39,15 @@ pub enum BinOp {
     /// associativity of `*` as in NumPy: `W @ x + b` is `(W @ x) + b`, and
     /// `-W @ x` is `(-W) @ x`.
     MatMul,
+    /// `<`, giving 1 or 0 per element; comparisons bind more loosely than
+    /// `+` and `-` and do not chain.
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
 }
 
 impl BinOp {
@@ -51,7 +60,16 @@ impl BinOp {
             BinOp::Div => "/",
             BinOp::Pow => "^",
             BinOp::MatMul => "@",
+            BinOp::Lt => "<",
+            BinOp::Le => "<=",
+            BinOp::Gt => ">",
+            BinOp::Ge => ">=",
         }
+    }
+
+    /// Whether this is one of the comparisons `<`, `<=`, `>`, `>=`.
+    pub fn is_comparison(self) -> bool {
+        matches!(self, BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge)
     }
 }
 

@@ -38,6 +38,14 @@ pub(crate) enum TokenKind {
     RBracket,
     /// `:`, between the bounds of a slice.
     Colon,
+    /// `<`
+    Less,
+    /// `<=`
+    LessEq,
+    /// `>`
+    Greater,
+    /// `>=`
+    GreaterEq,
     /// `\n`, which ends a statement in a program.
     Newline,
     /// The end of the input, always the last token.
@@ -61,6 +69,10 @@ impl TokenKind {
             TokenKind::LBracket => "[",
             TokenKind::RBracket => "]",
             TokenKind::Colon => ":",
+            TokenKind::Less => "<",
+            TokenKind::LessEq => "<=",
+            TokenKind::Greater => ">",
+            TokenKind::GreaterEq => ">=",
             TokenKind::Number(_) | TokenKind::Name(_) | TokenKind::Newline | TokenKind::Eof => {
                 return None;
             }
@@ -118,10 +130,16 @@ pub(crate) fn tokenize(source: &str) -> Result<Vec<Token>, ParseError> {
             ']' => Some(TokenKind::RBracket),
             ':' => Some(TokenKind::Colon),
             '\n' => Some(TokenKind::Newline),
+            '<' | '>' => Some(match (c, bytes.get(pos + 1) == Some(&b'=')) {
+                ('<', false) => TokenKind::Less,
+                ('<', true) => TokenKind::LessEq,
+                (_, false) => TokenKind::Greater,
+                (_, true) => TokenKind::GreaterEq,
+            }),
             _ => None,
         };
         if let Some(kind) = punctuation {
-            pos += 1;
+            pos += kind.symbol().map_or(1, str::len);
             tokens.push(Token {
                 kind,
                 span: Span::new(start, pos),

@@ -28,6 +28,18 @@
 //!   and 0 wherever x = 0, since xlogy(0, y) = 0 for every y: JAX's x / y gives
 //!   NaN at (0, 0), chainrule the partial along the line x = 0. For y < 0 and
 //!   x != 0, outside the domain, everything is NaN.
+//! - The comparisons `<`, `<=`, `>`, `>=` give 1 where they hold and 0
+//!   elsewhere, with both partials 0 everywhere, at the switch included (as
+//!   JAX). NaN compares false, as in IEEE: a comparison with NaN gives 0.
+//! - `where(c, a, b)` is `where_a(c, a) + where_b(c, b)`: `where_a` is a
+//!   where c != 0 and -0 elsewhere, `where_b` is b where c = 0 and -0
+//!   elsewhere (x + -0 = x for every x, signed zeros included, so the sum is
+//!   exactly the selected operand). The partial in the selected operand is
+//!   1 and in every other operand exactly 0, so by the zero-factor rule of
+//!   the chain-rule products an infinite or NaN value or derivative on the
+//!   branch not taken never reaches the result. A NaN in the branch not
+//!   taken does not make the value NaN either; a NaN condition counts as
+//!   true (c != 0), as in NumPy.
 
 /// A binary operation of an element-wise graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,7 +66,39 @@ pub enum BinaryOp {
     Atan2,
     /// a ln b, with 0 where a = 0 (0 ln 0 = 0), as scipy's xlogy.
     Xlogy,
+    /// 1 where a < b, else 0.
+    Lt,
+    /// 1 where a <= b, else 0.
+    Le,
+    /// 1 where a > b, else 0.
+    Gt,
+    /// 1 where a >= b, else 0.
+    Ge,
+    /// b where a != 0, else -0: the first half of `where(a, b, _)`.
+    WhereA,
+    /// b where a = 0, else -0: the second half of `where(a, _, b)`.
+    WhereB,
 }
+
+/// Every binary operation.
+const ALL: [BinaryOp; 16] = [
+    BinaryOp::Add,
+    BinaryOp::Sub,
+    BinaryOp::Mul,
+    BinaryOp::Div,
+    BinaryOp::Pow,
+    BinaryOp::Min,
+    BinaryOp::Max,
+    BinaryOp::StrongMul,
+    BinaryOp::Atan2,
+    BinaryOp::Xlogy,
+    BinaryOp::Lt,
+    BinaryOp::Le,
+    BinaryOp::Gt,
+    BinaryOp::Ge,
+    BinaryOp::WhereA,
+    BinaryOp::WhereB,
+];
 
 /// The binary operations written as calls, `f(a, b)`, in the text language.
 const CALLS: [BinaryOp; 5] = [
@@ -79,12 +123,23 @@ impl BinaryOp {
             BinaryOp::StrongMul => "strong_mul",
             BinaryOp::Atan2 => "atan2",
             BinaryOp::Xlogy => "xlogy",
+            BinaryOp::Lt => "lt",
+            BinaryOp::Le => "le",
+            BinaryOp::Gt => "gt",
+            BinaryOp::Ge => "ge",
+            BinaryOp::WhereA => "where_a",
+            BinaryOp::WhereB => "where_b",
         }
     }
 
     /// The operation written `name(a, b)` in the text language, if any.
     pub fn from_call(name: &str) -> Option<BinaryOp> {
         CALLS.into_iter().find(|op| op.name() == name)
+    }
+
+    /// The operation of this name (`name()`), calls and operators alike.
+    pub fn from_name(name: &str) -> Option<BinaryOp> {
+        ALL.into_iter().find(|op| op.name() == name)
     }
 
     /// The names of the operations written as calls.
@@ -94,10 +149,22 @@ impl BinaryOp {
 
     /// (value, d/da, d/db) at (a, b), in f64.
     pub fn value_and_partials(self, a: f64, b: f64) -> (f64, f64, f64) {
-        if a.is_nan() || b.is_nan() {
-            return (f64::NAN, f64::NAN, f64::NAN);
-        }
+        let indicator = |holds: bool| (f64::from(u8::from(holds)), 0.0, 0.0);
+        let select = |taken: bool| {
+            if taken {
+                (b, 0.0, 1.0)
+            } else {
+                (-0.0, 0.0, 0.0)
+            }
+        };
         match self {
+            BinaryOp::Lt => indicator(a < b),
+            BinaryOp::Le => indicator(a <= b),
+            BinaryOp::Gt => indicator(a > b),
+            BinaryOp::Ge => indicator(a >= b),
+            BinaryOp::WhereA => select(a != 0.0),
+            BinaryOp::WhereB => select(a == 0.0),
+            _ if a.is_nan() || b.is_nan() => (f64::NAN, f64::NAN, f64::NAN),
             BinaryOp::Add => (a + b, 1.0, 1.0),
             BinaryOp::Sub => (a - b, 1.0, -1.0),
             BinaryOp::Mul => (a * b, b, a),

@@ -100,6 +100,10 @@ impl Lowering<'_> {
             BinOp::Mul => BinaryOp::Mul,
             BinOp::Div => BinaryOp::Div,
             BinOp::Pow | BinOp::MatMul => BinaryOp::Pow,
+            BinOp::Lt => BinaryOp::Lt,
+            BinOp::Le => BinaryOp::Le,
+            BinOp::Gt => BinaryOp::Gt,
+            BinOp::Ge => BinaryOp::Ge,
         };
         self.elementwise(op, (a, lhs.span), (b, rhs.span), span)
             .map(Value::Node)
@@ -192,6 +196,43 @@ impl Lowering<'_> {
         Ok(self.apply(op, a, b))
     }
 
+    /// `where(c, a, b)`: each of the three a scalar or of the one shape the
+    /// others have, lowered to `where_a(c, a) + where_b(c, b)` (see
+    /// `BinaryOp::WhereA`), which selects the value exactly and gives the
+    /// branch not taken a partial of exactly 0.
+    fn select(
+        &mut self,
+        c: (NodeId, Span),
+        a: (NodeId, Span),
+        b: (NodeId, Span),
+        span: Span,
+    ) -> Parsed<NodeId> {
+        let shapes = [c, a, b].map(|(id, at)| (self.shape(id), at));
+        if let Some(&(first, first_at)) = shapes.iter().find(|(s, _)| *s != Shape::Scalar) {
+            if let Some(&(other, other_at)) = shapes
+                .iter()
+                .find(|(s, _)| *s != Shape::Scalar && *s != first)
+            {
+                return Err(self
+                    .error(
+                        span,
+                        format!(
+                            "`{}`: {} is {first} but {} is {other}",
+                            self.text(span),
+                            self.text(first_at),
+                            self.text(other_at)
+                        ),
+                    )
+                    .with_help(
+                        "`where` needs its three arguments of one shape, or scalars among them",
+                    ));
+            }
+        }
+        let taken = self.apply(BinaryOp::WhereA, c.0, a.0);
+        let other = self.apply(BinaryOp::WhereB, c.0, b.0);
+        Ok(self.apply(BinaryOp::Add, taken, other))
+    }
+
     /// `op` on nodes whose shapes agree, folding constants as graphs do.
     pub(super) fn apply(&mut self, op: BinaryOp, a: NodeId, b: NodeId) -> NodeId {
         let (sa, sb) = (self.shape(a), self.shape(b));
@@ -262,6 +303,7 @@ impl Lowering<'_> {
             "dot" | "mse" | "cross_entropy" => ("two arguments", count == 2),
             _ if BinaryOp::from_call(name).is_some() => ("two arguments", count == 2),
             "leaky_relu" | "elu" => ("one or two arguments", count == 1 || count == 2),
+            "where" => ("three arguments", count == 3),
             _ => ("one argument", count == 1),
         };
         if fits {
@@ -287,6 +329,7 @@ impl Lowering<'_> {
             return self.elementwise(op, a, b, span);
         }
         match (name, nodes.as_slice()) {
+            ("where", &[c, a, b]) => self.select(c, a, b, span),
             ("sum" | "mean", &[(x, at)]) => {
                 let shape = self.shape(x);
                 if !matches!(shape, Shape::Vector(_)) {

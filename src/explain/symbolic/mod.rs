@@ -272,8 +272,8 @@ fn call_value(name: &str, args: &[f64]) -> Option<f64> {
         }),
         ("min", [a, b]) => Some(a.min(*b)),
         ("max", [a, b]) => Some(a.max(*b)),
-        (name, [a, b]) if BinaryOp::from_call(name).is_some() => {
-            BinaryOp::from_call(name).map(|op| op.value_and_partials(*a, *b).0)
+        (name, [a, b]) if BinaryOp::from_name(name).is_some() => {
+            BinaryOp::from_name(name).map(|op| op.value_and_partials(*a, *b).0)
         }
         ("leaky_relu", [x, alpha]) => Some(unary(
             UnaryOp::LeakyRelu {

@@ -1,14 +1,18 @@
 //! The expression parser, with the precedence of ordinary mathematics:
 //!
 //! ```text
+//! compare = sum (("<" | "<=" | ">" | ">=") sum)?
 //! sum     = product (("+" | "-") product)*
 //! product = unary (("*" | "/" | "@") unary | <implicit> unary)*
 //! unary   = "-" unary | power
 //! power   = indexed ("^" unary)?
 //! indexed = primary ("[" INDEX (":" INDEX)? "]")*
-//! primary = NUMBER | NAME | NAME "(" (sum ("," sum)*)? ")" | "(" sum ")"
-//!         | "[" sum ("," sum)* "]"
+//! primary = NUMBER | NAME | NAME "(" (compare ("," compare)*)? ")"
+//!         | "(" compare ")" | "[" compare ("," compare)* "]"
 //! ```
+//!
+//! A comparison gives 1 or 0 and does not chain: `a < b < c` is an error
+//! (write `(a < b) < c` if that is really meant).
 //!
 //! `INDEX` is a non-negative integer literal: `x[2]` is an element, `x[1:4]`
 //! the slice of elements 1, 2 and 3. `[a, b]` concatenates scalars and
@@ -142,7 +146,7 @@ impl Op {
     fn power(&self) -> u8 {
         match self {
             Op::Binary { op, .. } => power(*op),
-            Op::Neg { .. } => 3,
+            Op::Neg { .. } => 4,
         }
     }
 }
@@ -152,10 +156,11 @@ impl Op {
 /// minus, between `* /` and `^`, makes `-x*y` `(-x)*y` and `-x^2` `-(x^2)`.
 fn power(op: BinOp) -> u8 {
     match op {
-        BinOp::Add | BinOp::Sub => 1,
+        BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => 1,
+        BinOp::Add | BinOp::Sub => 2,
         // `@` shares the level of `*`, as in NumPy.
-        BinOp::Mul | BinOp::Div | BinOp::MatMul => 2,
-        BinOp::Pow => 4,
+        BinOp::Mul | BinOp::Div | BinOp::MatMul => 3,
+        BinOp::Pow => 5,
     }
 }
 
@@ -267,6 +272,10 @@ impl Parser<'_> {
             TokenKind::Slash => Some((BinOp::Div, true)),
             TokenKind::Caret => Some((BinOp::Pow, true)),
             TokenKind::At => Some((BinOp::MatMul, true)),
+            TokenKind::Less => Some((BinOp::Lt, true)),
+            TokenKind::LessEq => Some((BinOp::Le, true)),
+            TokenKind::Greater => Some((BinOp::Gt, true)),
+            TokenKind::GreaterEq => Some((BinOp::Ge, true)),
             TokenKind::Name(_) | TokenKind::LParen if self.follows_number_directly() => {
                 Some((BinOp::Mul, false))
             }
@@ -299,6 +308,9 @@ impl Parser<'_> {
                     // power as its operand.
                     let min_power = power(op) + u8::from(op == BinOp::Pow);
                     let lhs = self.reduce(&mut ops, operand, min_power)?;
+                    if op.is_comparison() {
+                        self.unchained(&lhs, op, at)?;
+                    }
                     self.open(at)?;
                     ops.push(Op::Binary { op, at, lhs });
                     break;
@@ -322,6 +334,28 @@ impl Parser<'_> {
                 };
             }
         }
+    }
+
+    /// Refuses `a < b < c`: comparisons give 1 or 0, so a chain would not
+    /// mean what it means in mathematics. A parenthesised comparison on the
+    /// left, `(a < b) < c`, is taken as written.
+    fn unchained(&self, lhs: &Node, op: BinOp, at: Span) -> Result<(), ParseError> {
+        let ExprKind::Binary { op: first, .. } = lhs.expr.kind else {
+            return Ok(());
+        };
+        if !first.is_comparison() || lhs.outer != lhs.expr.span {
+            return Ok(());
+        }
+        Err(self
+            .error(
+                lhs.expr.span.to(at),
+                format!(
+                    "comparisons do not chain: `{}` then `{}`",
+                    first.symbol(),
+                    op.symbol()
+                ),
+            )
+            .with_help("a comparison gives 1 or 0; write `a < b` and `b < c` separately, or bracket one side"))
     }
 
     /// Reads prefix minuses and opening brackets up to an operand.
