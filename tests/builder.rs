@@ -34,10 +34,11 @@ fn operators_and_scalars_on_either_side_match_the_text() {
         - (-&x).sin().ln().square()
         + x.max(&y) / (0.5 + y.abs())
         + x.atan2(&y) * y.erf().log1p()
-        + x.xlogy(&(2.0 + &y));
+        + x.xlogy(&(2.0 + &y))
+        + x.gt(&y).select(&x.sqrt(), &(&y * 2.0));
     let built = b.build("f", &f).expect("builds");
     let text = Program::parse(
-        "input x\ninput y\nf = 3*x*x*y - exp(x / 2) + (1 - y)^2.5 - ln(sin(-x))^2 + max(x, y) / (0.5 + abs(y)) + atan2(x, y) * log1p(erf(y)) + xlogy(x, 2 + y)\noutput f",
+        "input x\ninput y\nf = 3*x*x*y - exp(x / 2) + (1 - y)^2.5 - ln(sin(-x))^2 + max(x, y) / (0.5 + abs(y)) + atan2(x, y) * log1p(erf(y)) + xlogy(x, 2 + y) + where(x > y, sqrt(x), y * 2)\noutput f",
     )
     .expect("parses");
     // The same function: equal values and gradients at a point.

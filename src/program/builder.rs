@@ -110,6 +110,33 @@ impl Handle {
         self.call2("max", other)
     }
 
+    /// `x < y`: 1 where true, 0 elsewhere (derivative 0).
+    pub fn lt(&self, other: &Handle) -> Handle {
+        Handle::new(format!("({} < {})", self.text, other.text))
+    }
+
+    /// `x <= y`.
+    pub fn le(&self, other: &Handle) -> Handle {
+        Handle::new(format!("({} <= {})", self.text, other.text))
+    }
+
+    /// `x > y`.
+    pub fn gt(&self, other: &Handle) -> Handle {
+        Handle::new(format!("({} > {})", self.text, other.text))
+    }
+
+    /// `x >= y`.
+    pub fn ge(&self, other: &Handle) -> Handle {
+        Handle::new(format!("({} >= {})", self.text, other.text))
+    }
+
+    /// `where(c, a, b)` with this as the condition c: a where c is not 0,
+    /// b elsewhere; the branch not taken reaches neither value nor
+    /// derivative.
+    pub fn select(&self, a: &Handle, b: &Handle) -> Handle {
+        Handle::new(format!("where({}, {}, {})", self.text, a.text, b.text))
+    }
+
     /// `atan2(y, x)` with this as y.
     pub fn atan2(&self, x: &Handle) -> Handle {
         self.call2("atan2", x)
