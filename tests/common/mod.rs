@@ -7,6 +7,8 @@
     reason = "each test binary uses its own subset of the helpers"
 )]
 
+pub mod programs;
+
 use std::sync::{Arc, OnceLock};
 
 use chainrule::{ContextOptions, GpuContext, UnaryOp};
