@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use super::array::{F32_BYTES, GpuArray};
 use super::context::{GpuContext, Kernel};
-use super::jacobian::storage_bytes;
 use crate::compile::{Destination, FusedGradient, MAX_TRIPS, WORKGROUP};
 use crate::error::{Error, Result};
 use crate::shaders;
@@ -178,11 +177,11 @@ impl GpuContext {
         bound.extend(values);
         bound.extend_from_slice(per_sample);
         bound.extend(partials.as_ref());
-        self.encode_pass(
+        self.encode_dispatch(
             encoder,
             &kernels.0,
             &bound,
-            (columns, rows),
+            (columns, rows, 1),
             "fused gradient",
         );
         if let (Some(partials), Some(reduce), Some((sums, offset))) =
@@ -198,11 +197,11 @@ impl GpuContext {
                     out_offset: offset as u32,
                 });
                 let grid = self.grid_of(per_dispatch.min(plan.summed_width - first));
-                self.encode_pass(
+                self.encode_dispatch(
                     encoder,
                     reduce,
                     &[&uniform, partials, sums],
-                    grid,
+                    (grid.0, grid.1, 1),
                     "reduce columns",
                 );
             }
@@ -246,37 +245,6 @@ impl GpuContext {
     pub(super) fn samples_per_dispatch(&self, trips: usize, fixed: usize) -> usize {
         let max = self.limits.max_workgroups_per_dimension as usize;
         max * max * WORKGROUP * per_invocation_max(trips, fixed)
-    }
-
-    pub(super) fn encode_pass(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        kernel: &Kernel,
-        buffers: &[&wgpu::Buffer],
-        grid: (u32, u32),
-        label: &str,
-    ) {
-        let entries: Vec<wgpu::BindGroupEntry> = buffers
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: b.as_entire_binding(),
-            })
-            .collect();
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(label),
-            layout: &kernel.layout,
-            entries: &entries,
-        });
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(label),
-            timestamp_writes: None,
-        });
-        pass.set_pipeline(&kernel.pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups(grid.0, grid.1, 1);
-        self.record_dispatch(storage_bytes(buffers.iter().copied()));
     }
 
     fn param_buffer(

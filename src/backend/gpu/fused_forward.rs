@@ -105,7 +105,13 @@ impl GpuContext {
                         .ok_or_else(|| Error::Shape("missing segment".into()))?,
                 );
             }
-            self.encode_pass(&mut encoder, &kernel, &bound, grid, "fused forward");
+            self.encode_dispatch(
+                &mut encoder,
+                &kernel,
+                &bound,
+                (grid.0, grid.1, 1),
+                "fused forward",
+            );
         }
         pollster::block_on(self.scoped("fused forward", || {
             self.queue.submit([encoder.finish()]);

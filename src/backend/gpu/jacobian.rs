@@ -222,8 +222,26 @@ impl GpuContext {
         buffer
     }
 
+    /// Records and submits one dispatch of `kernel` on its own.
     pub(crate) fn dispatch(
         &self,
+        kernel: &super::context::Kernel,
+        buffers: &[&wgpu::Buffer],
+        groups: (u32, u32, u32),
+        label: &str,
+    ) {
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        self.encode_dispatch(&mut encoder, kernel, buffers, groups, label);
+        self.queue.submit([encoder.finish()]);
+    }
+
+    /// Records one dispatch of `kernel` into `encoder`, `buffers` bound in
+    /// order from binding 0, and counts it in the context's traffic.
+    pub(crate) fn encode_dispatch(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
         kernel: &super::context::Kernel,
         buffers: &[&wgpu::Buffer],
         groups: (u32, u32, u32),
@@ -242,20 +260,14 @@ impl GpuContext {
             layout: &kernel.layout,
             entries: &entries,
         });
-        let mut encoder = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(label),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(&kernel.pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(groups.0, groups.1, groups.2);
-        }
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(label),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&kernel.pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(groups.0, groups.1, groups.2);
         self.record_dispatch(storage_bytes(buffers.iter().copied()));
-        self.queue.submit([encoder.finish()]);
     }
 
     pub(crate) fn grid_1d(&self, total: usize) -> (u32, u32, u32) {
