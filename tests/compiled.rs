@@ -483,3 +483,41 @@ fn loops_stay_within_what_software_drivers_run() {
         }
     }
 }
+
+#[test]
+fn a_resident_gradient_refuses_arrays_of_the_wrong_size() {
+    let Some(context) = common::gpu() else {
+        return;
+    };
+    let program = Program::parse(PROGRAMS[0]).expect("parses");
+    let (w, b) = (
+        program.variable("w").expect("w"),
+        program.variable("b").expect("b"),
+    );
+    let plan = chainrule::compile::gradient(
+        &program,
+        &[
+            (w, chainrule::compile::Destination::Summed),
+            (b, chainrule::compile::Destination::Summed),
+        ],
+        false,
+    )
+    .expect("compiles");
+    let batch = 10;
+    let x = context.upload(&vec![0.5; batch * 16]).expect("x");
+    let short_x = context.upload(&vec![0.5; batch * 16 - 1]).expect("x");
+    let t = context.upload(&vec![0.1; batch]).expect("t");
+    let params = context.upload(&[0.1; 17]).expect("params");
+    let short_params = context.upload(&[0.1; 16]).expect("params");
+    assert!(
+        context
+            .fused_gradient_resident(&plan, &[&x, &t], Some(&params), batch, 1.0)
+            .is_ok()
+    );
+    for (inputs, params) in [([&short_x, &t], &params), ([&x, &t], &short_params)] {
+        assert!(matches!(
+            context.fused_gradient_resident(&plan, &inputs, Some(params), batch, 1.0),
+            Err(chainrule::Error::Shape(_))
+        ));
+    }
+}

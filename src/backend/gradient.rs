@@ -454,12 +454,11 @@ fn fused(
     if !context.fits_fused(&plan) {
         return Ok(None);
     }
-    let sizes: Vec<usize> = program.variables.iter().map(|v| v.shape.size()).collect();
     let scale = match reduction {
         Reduction::Mean => 1.0 / batch as f64,
         Reduction::PerSample => 1.0,
     };
-    let out = context.fused_gradient(&plan, bound, &sizes, batch, scale as f32, None)?;
+    let out = context.fused_gradient(&plan, bound, batch, scale as f32, None)?;
     let mut per_sample = out.per_sample;
     let gradients = plan
         .gradients

@@ -323,8 +323,7 @@ fn fused_jacobian(
     if !context.fits_fused(&plan) {
         return Ok(None);
     }
-    let sizes: Vec<usize> = program.variables.iter().map(|v| v.shape.size()).collect();
-    let mut out = context.fused_gradient(&plan, bound, &sizes, batch, 1.0, None)?;
+    let mut out = context.fused_gradient(&plan, bound, batch, 1.0, None)?;
     Ok(Some((out.per_sample.swap_remove(0), out.values)))
 }
 
@@ -365,9 +364,7 @@ fn fused_seeded(
     if !context.fits_fused(&plan) {
         return Ok(None);
     }
-    let sizes: Vec<usize> = program.variables.iter().map(|v| v.shape.size()).collect();
-    let mut out =
-        context.fused_gradient(&plan, &bound, &sizes, batch, 1.0, Some((seed, seed_size)))?;
+    let mut out = context.fused_gradient(&plan, &bound, batch, 1.0, Some((seed, seed_size)))?;
     Ok(Some(out.per_sample.swap_remove(0)))
 }
 

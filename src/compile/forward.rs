@@ -64,6 +64,7 @@ fn forward_trips(program: &Program, written: usize) -> usize {
 /// Compiles the forward pass that a Jacobian, JVP, VJP or gradient plan
 /// with respect to `variables` reads, or says why not.
 pub fn forward(program: &Program, variables: &[usize]) -> Result<FusedForward, NotFused> {
+    super::validate(program, variables)?;
     if program
         .nodes
         .iter()

@@ -85,6 +85,8 @@ pub struct FusedGradient {
     pub source: String,
     /// Inputs read per sample, as variable indices.
     pub inputs: Vec<usize>,
+    /// Floats per sample of each entry of `inputs`.
+    pub input_sizes: Vec<usize>,
     /// Params read, as variable indices, with their offsets in the
     /// concatenated parameter buffer.
     pub params: Vec<(usize, usize)>,
@@ -308,6 +310,8 @@ pub fn gradient(
     wrt: &[(usize, Destination)],
     values: bool,
 ) -> Result<FusedGradient, NotFused> {
+    let variables: Vec<usize> = wrt.iter().map(|&(v, _)| v).collect();
+    validate(program, &variables)?;
     if program.shapes[program.output] != Shape::Scalar {
         return Err(NotFused("the output is not a scalar".into()));
     }
@@ -349,6 +353,7 @@ pub const JACOBIAN_ELEMENTS: usize = 1024;
 /// tangent passes, one per column, or reverse passes, one per row,
 /// whichever are fewer.
 pub fn jacobian(program: &Program, wrt: usize, values: bool) -> Result<FusedGradient, NotFused> {
+    validate(program, &[wrt])?;
     let m = program.shapes[program.output].size();
     let n = program.variables[wrt].shape.size();
     if m.min(n) > JACOBIAN_PASSES || m * n > JACOBIAN_ELEMENTS {
@@ -384,6 +389,7 @@ fn compile(
     values: bool,
     mode: Mode,
 ) -> Result<FusedGradient, NotFused> {
+    validate(program, &wrt.iter().map(|&(v, _)| v).collect::<Vec<_>>())?;
     let seeded = matches!(mode, Mode::Forward | Mode::Reverse { seeded: true });
     let output_size = program.shapes[program.output].size();
     let variables: Vec<usize> = wrt.iter().map(|&(v, _)| v).collect();
@@ -576,6 +582,10 @@ fn compile(
 
     Ok(FusedGradient {
         source: src,
+        input_sizes: inputs
+            .iter()
+            .map(|&v| program.variables[v].shape.size())
+            .collect(),
         inputs,
         params,
         param_floats,
@@ -586,6 +596,22 @@ fn compile(
         output_size,
         trips,
     })
+}
+
+/// A program that has passed [`Program::check`] and variable indices within
+/// it: the compiler's entry points are public, and a program built or
+/// edited by hand must give a reason, not a panic.
+fn validate(program: &Program, variables: &[usize]) -> Result<(), NotFused> {
+    program
+        .check()
+        .map_err(|e| NotFused(format!("the program is not valid: {e}")))?;
+    match variables.iter().find(|&&v| v >= program.variables.len()) {
+        Some(v) => Err(NotFused(format!(
+            "variable {v} is not one of the program's {}",
+            program.variables.len()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Floats of private state one sample keeps: a value per computed node,

@@ -73,3 +73,15 @@ fn print_neuron_kernel() {
     let body = &plan.source[plan.source.find("struct FusedParams").unwrap_or(0)..];
     println!("{body}");
 }
+
+#[test]
+fn a_variable_out_of_range_or_a_broken_program_is_a_reason_not_a_panic() {
+    let program = Program::parse("input x[3]\ny = sum(x)\noutput y").expect("parses");
+    assert!(gradient(&program, &[(7, Destination::Summed)], true).is_err());
+    assert!(jacobian(&program, 7, true).is_err());
+    assert!(forward(&program, &[7]).is_err());
+    let mut broken = program.clone();
+    broken.output = 99;
+    assert!(gradient(&broken, &[(0, Destination::PerSample)], true).is_err());
+    assert!(jvp(&broken, 0, true).is_err());
+}

@@ -270,7 +270,6 @@ impl GpuContext {
         &self,
         plan: &FusedGradient,
         variables: &[&[f32]],
-        sizes: &[usize],
         batch: usize,
         scale: f32,
         seed: Option<(&[f32], usize)>,
@@ -286,7 +285,7 @@ impl GpuContext {
             ));
         }
         let kernels = self.fused_kernels(plan)?;
-        let input_sizes: Vec<usize> = plan.inputs.iter().map(|&v| sizes[v]).collect();
+        let input_sizes = &plan.input_sizes;
         let mut row_sizes = input_sizes.clone();
         row_sizes.push(plan.output_size);
         row_sizes.extend(seed.map(|(_, size)| size));
@@ -323,7 +322,7 @@ impl GpuContext {
             let inputs: Vec<wgpu::Buffer> = plan
                 .inputs
                 .iter()
-                .zip(&input_sizes)
+                .zip(input_sizes)
                 .map(|(&v, &size)| {
                     let buffer =
                         self.take_buffer((count * size).max(1) as u64 * F32_BYTES, STORAGE);
@@ -458,8 +457,22 @@ impl GpuContext {
         let input_buffers: Vec<Arc<wgpu::Buffer>> =
             inputs.iter().map(|a| single(a)).collect::<Result<_>>()?;
         let param_buffer = params.map(single).transpose()?;
-        let input_sizes: Vec<usize> = inputs.iter().map(|a| a.len / batch).collect();
-        let rows = self.fused_rows(plan, &input_sizes)?;
+        for (k, (a, &size)) in inputs.iter().zip(&plan.input_sizes).enumerate() {
+            if a.len != batch.saturating_mul(size) {
+                return Err(Error::Shape(format!(
+                    "input array {k} holds {} values, not {batch} rows of {size}",
+                    a.len
+                )));
+            }
+        }
+        let given = params.map_or(0, GpuArray::len);
+        if given != plan.param_floats {
+            return Err(Error::Shape(format!(
+                "the plan reads {} parameter values, packed in its order, but {given} were given",
+                plan.param_floats
+            )));
+        }
+        let rows = self.fused_rows(plan, &plan.input_sizes)?;
         if rows < batch {
             return Err(Error::TooLarge {
                 what: format!("a resident gradient over {batch} samples"),
