@@ -9,7 +9,9 @@ mod common;
 use std::sync::Arc;
 
 use chainrule::program::Program;
-use chainrule::{Backend, ContextOptions, CpuBackend, GpuContext, LimitsOverride, Reduction};
+use chainrule::{
+    Backend, ContextOptions, CpuBackend, GpuContext, GradientOutput, LimitsOverride, Reduction,
+};
 
 /// Programs that together use every operation of the IR.
 const PROGRAMS: [&str; 4] = [
@@ -54,6 +56,22 @@ fn variables(
             (v.name.clone(), values)
         })
         .collect()
+}
+
+/// The variables as the library takes them, by name.
+fn bind(vars: &[(String, Vec<f32>)]) -> Vec<(&str, &[f32])> {
+    vars.iter()
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
+        .collect()
+}
+
+/// Both outputs' values and every gradient, shapes and values, agree.
+fn close_gradients(label: &str, gpu: &GradientOutput, cpu: &GradientOutput) {
+    close(&format!("{label} values"), &gpu.values, &cpu.values);
+    for (a, b) in gpu.gradients.iter().zip(&cpu.gradients) {
+        assert_eq!(a.shape, b.shape, "{label} d/d{}", a.name);
+        close(&format!("{label} d/d{}", a.name), &a.values, &b.values);
+    }
 }
 
 fn close(label: &str, gpu: &[f32], cpu: &[f32]) {
@@ -104,10 +122,7 @@ fn fused_gradients_match_the_cpu_path_in_two_dispatches() {
         let names = all_names(&program);
         for batch in [1usize, 255, 257, 20_001] {
             let vars = variables(&program, batch, &mut rng);
-            let bound: Vec<(&str, &[f32])> = vars
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_slice()))
-                .collect();
+            let bound = bind(&vars);
             for reduction in [Reduction::Mean, Reduction::PerSample] {
                 let before = context.traffic();
                 let g = gpu
@@ -129,15 +144,7 @@ fn fused_gradients_match_the_cpu_path_in_two_dispatches() {
                 let c = Backend::Cpu(CpuBackend)
                     .gradient(&program, &names, &bound, reduction)
                     .expect("cpu");
-                close(&format!("{text} values"), &g.values, &c.values);
-                for (a, b) in g.gradients.iter().zip(&c.gradients) {
-                    assert_eq!(a.shape, b.shape, "{}", a.name);
-                    close(
-                        &format!("{text} B={batch} {reduction:?} d/d{}", a.name),
-                        &a.values,
-                        &b.values,
-                    );
-                }
+                close_gradients(&format!("{text} B={batch} {reduction:?}"), &g, &c);
             }
         }
     }
@@ -153,10 +160,7 @@ fn fused_gradients_match_central_differences_of_the_oracle() {
     for text in PROGRAMS {
         let program = Program::parse(text).expect("parses");
         let vars = variables(&program, 1, &mut rng);
-        let bound: Vec<(&str, &[f32])> = vars
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_slice()))
-            .collect();
+        let bound = bind(&vars);
         let names = all_names(&program);
         let g = gpu
             .gradient(&program, &names, &bound, Reduction::PerSample)
@@ -202,10 +206,7 @@ fn fused_jvp_and_vjp_match_the_cpu_path() {
     let program = Program::parse(&text).expect("parses");
     for batch in [1usize, 300, 5_000] {
         let vars = variables(&program, batch, &mut rng);
-        let bound: Vec<(&str, &[f32])> = vars
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_slice()))
-            .collect();
+        let bound = bind(&vars);
         for wrt in ["x", "u"] {
             let n = program.variables[program.variable(wrt).expect("declared")]
                 .shape
@@ -265,10 +266,7 @@ fn fused_gradients_across_many_chunks_and_grids_match_one_chunk() {
     let program = Program::parse(PROGRAMS[0]).expect("parses");
     let batch = 9_001;
     let vars = variables(&program, batch, &mut rng);
-    let bound: Vec<(&str, &[f32])> = vars
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_slice()))
-        .collect();
+    let bound = bind(&vars);
     for reduction in [Reduction::Mean, Reduction::PerSample] {
         let a = small
             .gradient(&program, &["w", "b", "x"], &bound, reduction)
@@ -276,14 +274,7 @@ fn fused_gradients_across_many_chunks_and_grids_match_one_chunk() {
         let b = large
             .gradient(&program, &["w", "b", "x"], &bound, reduction)
             .expect("large");
-        close("values", &a.values, &b.values);
-        for (a, b) in a.gradients.iter().zip(&b.gradients) {
-            close(
-                &format!("{reduction:?} d/d{}", a.name),
-                &a.values,
-                &b.values,
-            );
-        }
+        close_gradients(&format!("{reduction:?}"), &a, &b);
     }
 }
 
@@ -395,10 +386,7 @@ fn small_dense_jacobians_are_one_fused_kernel_by_columns_or_rows() {
         let program = Program::parse(text).expect("parses");
         for batch in [1usize, 300] {
             let vars = variables(&program, batch, &mut rng);
-            let bound: Vec<(&str, &[f32])> = vars
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_slice()))
-                .collect();
+            let bound = bind(&vars);
             let before = context.traffic();
             let g = gpu.jacobian(&program, "p", &bound).expect("gpu");
             assert_eq!(
@@ -462,10 +450,7 @@ fn loops_stay_within_what_software_drivers_run() {
     for (text, batch, gpu) in cases {
         let program = Program::parse(text).expect("parses");
         let vars = variables(&program, batch, &mut rng);
-        let bound: Vec<(&str, &[f32])> = vars
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_slice()))
-            .collect();
+        let bound = bind(&vars);
         for reduction in [Reduction::Mean, Reduction::PerSample] {
             let names = ["x"];
             let g = gpu
@@ -474,14 +459,7 @@ fn loops_stay_within_what_software_drivers_run() {
             let c = cpu
                 .gradient(&program, &names, &bound, reduction)
                 .expect("cpu");
-            close(&format!("{text} values"), &g.values, &c.values);
-            for (a, b) in g.gradients.iter().zip(&c.gradients) {
-                close(
-                    &format!("{text} {reduction:?} d/d{}", a.name),
-                    &a.values,
-                    &b.values,
-                );
-            }
+            close_gradients(&format!("{text} {reduction:?}"), &g, &c);
         }
     }
 }
