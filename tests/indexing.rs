@@ -146,7 +146,10 @@ fn bounds_and_shapes_are_clear_errors() {
     );
     assert_error("input x[3]\ny = x[i]\noutput y", &["expected an index"]);
     assert_error("input x[3]\ny = x[1:]\noutput y", &["expected an index"]);
-    assert_error("input x[3]\ny = x[1\noutput y", &["expected `:` or `]`"]);
+    assert_error(
+        "input x[3]\ny = x[1\noutput y",
+        &["expected `:`, `,` or `]`"],
+    );
     assert_error(
         "input s\ny = s[0]\noutput y",
         &["`s` is scalar; only a vector can be indexed", "line 2"],

@@ -309,12 +309,10 @@ fn errors_point_at_the_offending_text() {
             some("the first is on line 2"),
         ),
         (
-            "input X[3,4]\noutput sum(X)",
-            "`X`: a per-sample matrix input is not supported yet",
-            "X[3,4]",
-            some(
-                "declare it with `param X[3,4]` to share it across the batch, or flatten it into a vector",
-            ),
+            "input X[3,4]\noutput X @ X",
+            "`X @ X`: X is [3,4] but X is [3,4]",
+            "X @ X",
+            some("`@` needs the left side's columns to match the right side's rows"),
         ),
         (
             "param W[3,4]\noutput W + 1",
@@ -323,16 +321,18 @@ fn errors_point_at_the_offending_text() {
             some("multiply it by a vector: `W @ x`"),
         ),
         (
-            "input x[3] y[3]\noutput x @ y",
-            "`x @ y`: the left side of `@` must be a matrix, but x is [3]",
+            "input x[3] y[2]\noutput x @ y",
+            "`x @ y`: x is [3] and y is [2]",
             "x @ y",
-            some("declare a matrix with `param W[m,n]`"),
+            some(
+                "`@` multiplies matrices and vectors; for two vectors of one length it is their dot product, and a scalar multiplies with `*`",
+            ),
         ),
         (
             "param A[2,3] B[3,4]\ninput x[4]\noutput A @ B @ x",
             "`A @ B`: the right side of `@` must be a vector, but B is a matrix [3,4]",
             "A @ B",
-            some("matrix-matrix products are not supported; write `A @ (B @ x)`"),
+            some("products of two param matrices are not supported; write `A @ (B @ x)`"),
         ),
         (
             "param W[2,3]\ninput s\noutput W @ s",
@@ -938,6 +938,10 @@ fn hand_built_programs_that_would_mislead_are_refused() {
     empty.variables[0].shape = Shape::Vector(0);
     assert!(empty.check().is_err());
     let mut matrix_input = base;
+    // A per-sample matrix is read as its elements: [2,1] as [2] is fine,
+    // [3,1] as [2] is not.
     matrix_input.variables[0].shape = Shape::Matrix(2, 1);
+    assert!(matrix_input.check().is_ok());
+    matrix_input.variables[0].shape = Shape::Matrix(3, 1);
     assert!(matrix_input.check().is_err());
 }

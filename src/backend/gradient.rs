@@ -72,7 +72,7 @@ fn target(program: &Program, variable: usize) -> Result<Target> {
             program.variables[variable].name
         )));
     };
-    match program.variables[variable].shape {
+    match program.variables[variable].node_shape() {
         Shape::Matrix(rows, cols) => Ok(Target::Matrix {
             uses: program
                 .nodes

@@ -297,7 +297,7 @@ pub(super) fn reverse_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool
                     if needed[operand] {
                         let _ = writeln!(
                             src,
-                            "        {t} = {t} + g{id} * {};",
+                            "        {t} = {t} + chain_selected({}, g{id});",
                             layout.at(other, "i"),
                             t = cot(layout, operand, "i")
                         );

@@ -75,6 +75,68 @@ impl Handle {
         Handle::new(format!("({} @ {})", self.text, vector.text))
     }
 
+    /// `a @ b` of any operands `@` takes: matrix times vector, vector times
+    /// matrix, matrix times matrix, or two vectors (their dot product).
+    pub fn matmul(&self, other: &Handle) -> Handle {
+        Handle::new(format!("({} @ {})", self.text, other.text))
+    }
+
+    /// `transpose(A)` of a per-sample matrix.
+    pub fn transpose(&self) -> Handle {
+        self.call("transpose")
+    }
+
+    /// `outer(a, b)`: the matrix a[i] b[j].
+    pub fn outer(&self, other: &Handle) -> Handle {
+        self.call2("outer", other)
+    }
+
+    /// `cross(a, b)` of two 3-vectors.
+    pub fn cross(&self, other: &Handle) -> Handle {
+        self.call2("cross", other)
+    }
+
+    /// `max(x)`: the largest element (a tie splits the gradient evenly).
+    pub fn reduce_max(&self) -> Handle {
+        self.call("max")
+    }
+
+    /// `min(x)`: the smallest element.
+    pub fn reduce_min(&self) -> Handle {
+        self.call("min")
+    }
+
+    /// `x[i]`: element i of a vector, or row i of a matrix.
+    pub fn index(&self, i: usize) -> Handle {
+        Handle::new(format!("{}[{i}]", self.indexable()))
+    }
+
+    /// `A[i, j]`: the element in row i, column j of a matrix.
+    pub fn at(&self, i: usize, j: usize) -> Handle {
+        Handle::new(format!("{}[{i}, {j}]", self.indexable()))
+    }
+
+    /// `x[start:end]`: elements (or rows) start to end - 1.
+    pub fn slice(&self, start: usize, end: usize) -> Handle {
+        Handle::new(format!("{}[{start}:{end}]", self.indexable()))
+    }
+
+    /// `[a, b, ...]`: scalars and vectors joined into one vector.
+    pub fn concat(parts: &[&Handle]) -> Handle {
+        let parts: Vec<&str> = parts.iter().map(|p| p.text()).collect();
+        Handle::new(format!("[{}]", parts.join(", ")))
+    }
+
+    /// The text with brackets applying to all of it.
+    fn indexable(&self) -> String {
+        let simple = self.text.chars().all(|c| c.is_alphanumeric() || c == '_');
+        if simple {
+            self.text.to_string()
+        } else {
+            format!("({})", self.text)
+        }
+    }
+
     /// `x ^ p` for a constant exponent.
     pub fn powf(&self, exponent: f64) -> Handle {
         Handle::new(format!("({} ^ {})", self.text, number(exponent)))
@@ -201,6 +263,8 @@ functions!(
     erf,
     gelu_exact,
     xlogx,
+    norm,
+    prod,
 );
 
 /// A number as the lexer reads it back exactly.

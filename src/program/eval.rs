@@ -7,7 +7,7 @@
 //! invariants the parser guarantees and then reads through `get`, so that a
 //! program built by hand gives an error, never a panic.
 
-use super::{Kind, NodeId, Op, Program, Shape};
+use super::{NodeId, Op, Program, Shape};
 use crate::error::{Error, Result};
 use crate::ops::chain_mul;
 
@@ -51,12 +51,6 @@ pub(super) fn check(program: &Program) -> Result<()> {
         if variable.shape.size() == 0 {
             return Err(Error::Shape(format!("`{}` has no elements", variable.name)));
         }
-        if variable.kind == Kind::Input && matches!(variable.shape, Shape::Matrix(..)) {
-            return Err(Error::Shape(format!(
-                "input `{}` is a matrix; matrices are parameters",
-                variable.name
-            )));
-        }
     }
     // One node per variable: planners find a variable by its node.
     let mut seen = vec![false; program.variables.len()];
@@ -92,7 +86,7 @@ fn shape_of(program: &Program, op: Op) -> Result<Shape> {
         Op::Variable(v) => program
             .variables
             .get(v)
-            .map(|variable| variable.shape)
+            .map(|variable| variable.node_shape())
             .ok_or_else(|| invalid(format!("there is no variable {v}"))),
         Op::Constant(_) => Ok(Shape::Scalar),
         Op::Unary(_, a) => match shape(a) {

@@ -17,8 +17,10 @@ use crate::ops::BinaryOp;
 /// Words that begin statements, so never names.
 pub(super) const KEYWORDS: [&str; 3] = ["input", "param", "output"];
 
-/// The functions programs add to those of element-wise expressions.
-pub(super) const REDUCTIONS: [&str; 8] = [
+/// The functions programs add to those of element-wise expressions
+/// (`max` and `min` of one argument are reductions too; of two, they are
+/// element-wise).
+pub(super) const REDUCTIONS: [&str; 13] = [
     "sum",
     "mean",
     "dot",
@@ -27,6 +29,11 @@ pub(super) const REDUCTIONS: [&str; 8] = [
     "log_softmax",
     "mse",
     "cross_entropy",
+    "norm",
+    "prod",
+    "cross",
+    "outer",
+    "transpose",
 ];
 
 pub(super) type Parsed<T> = Result<T, ParseError>;
@@ -86,12 +93,21 @@ impl Key {
     }
 }
 
-/// What an expression lowers to: a node, or a matrix waiting for the
-/// vector on the right of its `@`, with any scalar factor written on it
-/// (`-W`, `0.5 W`), which is applied to the product instead.
+/// What an expression lowers to: a node, a per-sample matrix, or a matrix
+/// param waiting for the vector on the right of its `@`, with any scalar
+/// factor written on it (`-W`, `0.5 W`), which is applied to the product
+/// instead.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Value {
     Node(NodeId),
+    /// A matrix that varies per sample (a matrix input, or computed from
+    /// one): a vector node of its `rows * cols` elements, row-major. Every
+    /// operation on it lowers to the vector operations and selections.
+    Grid {
+        node: NodeId,
+        rows: usize,
+        cols: usize,
+    },
     Matrix {
         var: NodeId,
         rows: usize,
@@ -114,7 +130,7 @@ pub(super) struct Lowering<'a> {
     pub(super) names: Vec<Option<String>>,
     shared: HashMap<Key, NodeId>,
     /// Names assigned so far.
-    pub(super) values: HashMap<String, NodeId>,
+    pub(super) values: HashMap<String, Value>,
     /// Names assigned on lines not lowered yet.
     pub(super) later: HashMap<String, Span>,
 }
@@ -239,13 +255,6 @@ impl<'a> Lowering<'a> {
                     line_of(self.source, at)
                 )));
         }
-        if kind == Kind::Input && matches!(shape, Shape::Matrix(..)) {
-            return Err(self
-                .error(span, format!("`{name}`: a per-sample matrix input is not supported yet"))
-                .with_help(format!(
-                    "declare it with `param {name}{shape}` to share it across the batch, or flatten it into a vector"
-                )));
-        }
         if shape.size() > MAX_ELEMENTS {
             return Err(self.error(
                 span,
@@ -318,6 +327,9 @@ impl<'a> Lowering<'a> {
                 ) => {
                     let operand = self.pop(&mut values, 1, expr)?;
                     match operand.as_slice() {
+                        &[Value::Grid { node, rows, cols }] => {
+                            self.grid_index((node, rows, cols), base.span, *start, *end, *brackets)?
+                        }
                         &[value] => {
                             let node = self.node(value, base)?;
                             Value::Node(self.index(node, base.span, *start, *end, *brackets)?)
@@ -349,7 +361,7 @@ impl<'a> Lowering<'a> {
                 }
                 (ExprKind::Call { name, args, .. }, true) => {
                     let operands = self.pop(&mut values, args.len(), expr)?;
-                    Value::Node(self.call(name, &operands, args, expr.span)?)
+                    self.call(name, &operands, args, expr.span)?
                 }
             };
             values.push(value);
@@ -384,10 +396,29 @@ impl<'a> Lowering<'a> {
         .with_help("please report it, with the program")
     }
 
+    /// The node of a value that may be a per-sample matrix (its elements,
+    /// row-major), for an assignment or the output.
+    pub(super) fn flat(&self, value: Value, expr: &Expr) -> Parsed<NodeId> {
+        match value {
+            Value::Grid { node, .. } => Ok(node),
+            _ => self.node(value, expr),
+        }
+    }
+
     /// The node of an expression that must not be a matrix.
     pub(super) fn node(&self, value: Value, expr: &Expr) -> Parsed<NodeId> {
         match value {
             Value::Node(id) => Ok(id),
+            Value::Grid { rows, cols, .. } => Err(self
+                .error(
+                    expr.span,
+                    format!(
+                        "`{}` is a matrix {}, but a scalar or a vector is needed here",
+                        self.text(expr.span),
+                        Shape::Matrix(rows, cols)
+                    ),
+                )
+                .with_help("take a row `A[i]`, an element `A[i, j]`, or multiply: `A @ x`")),
             Value::Matrix { rows, cols, .. } => Err(self
                 .error(
                     expr.span,
@@ -413,7 +444,15 @@ impl<'a> Lowering<'a> {
             return Ok(Value::Node(self.constant(std::f64::consts::PI)));
         }
         if let Some(&index) = self.by_name.get(name) {
-            let shape = self.variables.get(index).map_or(Shape::Scalar, |v| v.shape);
+            let (shape, kind) = self
+                .variables
+                .get(index)
+                .map_or((Shape::Scalar, Kind::Input), |v| (v.shape, v.kind));
+            if let (Shape::Matrix(rows, cols), Kind::Input) = (shape, kind) {
+                // A per-sample matrix is read as its elements, row-major.
+                let node = self.add(Op::Variable(index), Shape::Vector(rows * cols));
+                return Ok(Value::Grid { node, rows, cols });
+            }
             let var = self.add(Op::Variable(index), shape);
             return Ok(match shape {
                 Shape::Matrix(rows, cols) => Value::Matrix {
@@ -425,8 +464,8 @@ impl<'a> Lowering<'a> {
                 _ => Value::Node(var),
             });
         }
-        if let Some(&id) = self.values.get(name) {
-            return Ok(Value::Node(id));
+        if let Some(&value) = self.values.get(name) {
+            return Ok(value);
         }
         if functions().contains(&name) || REDUCTIONS.contains(&name) {
             return Err(self

@@ -41,6 +41,7 @@
 mod builder;
 mod eval;
 mod lower;
+mod matrix;
 mod parse;
 mod rules;
 mod select;
@@ -119,6 +120,19 @@ pub struct Variable {
     pub kind: Kind,
     /// Its shape.
     pub shape: Shape,
+}
+
+impl Variable {
+    /// The shape of the node that reads this variable: its declared shape,
+    /// except that a per-sample matrix input is read as the vector of its
+    /// elements, row-major (a matrix param stays a matrix, the left operand
+    /// of [`Op::MatVec`]).
+    pub fn node_shape(&self) -> Shape {
+        match (self.kind, self.shape) {
+            (Kind::Input, Shape::Matrix(m, n)) => Shape::Vector(m.saturating_mul(n)),
+            (_, shape) => shape,
+        }
+    }
 }
 
 /// Index of a node in [`Program::nodes`].

@@ -23,7 +23,7 @@ pub(super) fn parse(text: &str) -> Parsed<Program> {
         let expr = parse_expression(text)?;
         let mut lowering = Lowering::new(text, true);
         let value = lowering.lower(&expr)?;
-        let output = lowering.node(value, &expr)?;
+        let output = lowering.flat(value, &expr)?;
         return Ok(lowering.finish(output, "y".to_owned()));
     }
     program(text, &tokens, &starts)
@@ -170,7 +170,7 @@ fn program(text: &str, tokens: &[Token], starts: &[usize]) -> Parsed<Program> {
         // Still in `later` while its own line is lowered: `h = h + 1` uses
         // `h` before it is assigned.
         let value = lowering.lower(&expr)?;
-        let id = lowering.node(value, &expr)?;
+        let id = lowering.flat(value, &expr)?;
         lowering.later.remove(&name);
         // A variable keeps its own name; a node named twice keeps the first.
         let is_variable = matches!(lowering.nodes.get(id), Some(Op::Variable(_)));
@@ -179,7 +179,7 @@ fn program(text: &str, tokens: &[Token], starts: &[usize]) -> Parsed<Program> {
                 *slot = Some(name.clone());
             }
         }
-        lowering.values.insert(name, id);
+        lowering.values.insert(name, value);
     }
 
     let Some((_, expr)) = output else {
@@ -191,7 +191,7 @@ fn program(text: &str, tokens: &[Token], starts: &[usize]) -> Parsed<Program> {
         .with_help("add a line `output NAME` naming the result"));
     };
     let value = lowering.lower(&expr)?;
-    let id = lowering.node(value, &expr)?;
+    let id = lowering.flat(value, &expr)?;
     let output_name = match &expr.kind {
         ExprKind::Name(name) if name != "pi" => name.clone(),
         _ if lowering.is_taken("y") => "output".to_owned(),

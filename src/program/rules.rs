@@ -20,6 +20,11 @@ impl Lowering<'_> {
         let minus_one = self.constant(-1.0);
         match value {
             Value::Node(a) => Value::Node(self.apply(BinaryOp::Mul, minus_one, a)),
+            Value::Grid { node, rows, cols } => Value::Grid {
+                node: self.apply(BinaryOp::Mul, minus_one, node),
+                rows,
+                cols,
+            },
             Value::Matrix {
                 var,
                 rows,
@@ -90,6 +95,9 @@ impl Lowering<'_> {
                     scale,
                 });
             }
+            (_, Value::Grid { .. }, _) | (_, _, Value::Grid { .. }) => {
+                return self.grid_binary(op, (a, lhs), (b, rhs), span);
+            }
             _ => {}
         }
         let a = self.node(a, lhs)?;
@@ -120,36 +128,17 @@ impl Lowering<'_> {
     ) -> Lowered {
         let whole = self.text(span);
         let (left, right) = (self.text(lhs.span), self.text(rhs.span));
-        let Value::Matrix {
-            var,
-            rows,
-            cols,
-            scale,
-        } = a
+        let (
+            Value::Matrix {
+                var,
+                rows,
+                cols,
+                scale,
+            },
+            Value::Node(x),
+        ) = (a, b)
         else {
-            let shape = self.node(a, lhs).map(|id| self.shape(id))?;
-            return Err(self
-                .error(
-                    span,
-                    format!(
-                        "`{whole}`: the left side of `@` must be a matrix, but {left} is {shape}"
-                    ),
-                )
-                .with_help("declare a matrix with `param W[m,n]`"));
-        };
-        let x = match b {
-            Value::Node(x) => x,
-            Value::Matrix { rows, cols, .. } => {
-                return Err(self
-                    .error(
-                        span,
-                        format!(
-                            "`{whole}`: the right side of `@` must be a vector, but {right} is a matrix {}",
-                            Shape::Matrix(rows, cols)
-                        ),
-                    )
-                    .with_help("matrix-matrix products are not supported; write `A @ (B @ x)`"));
-            }
+            return self.grid_matmul(a, b, (lhs, rhs), span);
         };
         let x_shape = self.shape(x);
         if x_shape != Shape::Vector(cols) {
@@ -300,7 +289,8 @@ impl Lowering<'_> {
                 .with_help(help));
         }
         let (wanted, fits) = match name {
-            "dot" | "mse" | "cross_entropy" => ("two arguments", count == 2),
+            "dot" | "mse" | "cross_entropy" | "cross" | "outer" => ("two arguments", count == 2),
+            "max" | "min" => ("one or two arguments", count == 1 || count == 2),
             _ if BinaryOp::from_call(name).is_some() => ("two arguments", count == 2),
             "leaky_relu" | "elu" => ("one or two arguments", count == 1 || count == 2),
             "where" => ("three arguments", count == 3),
@@ -314,6 +304,20 @@ impl Lowering<'_> {
 
     /// A known function applied to lowered arguments of the right number.
     pub(super) fn call(
+        &mut self,
+        name: &str,
+        values: &[Value],
+        args: &[Expr],
+        span: Span,
+    ) -> Lowered {
+        match self.matrix_call(name, values, args, span)? {
+            Some(value) => Ok(value),
+            None => self.vector_call(name, values, args, span).map(Value::Node),
+        }
+    }
+
+    /// A function of scalars and vectors.
+    pub(super) fn vector_call(
         &mut self,
         name: &str,
         values: &[Value],

@@ -167,8 +167,10 @@ pub(crate) fn run(
     let input_shape = program.variables[wrt].shape;
     let mut dims = vec![batch];
     for shape in [output_shape, input_shape] {
-        if let Shape::Vector(n) = shape {
-            dims.push(n);
+        match shape {
+            Shape::Scalar => {}
+            Shape::Vector(n) => dims.push(n),
+            Shape::Matrix(m, n) => dims.extend([m, n]),
         }
     }
     let dense: Vec<f32> = result

@@ -569,44 +569,58 @@ impl Parser<'_> {
     }
 
     /// `node` with the index and slice brackets that follow it applied,
-    /// left to right (`x[0:4][1]`).
+    /// left to right (`x[0:4][1]`). `A[i, j]` and `A[i, a:b]` are row i,
+    /// then its element or slice: `A[i][j]`, `A[i][a:b]`.
     fn indices(&mut self, mut node: Node) -> Result<Node, ParseError> {
         while self.peek().kind == TokenKind::LBracket {
             let open = self.bump();
-            let start = self.index_literal()?;
-            let end = if self.peek().kind == TokenKind::Colon {
+            let mut parts = vec![self.index_part()?];
+            if parts[0].1.is_none() && self.peek().kind == TokenKind::Comma {
                 self.bump();
-                Some(self.index_literal()?)
-            } else {
-                None
-            };
+                parts.push(self.index_part()?);
+            }
             let token = self.peek();
             if token.kind != TokenKind::RBracket {
-                let wanted = if end.is_some() { "`]`" } else { "`:` or `]`" };
+                let wanted = match parts.as_slice() {
+                    [(_, None)] => "`:`, `,` or `]`",
+                    _ => "`]`",
+                };
                 let found = token.describe(self.source);
                 return Err(self.error(token.span, format!("expected {wanted}, found {found}")));
             }
             let close = self.bump();
-            let height = node.height + 1;
-            if height > MAX_DEPTH {
-                return Err(self.too_deep(open));
-            }
-            let span = node.outer.to(close);
-            node = Node {
-                expr: Expr {
-                    kind: ExprKind::Index {
-                        base: Box::new(node.expr),
-                        start,
-                        end,
-                        brackets: open.to(close),
+            for (start, end) in parts {
+                let height = node.height + 1;
+                if height > MAX_DEPTH {
+                    return Err(self.too_deep(open));
+                }
+                let span = node.outer.to(close);
+                node = Node {
+                    expr: Expr {
+                        kind: ExprKind::Index {
+                            base: Box::new(node.expr),
+                            start,
+                            end,
+                            brackets: open.to(close),
+                        },
+                        span,
                     },
-                    span,
-                },
-                height,
-                outer: span,
-            };
+                    height,
+                    outer: span,
+                };
+            }
         }
         Ok(node)
+    }
+
+    /// `i` or `a:b` inside index brackets.
+    fn index_part(&mut self) -> Result<(usize, Option<usize>), ParseError> {
+        let start = self.index_literal()?;
+        if self.peek().kind != TokenKind::Colon {
+            return Ok((start, None));
+        }
+        self.bump();
+        Ok((start, Some(self.index_literal()?)))
     }
 
     /// A non-negative integer literal inside index brackets.

@@ -1,0 +1,326 @@
+//! Per-sample matrices and the functions built on selections: `A @ x` with
+//! a per-sample `A`, `x @ A`, `A @ B`, `W @ A` with a param `W`,
+//! `transpose`, `outer`, rows and elements `A[i]`, `A[i, j]`, `A[a:b]`,
+//! element-wise operations on matrices, `cross`, `norm`, `prod`, and `max`
+//! and `min` of one vector. Each is checked on the GPU and the CPU path
+//! against the f64 oracle, the oracle against central differences, and
+//! the edges (ties, zeros, infinities) against their stated values.
+
+mod common;
+
+use chainrule::program::{Program, Shape};
+use chainrule::{Backend, CpuBackend};
+use common::programs::{assert_close, backends, check, parse};
+use common::rng;
+
+#[test]
+fn a_per_sample_matrix_times_a_vector() {
+    let mut rng = rng("a_per_sample_matrix_times_a_vector");
+    check(
+        "A @ x",
+        "input A[3,4]\ninput x[4]\ny = A @ x\noutput y",
+        &["A", "x"],
+        &mut rng,
+    );
+    check(
+        "x @ A",
+        "input A[3,4]\ninput x[3]\ny = tanh(x @ A)\noutput y",
+        &["A", "x"],
+        &mut rng,
+    );
+    check(
+        "two vectors",
+        "input a[4]\ninput b[4]\ny = a @ b\noutput y",
+        &["a", "b"],
+        &mut rng,
+    );
+}
+
+#[test]
+fn matrix_products_of_every_kind() {
+    let mut rng = rng("matrix_products_of_every_kind");
+    check(
+        "A @ B",
+        "input A[2,3]\ninput B[3,4]\nC = A @ B\noutput C",
+        &["A", "B"],
+        &mut rng,
+    );
+    check(
+        "W @ A with a param W",
+        "input A[3,2]\nparam W[4,3]\nC = sin(W @ A)\noutput C",
+        &["A"],
+        &mut rng,
+    );
+    check(
+        "scaled param times a matrix",
+        "input A[3,2]\nparam W[2,3]\ny = sum(-2 * W @ A)\noutput y",
+        &["A"],
+        &mut rng,
+    );
+    check(
+        "a quadratic form",
+        "input A[3,3]\ninput x[3]\ny = x @ (A @ transpose(A)) @ x\noutput y",
+        &["A", "x"],
+        &mut rng,
+    );
+}
+
+#[test]
+fn transpose_outer_and_indexing() {
+    let mut rng = rng("transpose_outer_and_indexing");
+    check(
+        "transpose",
+        "input A[2,3]\ny = transpose(A) * 2 + 1\noutput y",
+        &["A"],
+        &mut rng,
+    );
+    check(
+        "outer",
+        "input a[3]\ninput b[2]\nM = outer(a, b)\ny = M[2] + M[0, 1]\noutput y",
+        &["a", "b"],
+        &mut rng,
+    );
+    check(
+        "rows and elements",
+        "input A[4,3]\ny = [A[1, 2], A[3, 0:2], sum(A[1:3])]\noutput y",
+        &["A"],
+        &mut rng,
+    );
+    check(
+        "element-wise on matrices",
+        "input A[2,2]\ninput B[2,2]\ny = exp(A) * B - A / 2 + where(A > B, A, B) + max(A, 0.1)\noutput y",
+        &["A", "B"],
+        &mut rng,
+    );
+}
+
+#[test]
+fn cross_norm_prod_max_min() {
+    let mut rng = rng("cross_norm_prod_max_min");
+    check(
+        "cross",
+        "input a[3]\ninput b[3]\ny = cross(a, b)\noutput y",
+        &["a", "b"],
+        &mut rng,
+    );
+    check(
+        "norm",
+        "input x[5]\ny = norm(x) + norm(x[2])\noutput y",
+        &["x"],
+        &mut rng,
+    );
+    check(
+        "norm of a matrix (Frobenius)",
+        "input A[2,3]\ny = norm(A)\noutput y",
+        &["A"],
+        &mut rng,
+    );
+    check(
+        "prod",
+        "input x[7]\ny = prod(x)\noutput y",
+        &["x"],
+        &mut rng,
+    );
+    check(
+        "max and min",
+        "input x[6]\ny = max(x) * 2 - min(x) + max(x[0], x[1])\noutput y",
+        &["x"],
+        &mut rng,
+    );
+}
+
+/// The gradient of `text`'s scalar output with respect to `x` at one sample,
+/// on each backend, beside the f64 oracle's.
+fn gradients_at(text: &str, x: &[f32]) -> Vec<(String, Vec<f64>, Vec<f64>)> {
+    let program = parse(text);
+    let v = program.variable("x").expect("x");
+    let at: Vec<f64> = x.iter().map(|&e| f64::from(e)).collect();
+    let oracle = program.jacobian_dense(&[&at], v).expect("the oracle");
+    let mut all = Vec::new();
+    for (backend, path) in backends() {
+        let out = backend
+            .jacobian(&program, "x", &[("x", x)])
+            .unwrap_or_else(|e| panic!("{text} on the {path}: {e}"));
+        let jacobian = out.jacobian.try_to_dense(1).expect("dense");
+        let value: Vec<f64> = out.values.iter().map(|&e| f64::from(e)).collect();
+        all.push((path.to_string(), value, jacobian));
+    }
+    all.push(("oracle".to_string(), Vec::new(), oracle));
+    all
+}
+
+#[test]
+fn max_splits_ties_evenly_and_takes_the_limits() {
+    let inf = f32::INFINITY;
+    for (x, value, gradient) in [
+        (vec![1.0, 3.0, 3.0, -2.0], 3.0, vec![0.0, 0.5, 0.5, 0.0]),
+        (vec![0.1, 0.1, 0.1], 0.1, vec![1.0 / 3.0; 3]),
+        (vec![-inf, 2.0], 2.0, vec![0.0, 1.0]),
+        (vec![inf, 1.0, inf], f64::INFINITY, vec![0.5, 0.0, 0.5]),
+        (vec![-inf, -inf], f64::NEG_INFINITY, vec![0.5, 0.5]),
+        (vec![1e30, -1e30, 1e30], 1e30, vec![0.5, 0.0, 0.5]),
+    ] {
+        let text = format!("input x[{}]\ny = max(x)\noutput y", x.len());
+        for (path, got, jacobian) in gradients_at(&text, &x) {
+            if path != "oracle" {
+                let got = got[0];
+                assert!(
+                    got == value as f32 as f64,
+                    "max({x:?}) on the {path}: {got}, expected {value}"
+                );
+            }
+            assert_close(
+                &format!("d max({x:?}) on the {path}"),
+                &jacobian,
+                &gradient,
+                1e-6,
+            );
+        }
+    }
+    let text = "input x[3]\ny = max(x)\noutput y";
+    for (path, got, _) in gradients_at(text, &[1.0, f32::NAN, 2.0]) {
+        assert!(
+            got.iter().all(|v| v.is_nan()),
+            "max with a NaN on the {path}: {got:?}"
+        );
+    }
+    let text = "input x[3]\ny = min(x)\noutput y";
+    for (path, got, jacobian) in gradients_at(text, &[2.0, -1.0, -1.0]) {
+        if path != "oracle" {
+            assert_eq!(got, vec![-1.0], "min on the {path}");
+        }
+        assert_close(
+            &format!("d min on the {path}"),
+            &jacobian,
+            &[0.0, 0.5, 0.5],
+            1e-6,
+        );
+    }
+}
+
+#[test]
+fn prod_and_norm_at_zero() {
+    // prod: the gradient is the product of the others, exact at zeros.
+    let text = "input x[4]\ny = prod(x)\noutput y";
+    for (path, got, jacobian) in gradients_at(text, &[2.0, 0.0, 3.0, -1.0]) {
+        if path != "oracle" {
+            assert_eq!(got, vec![0.0], "prod on the {path}");
+        }
+        assert_close(
+            &format!("d prod on the {path}"),
+            &jacobian,
+            &[0.0, -6.0, 0.0, 0.0],
+            1e-6,
+        );
+    }
+    // norm: 0 at the origin, with gradient 0 there (the least-norm
+    // subgradient, as abs'(0) = 0).
+    let text = "input x[3]\ny = norm(x)\noutput y";
+    for (path, got, jacobian) in gradients_at(text, &[0.0, 0.0, 0.0]) {
+        if path != "oracle" {
+            assert_eq!(got, vec![0.0], "norm on the {path}");
+        }
+        assert_eq!(jacobian, vec![0.0; 3], "d norm at 0 on the {path}");
+    }
+}
+
+#[test]
+fn matrix_inputs_keep_their_shape() {
+    let program = parse("input A[2,3]\ninput x[3]\ny = A @ x\noutput y");
+    let a = program.variable("A").expect("A");
+    assert_eq!(program.variables[a].shape, Shape::Matrix(2, 3));
+    assert_eq!(program.shapes[program.output], Shape::Vector(2));
+    // A matrix output is its elements, row-major.
+    let program = parse("input a[2]\ninput b[3]\nM = outer(a, b)\noutput M");
+    assert_eq!(program.shapes[program.output], Shape::Vector(6));
+    let backend = Backend::Cpu(CpuBackend);
+    let out = backend
+        .jacobian(
+            &program,
+            "a",
+            &[("a", &[1.0, 2.0][..]), ("b", &[3.0, 4.0, 5.0][..])],
+        )
+        .expect("a Jacobian");
+    assert_eq!(out.values, vec![3.0, 4.0, 5.0, 6.0, 8.0, 10.0]);
+}
+
+#[test]
+fn shape_errors_name_both_sides() {
+    for (text, needle) in [
+        (
+            "input A[2,3]\ninput x[2]\ny = A @ x\noutput y",
+            "is [2,3] but x is [2]",
+        ),
+        (
+            "input A[2,3]\ninput B[2,3]\ny = A @ B\noutput y",
+            "columns to match",
+        ),
+        (
+            "input A[2,3]\ninput x[6]\ny = A + x\noutput y",
+            "where a matrix [2,3] or a scalar",
+        ),
+        ("input A[2,3]\ny = A[2]\noutput y", "row 2 is out of range"),
+        (
+            "input x[3]\nparam W[3,2]\ny = x @ W\noutput y",
+            "param matrix [3,2]",
+        ),
+        (
+            "input x[4]\ny = cross(x, x)\noutput y",
+            "`cross` needs two vectors [3]",
+        ),
+        (
+            "input x[4]\ny = transpose(x)\noutput y",
+            "`transpose` needs a matrix",
+        ),
+        ("input A[2,2]\ny = dot(A, A)\noutput y", "is a matrix [2,2]"),
+        (
+            "input x[3]\ny = max(x, x, x)\noutput y",
+            "one or two arguments",
+        ),
+    ] {
+        let error = Program::parse(text).expect_err(text).to_string();
+        assert!(error.contains(needle), "{text}:\n{error}\nlacks {needle:?}");
+    }
+    let big = "input A[300,300]\ninput B[300,300]\nC = A @ B\noutput C";
+    let error = Program::parse(big).expect_err("too big").to_string();
+    assert!(error.contains("at most 65536"), "{error}");
+}
+
+#[test]
+fn the_builder_makes_the_same_matrix_program() {
+    use chainrule::program::{Handle, ProgramBuilder};
+    let mut b = ProgramBuilder::new();
+    let r = b.input("R", &[3, 3]).expect("R");
+    let x = b.input("X", &[3]).expect("X");
+    let c = b.input("c", &[3]).expect("c");
+    let p = b.name("p", &r.matmul(&(&x - &c))).expect("p");
+    let q = b
+        .name("q", &p.matmul(&r.transpose()).matmul(&p))
+        .expect("q");
+    let m = b.name("M", &(p.outer(&p) / &q)).expect("M");
+    let y = Handle::concat(&[
+        &m.at(0, 1),
+        &m.index(2),
+        &r.slice(1, 3).reduce_max(),
+        &p.cross(&x).norm(),
+        &x.prod().reduce_min(),
+    ]);
+    let built = b.build("y", &y).expect("builds");
+    let text = parse(
+        "input R[3,3]\ninput X[3]\ninput c[3]
+         p = R @ (X - c)
+         q = p @ transpose(R) @ p
+         M = outer(p, p) / q
+         y = [M[0, 1], M[2], max(R[1:3]), norm(cross(p, X)), min(prod(X))]
+         output y",
+    );
+    assert_eq!(built.nodes, text.nodes);
+    assert_eq!(built.shapes, text.shapes);
+    let mut rng = rng("the_builder_makes_the_same_matrix_program");
+    check(
+        "built matrix program",
+        &b.text("y", &y),
+        &["R", "X", "c"],
+        &mut rng,
+    );
+}
