@@ -326,11 +326,11 @@ impl<'a> Lowering<'a> {
                     true,
                 ) => {
                     let operand = self.pop(&mut values, 1, expr)?;
-                    match operand.as_slice() {
-                        &[Value::Grid { node, rows, cols }] => {
+                    match *operand.as_slice() {
+                        [Value::Grid { node, rows, cols }] => {
                             self.grid_index((node, rows, cols), base.span, *start, *end, *brackets)?
                         }
-                        &[value] => {
+                        [value] => {
                             let node = self.node(value, base)?;
                             Value::Node(self.index(node, base.span, *start, *end, *brackets)?)
                         }

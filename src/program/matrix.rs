@@ -504,10 +504,9 @@ impl Lowering<'_> {
                 nodes.push((self.flat(value, arg)?, arg.span));
             }
             if name == "mse" {
-                if let (&[Value::Grid { rows, cols, .. }, b], &[_, ref rhs]) = (values, args) {
+                if let (&[Value::Grid { rows, cols, .. }, b], [_, rhs]) = (values, args) {
                     self.grid_operand(b, rhs, rows, cols, span)?;
-                } else if let (&[a, Value::Grid { rows, cols, .. }], &[ref lhs, _]) = (values, args)
-                {
+                } else if let (&[a, Value::Grid { rows, cols, .. }], [lhs, _]) = (values, args) {
                     self.grid_operand(a, lhs, rows, cols, span)?;
                 }
             }
