@@ -226,10 +226,44 @@ res = w * (proj - feat)
 output res
 ";
 
+/// The same residual written with `norm`, `cross` and a rotation matrix
+/// per sample: R = cos I + sin [u]x + (1 - cos) u u^T, with [u]x q = u x q,
+/// applied as R @ q through `outer` and `@`.
+const BUNDLE_ADJUSTMENT_WITH_FUNCTIONS: &str = "
+input p[15]
+input feat[2]
+r = p[0:3]
+theta = norm(r)
+u = r / theta
+q = p[11:14] - p[3:6]
+turn = (1 - cos(theta)) * outer(u, u)
+Pc = q * cos(theta) + cross(u, q) * sin(theta) + turn @ q
+pn = Pc[0:2] / Pc[2]
+r2 = pn @ pn
+distortion = 1 + p[9] * r2 + p[10] * r2 * r2
+res = p[14] * (p[6] * distortion * pn + p[7:9] - feat)
+output res
+";
+
 #[test]
 fn a_bundle_adjustment_residual_matches_central_differences() {
-    let mut rng = rng("a_bundle_adjustment_residual_matches_central_differences");
-    let program = parse(BUNDLE_ADJUSTMENT);
+    check_bundle_adjustment(
+        "a_bundle_adjustment_residual_matches_central_differences",
+        BUNDLE_ADJUSTMENT,
+    );
+}
+
+#[test]
+fn a_bundle_adjustment_residual_with_norm_cross_and_matrices() {
+    check_bundle_adjustment(
+        "a_bundle_adjustment_residual_with_norm_cross_and_matrices",
+        BUNDLE_ADJUSTMENT_WITH_FUNCTIONS,
+    );
+}
+
+fn check_bundle_adjustment(name: &str, text: &str) {
+    let mut rng = rng(name);
+    let program = parse(text);
     let batch = 33;
     let mut p = Vec::with_capacity(batch * 15);
     let mut feat = Vec::with_capacity(batch * 2);

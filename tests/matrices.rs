@@ -66,6 +66,73 @@ fn matrix_products_of_every_kind() {
 }
 
 #[test]
+fn param_matrices_on_either_side() {
+    let mut rng = rng("param_matrices_on_either_side");
+    check(
+        "x @ W",
+        "input x[3]\nparam W[3,4] b[4]\ny = tanh(x @ W + b)\noutput y",
+        &["x"],
+        &mut rng,
+    );
+    check(
+        "transpose(W) @ x and x @ transpose(W)",
+        "input x[3]\nparam W[3,2] V[4,3]\ny = [transpose(W) @ x, x @ transpose(V) * 0.5]\noutput y",
+        &["x"],
+        &mut rng,
+    );
+    check(
+        "A @ W and transpose(W) @ A",
+        "input A[2,3]\nparam W[3,2]\nC = sin(A @ W) + transpose(W) @ transpose(A)\noutput C",
+        &["A"],
+        &mut rng,
+    );
+    check(
+        "scaled x @ W",
+        "input x[3]\nparam W[3,2]\ny = x @ (-2 * W)\noutput y",
+        &["x"],
+        &mut rng,
+    );
+}
+
+/// The gradient with respect to a param used on either side of `@` (and
+/// transposed), on every backend, against the f64 oracle.
+#[test]
+fn param_gradients_through_vector_matrix_products() {
+    use chainrule::Reduction;
+    let mut rng = rng("param_gradients_through_vector_matrix_products");
+    let text = "input x[3]\nparam W[3,2] V[3,2]\nh = tanh(x @ W)\ny = sum(sin(V @ h) * x) + dot(h, transpose(V) @ x)\noutput y";
+    let program = parse(text);
+    let batch = 5;
+    let x = common::uniform(&mut rng, batch * 3, -1.5, 1.5);
+    let w = common::uniform(&mut rng, 6, -1.0, 1.0);
+    let v = common::uniform(&mut rng, 6, -1.0, 1.0);
+    let f64s = |d: &[f32]| d.iter().map(|&e| f64::from(e)).collect::<Vec<f64>>();
+    for (name, index) in [("W", 1), ("V", 2)] {
+        let mut expected = vec![0.0; 6];
+        for b in 0..batch {
+            let values = [f64s(&x[b * 3..b * 3 + 3]), f64s(&w), f64s(&v)];
+            let refs: Vec<&[f64]> = values.iter().map(Vec::as_slice).collect();
+            let g = program.jacobian_dense(&refs, index).expect("the oracle");
+            for (e, g) in expected.iter_mut().zip(g) {
+                *e += g / batch as f64;
+            }
+        }
+        for (backend, path) in backends() {
+            let out = backend
+                .gradient(
+                    &program,
+                    &[name],
+                    &[("x", &x[..]), ("W", &w[..]), ("V", &v[..])],
+                    Reduction::Mean,
+                )
+                .unwrap_or_else(|e| panic!("d/d{name} on the {path}: {e}"));
+            let got = f64s(&out.gradients[0].values);
+            assert_close(&format!("d/d{name} on the {path}"), &got, &expected, 1e-5);
+        }
+    }
+}
+
+#[test]
 fn transpose_outer_and_indexing() {
     let mut rng = rng("transpose_outer_and_indexing");
     check(
@@ -261,8 +328,12 @@ fn shape_errors_name_both_sides() {
         ),
         ("input A[2,3]\ny = A[2]\noutput y", "row 2 is out of range"),
         (
-            "input x[3]\nparam W[3,2]\ny = x @ W\noutput y",
-            "param matrix [3,2]",
+            "input x[2]\nparam W[3,2]\ny = x @ W\noutput y",
+            "x is [2] but W is [3,2]",
+        ),
+        (
+            "param A[2,3] B[3,2]\ninput x[2]\ny = A @ B @ x\noutput y",
+            "products of two param matrices",
         ),
         (
             "input x[4]\ny = cross(x, x)\noutput y",
@@ -297,7 +368,7 @@ fn the_builder_makes_the_same_matrix_program() {
     let q = b
         .name("q", &p.matmul(&r.transpose()).matmul(&p))
         .expect("q");
-    let m = b.name("M", &(p.outer(&p) / &q)).expect("M");
+    let m = b.name("M", &(p.outer(&p) * q.sigmoid())).expect("M");
     let y = Handle::concat(&[
         &m.at(0, 1),
         &m.index(2),
@@ -310,7 +381,7 @@ fn the_builder_makes_the_same_matrix_program() {
         "input R[3,3]\ninput X[3]\ninput c[3]
          p = R @ (X - c)
          q = p @ transpose(R) @ p
-         M = outer(p, p) / q
+         M = outer(p, p) * sigmoid(q)
          y = [M[0, 1], M[2], max(R[1:3]), norm(cross(p, X)), min(prod(X))]
          output y",
     );
@@ -323,4 +394,58 @@ fn the_builder_makes_the_same_matrix_program() {
         &["R", "X", "c"],
         &mut rng,
     );
+}
+
+/// `x @ W` with a layer-sized param, too large for the fused kernels: the
+/// structured plan's gradients and Jacobian (W^T as a Shared factor, the
+/// weight's gradient as summed outer products) on the GPU match the CPU
+/// path, per sample and as the batch mean.
+#[test]
+fn a_layer_written_x_at_w() {
+    use chainrule::Reduction;
+    let mut rng = rng("a_layer_written_x_at_w");
+    let text = "input x[64]\nparam W[64,40]\ny = sum(tanh(x @ W))\noutput y";
+    let program = parse(text);
+    let x = common::uniform(&mut rng, 6 * 64, -1.0, 1.0);
+    let w = common::uniform(&mut rng, 64 * 40, -0.2, 0.2);
+    let variables = [("x", &x[..]), ("W", &w[..])];
+    for reduction in [Reduction::Mean, Reduction::PerSample] {
+        let cpu = Backend::Cpu(CpuBackend)
+            .gradient(&program, &["W", "x"], &variables, reduction)
+            .expect("the CPU path");
+        for (backend, path) in backends() {
+            let out = backend
+                .gradient(&program, &["W", "x"], &variables, reduction)
+                .unwrap_or_else(|e| panic!("on the {path}: {e}"));
+            for (got, want) in out.gradients.iter().zip(&cpu.gradients) {
+                let f64s = |v: &[f32]| v.iter().map(|&e| f64::from(e)).collect::<Vec<f64>>();
+                assert_close(
+                    &format!("d/d{} ({reduction:?}) on the {path}", got.name),
+                    &f64s(&got.values),
+                    &f64s(&want.values),
+                    1e-5,
+                );
+            }
+        }
+    }
+    let wide = parse("input x[64]\nparam W[64,40]\ny = tanh(x @ W)\noutput y");
+    assert!(
+        Backend::Cpu(CpuBackend)
+            .jacobian(&wide, "x", &variables)
+            .is_ok()
+    );
+    if let Some(context) = common::gpu() {
+        let out = Backend::Gpu(context)
+            .jacobian(&wide, "x", &variables)
+            .expect("the GPU");
+        let cpu = Backend::Cpu(CpuBackend)
+            .jacobian(&wide, "x", &variables)
+            .expect("the CPU path");
+        assert_close(
+            "a wide Jacobian on the GPU",
+            &out.jacobian.try_to_dense(6).expect("dense"),
+            &cpu.jacobian.try_to_dense(6).expect("dense"),
+            1e-5,
+        );
+    }
 }

@@ -293,9 +293,13 @@ fn binary_partials_match_central_differences() {
 
 /// One expression that uses every new function, fused, unfused and on the
 /// CPU, against the graph's f64 reference and central differences of it.
+/// acosh's argument stays away from 1, where its derivative 1/sqrt(u^2 - 1)
+/// turns the f32 rounding of u = 1 + x^2 + y^2 into relative errors past
+/// 1e-4 (a seed near the origin found it): that is the conditioning of the
+/// expression, not an error of the kernels.
 #[test]
 fn every_new_function_in_one_expression() {
-    let text = "log1p(x^2) + expm1(y / 4) + atan(3x) - asinh(x * y) + acosh(1 + x^2 + y^2) \
+    let text = "log1p(x^2) + expm1(y / 4) + atan(3x) - asinh(x * y) + acosh(1.5 + x^2 + y^2) \
                 + atanh(tanh(y) / 2) + erf(x - y) + gelu_exact(2y) + xlogx(sigmoid(x)) \
                 + atan2(y, x) + xlogy(x, 1 + y^2)";
     let graph = Graph::parse(text, InputOrder::FirstAppearance).expect("parses");

@@ -129,7 +129,6 @@ pub fn reverse_cotangents<A: JacobianAlgebra>(
     seed: A::Value,
     needed: &[bool],
 ) -> Result<Vec<Option<A::Value>>> {
-    use crate::program::Op;
     let count = program.nodes.len();
     let mut cotangents: Vec<Option<A::Value>> = vec![None; count];
     if program.output >= count {
@@ -145,7 +144,7 @@ pub fn reverse_cotangents<A: JacobianAlgebra>(
         let operands: Vec<usize> = crate::schedule::vector::operands(&program.nodes[id]);
         for (slot, &o) in operands.iter().enumerate() {
             if !needed.get(o).copied().unwrap_or(false)
-                || (matches!(program.nodes[id], Op::MatVec(..)) && slot == 0)
+                || (program.nodes[id].matrix_product().is_some() && slot == 0)
             {
                 continue;
             }

@@ -169,6 +169,16 @@ impl CpuAlgebra<'_> {
                 cols: self.size(v),
                 data: self.forward.values[w][..n * self.size(v)].to_vec(),
             },
+            // x^T W: the Jacobian in x is W^T (n x k for W of k x n).
+            Op::VecMat(w, v) => {
+                let k = self.size(v);
+                let weights = &self.forward.values[w];
+                Jacobian::Shared {
+                    rows: n,
+                    cols: k,
+                    data: (0..n * k).map(|e| weights[(e % k) * n + e / k]).collect(),
+                }
+            }
             Op::Sum(a) | Op::Mean(a) => {
                 let scale = if matches!(self.program.nodes[node], Op::Mean(_)) {
                     1.0 / self.size(a) as f64

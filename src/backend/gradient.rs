@@ -17,7 +17,7 @@ use crate::compile::{self, Destination};
 use crate::error::{Error, Result};
 use crate::jacobian::Jacobian;
 use crate::ops::chain_mul;
-use crate::program::{Kind, Op, Program, Shape};
+use crate::program::{Kind, Program, Shape};
 
 /// Batch mean, or one gradient per sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -58,7 +58,7 @@ enum Target {
     Node { node: usize },
     /// A matrix: the cotangents of its products `W @ v`, each with `v`.
     Matrix {
-        uses: Vec<(usize, usize)>,
+        uses: Vec<(usize, usize, bool)>,
         rows: usize,
         cols: usize,
     },
@@ -78,8 +78,8 @@ fn target(program: &Program, variable: usize) -> Result<Target> {
                 .nodes
                 .iter()
                 .enumerate()
-                .filter_map(|(id, op)| match *op {
-                    Op::MatVec(w, v) if w == node => Some((id, v)),
+                .filter_map(|(id, op)| match op.matrix_product() {
+                    Some((w, v, transposed)) if w == node => Some((id, v, transposed)),
                     _ => None,
                 })
                 .collect(),
@@ -158,7 +158,7 @@ impl Backend {
             match target {
                 Target::Node { node } => needed[*node] = true,
                 Target::Matrix { uses, .. } => {
-                    for &(product, _) in uses {
+                    for &(product, ..) in uses {
                         needed[product] = true;
                     }
                 }
@@ -204,14 +204,20 @@ impl Backend {
                         Target::Node { node } => (cotangent(*node)?, program.shapes[*node].size()),
                         Target::Matrix { uses, rows, cols } => {
                             let mut outer = vec![0f64; batch * rows * cols];
-                            for &(product, v) in uses {
+                            for &(product, v, transposed) in uses {
                                 let g = cotangent(product)?;
                                 let values = &forward.values[v];
+                                // W @ v: g v^T; v @ W: v g^T.
+                                let (left, right) = if transposed {
+                                    (values, &g)
+                                } else {
+                                    (&g, values)
+                                };
                                 for b in 0..batch {
                                     for i in 0..*rows {
                                         for j in 0..*cols {
                                             outer[(b * rows + i) * cols + j] +=
-                                                chain_mul(g[b * rows + i], values[b * cols + j]);
+                                                chain_mul(left[b * rows + i], right[b * cols + j]);
                                         }
                                     }
                                 }
@@ -270,7 +276,15 @@ impl Backend {
                         (target, reduction)
                     {
                         let mut total = vec![0f64; rows * cols];
-                        for &(product, v) in uses {
+                        for &(product, v, transposed) in uses {
+                            // W @ v adds g v^T; v @ W adds v g^T, whose
+                            // transpose g v^T is formed the same way (with
+                            // W's dimensions swapped) and transposed back.
+                            let (rows, cols) = if transposed {
+                                (cols, rows)
+                            } else {
+                                (rows, cols)
+                            };
                             let g = as_rows(cotangent(product)?, *rows)?;
                             let row = context.node_row(&forward, v, *cols)?;
                             let one = BatchLayout {
@@ -327,8 +341,13 @@ impl Backend {
                                     }
                                 };
                                 let part = context.download_jacobian(&part, one)?.to_dense(1);
-                                for (t, p) in total.iter_mut().zip(part) {
-                                    *t += p;
+                                for (e, p) in part.into_iter().enumerate() {
+                                    // Entry (i, j) of the rows x cols part.
+                                    let (i, j) = (e / cols, e % cols);
+                                    let at = if transposed { j * rows + i } else { e };
+                                    if let Some(t) = total.get_mut(at) {
+                                        *t += p;
+                                    }
                                 }
                             }
                         }
@@ -347,17 +366,43 @@ impl Backend {
                         }
                         Target::Matrix { uses, rows, cols } => {
                             let mut total: Option<GpuJacobian> = None;
-                            for &(product, v) in uses {
-                                let g = as_rows(cotangent(product)?, *rows)?;
-                                // g (rows x 1) times v (1 x cols) per sample: the outer product.
-                                let column = GpuJacobian::Dense {
-                                    rows: *rows,
-                                    cols: 1,
-                                    segments: g,
+                            for &(product, v, transposed) in uses {
+                                // g (rows x 1) times v (1 x cols) per sample:
+                                // the outer product; for v @ W, v (rows x 1)
+                                // times g (1 x cols).
+                                let outer = if transposed {
+                                    let g = as_rows(cotangent(product)?, *cols)?;
+                                    let column = match context.node_row(&forward, v, *rows)? {
+                                        GpuJacobian::Dense { segments, .. } => GpuJacobian::Dense {
+                                            rows: *rows,
+                                            cols: 1,
+                                            segments,
+                                        },
+                                        GpuJacobian::Shared { buffer, .. } => GpuJacobian::Shared {
+                                            rows: *rows,
+                                            cols: 1,
+                                            buffer,
+                                        },
+                                        other => other,
+                                    };
+                                    let row = GpuJacobian::Dense {
+                                        rows: 1,
+                                        cols: *cols,
+                                        segments: g,
+                                    };
+                                    context
+                                        .matmul(None, &column, None, &row, None, false, layout)?
+                                } else {
+                                    let g = as_rows(cotangent(product)?, *rows)?;
+                                    let column = GpuJacobian::Dense {
+                                        rows: *rows,
+                                        cols: 1,
+                                        segments: g,
+                                    };
+                                    let row = context.node_row(&forward, v, *cols)?;
+                                    context
+                                        .matmul(None, &column, None, &row, None, false, layout)?
                                 };
-                                let row = context.node_row(&forward, v, *cols)?;
-                                let outer = context
-                                    .matmul(None, &column, None, &row, None, false, layout)?;
                                 total = Some(match total {
                                     None => outer,
                                     Some(t) => context.jacobian_sum(&t, &outer, layout)?,

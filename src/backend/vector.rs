@@ -543,6 +543,26 @@ impl Backend {
             .collect())
     }
 
+    /// The output's values for each sample, B x its size (row-major), with
+    /// each variable's values by name (inputs B x size, parameters their
+    /// size), and no derivatives: on the GPU one fused forward kernel where
+    /// the program fits registers (a kernel per node otherwise), in f64 on
+    /// the CPU path.
+    pub fn values(&self, program: &Program, variables: &[(&str, &[f32])]) -> Result<Vec<f32>> {
+        program.check()?;
+        let (bound, batch) = bind(program, variables)?;
+        match self {
+            Backend::Cpu(_) => {
+                let forward = forward(program, &bound, batch)?;
+                Ok(forward.values[program.output]
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect())
+            }
+            Backend::Gpu(context) => context.output_values(program, &bound, batch),
+        }
+    }
+
     /// The batched Jacobian of `program`'s output w.r.t. input `wrt`, with
     /// each variable's values by name (inputs B x size, parameters their size).
     pub fn jacobian(

@@ -64,11 +64,26 @@ fn forward_trips(program: &Program, written: usize) -> usize {
 /// Compiles the forward pass that a Jacobian, JVP, VJP or gradient plan
 /// with respect to `variables` reads, or says why not.
 pub fn forward(program: &Program, variables: &[usize]) -> Result<FusedForward, NotFused> {
+    build(program, variables, false)
+}
+
+/// The forward pass writing the output's values alone: no plan reads
+/// anything else, so selections are compiled too.
+pub fn values(program: &Program) -> Result<FusedForward, NotFused> {
+    build(program, &[], true)
+}
+
+fn build(
+    program: &Program,
+    variables: &[usize],
+    values_only: bool,
+) -> Result<FusedForward, NotFused> {
     super::validate(program, variables)?;
-    if program
-        .nodes
-        .iter()
-        .any(|op| matches!(op, Op::Slice(..) | Op::Concat(..)))
+    if !values_only
+        && program
+            .nodes
+            .iter()
+            .any(|op| matches!(op, Op::Slice(..) | Op::Concat(..)))
     {
         // The structured plan that reads this pass has no selections.
         return Err(NotFused(
@@ -99,8 +114,11 @@ pub fn forward(program: &Program, variables: &[usize]) -> Result<FusedForward, N
     };
     value(program.output, &mut outputs);
     for (id, op) in program.nodes.iter().enumerate() {
+        if values_only {
+            break;
+        }
         match *op {
-            Op::MatVec(_, v) => value(v, &mut outputs),
+            Op::MatVec(_, v) | Op::VecMat(_, v) => value(v, &mut outputs),
             Op::Dot(a, b) => {
                 value(a, &mut outputs);
                 value(b, &mut outputs);

@@ -621,8 +621,10 @@ fn state_floats(program: &Program, needed: &[bool]) -> Result<usize, NotFused> {
     let mut private = 0usize;
     for (id, op) in program.nodes.iter().enumerate() {
         let size = program.shapes[id].size();
+        // A param matrix stays in memory, unless its gradient is asked
+        // for: that is a private array per sample like a vector's.
         let vector = match program.shapes[id] {
-            crate::program::Shape::Matrix(..) => 0,
+            crate::program::Shape::Matrix(..) if !needed[id] => 0,
             _ => size,
         };
         if vector > MAX_VECTOR {
@@ -658,7 +660,7 @@ fn loop_trips(program: &Program, passes: usize, written: usize) -> usize {
                 crate::program::Shape::Matrix(..) => 0,
                 _ => size(id),
             },
-            Op::MatVec(_, x) => 2 * (size(id) * size(x) + size(id)),
+            Op::MatVec(_, x) | Op::VecMat(_, x) => 2 * (size(id) * size(x) + size(id)),
             Op::LogSumExp(a) | Op::ShiftMax(a) => 4 * size(a),
             Op::Sum(a) | Op::Mean(a) | Op::Dot(a, _) => 2 * size(a),
             _ => 2 * size(id),
@@ -769,7 +771,7 @@ fn open_samples(src: &mut String, summed_width: usize) {
 mod forward;
 mod passes;
 
-pub use forward::{ForwardOutput, FusedForward, Written, forward};
+pub use forward::{ForwardOutput, FusedForward, Written, forward, values};
 use passes::{Seed, forward_pass, reverse_pass, tangent_pass, workgroup_sums};
 
 #[cfg(test)]

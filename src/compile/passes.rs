@@ -50,15 +50,21 @@ pub(super) fn forward_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool
                 );
                 src.push_str("    }\n");
             }
-            Op::MatVec(w, x) => {
+            Op::MatVec(w, x) | Op::VecMat(w, x) => {
                 let cols = layout.size(x);
+                // W @ x reads W[r, c]; x @ W (W^T x) reads W[c, r].
+                let index = if matches!(op, Op::VecMat(..)) {
+                    format!("c * {n}u + r")
+                } else {
+                    format!("r * {cols}u + c")
+                };
                 declare(src, &format!("v{id}"), scalar, n);
                 let _ = writeln!(
                     src,
                     "    for (var r = 0u; r < {n}u; r = r + 1u) {{\n        var acc = 0.0;\n        \
                      for (var c = 0u; c < {cols}u; c = c + 1u) {{\n            \
                      acc = acc + {} * {};\n        }}\n        {} = acc;\n    }}",
-                    layout.at(w, &format!("r * {cols}u + c")),
+                    layout.at(w, &index),
                     layout.at(x, "c"),
                     layout.at(id, "r")
                 );
@@ -254,15 +260,21 @@ pub(super) fn reverse_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool
                 }
                 src.push_str("    }\n");
             }
-            Op::MatVec(w, x) => {
+            Op::MatVec(w, x) | Op::VecMat(w, x) => {
                 let cols = layout.size(x);
+                // W @ x reads W[r, c]; x @ W (W^T x) reads W[c, r].
+                let index = if matches!(program.nodes[id], Op::VecMat(..)) {
+                    format!("c * {n}u + r")
+                } else {
+                    format!("r * {cols}u + c")
+                };
                 if needed[x] {
                     let _ = writeln!(
                         src,
                         "    for (var c = 0u; c < {cols}u; c = c + 1u) {{\n        var acc = 0.0;\n        \
                          for (var r = 0u; r < {n}u; r = r + 1u) {{\n            \
                          acc = acc + {} * g{id}[r];\n        }}\n        {t} = {t} + acc;\n    }}",
-                        layout.at(w, &format!("r * {cols}u + c")),
+                        layout.at(w, &index),
                         t = cot(layout, x, "c")
                     );
                 }
@@ -271,7 +283,7 @@ pub(super) fn reverse_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool
                         src,
                         "    for (var r = 0u; r < {n}u; r = r + 1u) {{\n        \
                          for (var c = 0u; c < {cols}u; c = c + 1u) {{\n            \
-                         g{w}[r * {cols}u + c] = g{w}[r * {cols}u + c] + g{id}[r] * {};\n        }}\n    }}",
+                         g{w}[{index}] = g{w}[{index}] + g{id}[r] * {};\n        }}\n    }}",
                         layout.at(x, "c")
                     );
                 }
@@ -416,15 +428,20 @@ pub(super) fn tangent_pass(
                     sum(vec![term(a, "e.y", "i"), term(b, "e.z", "i")])
                 );
             }
-            Op::MatVec(w, x) => {
+            Op::MatVec(w, x) | Op::VecMat(w, x) => {
                 // The matrix is a param, so only x carries a tangent.
                 let cols = layout.size(x);
+                let index = if matches!(op, Op::VecMat(..)) {
+                    format!("c * {n}u + r")
+                } else {
+                    format!("r * {cols}u + c")
+                };
                 let _ = writeln!(
                     src,
                     "    for (var r = 0u; r < {n}u; r = r + 1u) {{\n        var acc = 0.0;\n        \
                      for (var c = 0u; c < {cols}u; c = c + 1u) {{\n            \
                      acc = acc + {} * {};\n        }}\n        {} = acc;\n    }}",
-                    layout.at(w, &format!("r * {cols}u + c")),
+                    layout.at(w, &index),
                     cot(layout, x, "c"),
                     cot(layout, id, "r")
                 );

@@ -67,6 +67,7 @@ fn label(program: &Program, id: usize, depth: usize) -> String {
             format!("{} {symbol} {}", sub(a), sub(b))
         }
         Op::MatVec(w, v) => format!("{} @ {}", sub(w), sub(v)),
+        Op::VecMat(w, v) => format!("{} @ {}", sub(v), sub(w)),
         Op::Sum(a) => format!("sum({})", label(program, a, depth - 1)),
         Op::Mean(a) => format!("mean({})", label(program, a, depth - 1)),
         Op::Dot(a, b) => format!(

@@ -110,6 +110,15 @@ fn shape_of(program: &Program, op: Op) -> Result<Shape> {
                 (sw, sx) => mismatch("a product of a matrix variable and a vector", sw, sx),
             }
         }
+        Op::VecMat(w, x) => {
+            let is_variable = matches!(program.nodes.get(w), Some(Op::Variable(_)));
+            match (shape(x), shape(w)) {
+                (Shape::Vector(k), Shape::Matrix(m, n)) if m == k && is_variable => {
+                    Ok(Shape::Vector(n))
+                }
+                (sx, sw) => mismatch("a product of a vector and a matrix variable", sx, sw),
+            }
+        }
         Op::ShiftMax(a) => match shape(a) {
             Shape::Vector(n) => Ok(Shape::Vector(n)),
             other => mismatch("a shift by the maximum", other, Shape::Scalar),
@@ -211,6 +220,15 @@ pub(super) fn forward(program: &Program, values: &[&[f64]]) -> Result<Vec<Vec<f6
                     .map(|i| {
                         let row = at(&out, w).iter().skip(i * x.len()).take(x.len());
                         row.zip(x).map(|(w, x)| w * x).sum()
+                    })
+                    .collect()
+            }
+            Op::VecMat(w, x) => {
+                let (x, w) = (at(&out, x), at(&out, w));
+                (0..size)
+                    .map(|j| {
+                        let column = w.iter().skip(j).step_by(size.max(1));
+                        column.zip(x).map(|(w, x)| w * x).sum()
                     })
                     .collect()
             }
@@ -335,6 +353,23 @@ pub(super) fn jacobian_dense(program: &Program, values: &[&[f64]], wrt: usize) -
                         }
                         if let Some(tw) = tangent(w) {
                             axpy(r, xj, row(tw, i * n + j, cols));
+                        }
+                    }
+                }
+                any = tangent(w).is_some() || tangent(x).is_some();
+            }
+            Op::VecMat(w, x) => {
+                // y_j = sum_i x_i W[i, j], W of vx.len() rows and `n` columns.
+                let (vw, vx) = (value(w), value(x));
+                let n = out.len() / cols.max(1);
+                for (j, r) in out.chunks_exact_mut(cols).enumerate() {
+                    for (i, &xi) in vx.iter().enumerate() {
+                        let wij = vw.get(i * n + j).copied().unwrap_or(f64::NAN);
+                        if let Some(tx) = tangent(x) {
+                            axpy(r, wij, row(tx, i, cols));
+                        }
+                        if let Some(tw) = tangent(w) {
+                            axpy(r, xi, row(tw, i * n + j, cols));
                         }
                     }
                 }

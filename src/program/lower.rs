@@ -62,6 +62,7 @@ enum Key {
     Unary(&'static str, u32, NodeId),
     Binary(BinaryOp, NodeId, NodeId),
     MatVec(NodeId, NodeId),
+    VecMat(NodeId, NodeId),
     Sum(NodeId),
     Mean(NodeId),
     Dot(NodeId, NodeId),
@@ -80,6 +81,7 @@ impl Key {
             Op::Unary(op, a) => Key::Unary(op.name(), op.parameter().map_or(0, f32::to_bits), a),
             Op::Binary(op, a, b) => Key::Binary(op, a, b),
             Op::MatVec(w, x) => Key::MatVec(w, x),
+            Op::VecMat(w, x) => Key::VecMat(w, x),
             Op::Sum(a) => Key::Sum(a),
             Op::Mean(a) => Key::Mean(a),
             Op::Dot(a, b) => Key::Dot(a, b),
@@ -108,11 +110,14 @@ pub(super) enum Value {
         rows: usize,
         cols: usize,
     },
+    /// A param matrix: `rows` and `cols` as written, which for
+    /// `transpose(W)` are W's columns and rows.
     Matrix {
         var: NodeId,
         rows: usize,
         cols: usize,
         scale: Option<NodeId>,
+        transposed: bool,
     },
 }
 
@@ -460,6 +465,7 @@ impl<'a> Lowering<'a> {
                     rows,
                     cols,
                     scale: None,
+                    transposed: false,
                 },
                 _ => Value::Node(var),
             });
@@ -546,6 +552,7 @@ impl<'a> Lowering<'a> {
                 Op::Unary(f, a) => Op::Unary(f, new(a)),
                 Op::Binary(f, a, b) => Op::Binary(f, new(a), new(b)),
                 Op::MatVec(w, x) => Op::MatVec(new(w), new(x)),
+                Op::VecMat(w, x) => Op::VecMat(new(w), new(x)),
                 Op::Sum(a) => Op::Sum(new(a)),
                 Op::Mean(a) => Op::Mean(new(a)),
                 Op::Dot(a, b) => Op::Dot(new(a), new(b)),

@@ -212,6 +212,7 @@ impl Lowering<'_> {
                     rows: m,
                     cols: k,
                     scale,
+                    transposed,
                 },
                 Value::Grid { node, rows, cols: n },
             ) => {
@@ -224,18 +225,63 @@ impl Lowering<'_> {
                 let mut products = Vec::with_capacity(n);
                 for j in 0..n {
                     let column = self.take(columns, j * k, Shape::Vector(k));
-                    products.push(self.add(Op::MatVec(var, column), Shape::Vector(m)));
+                    products.push(self.param_times(var, transposed, column, m));
                 }
                 let stacked = self.join(&products);
-                let mut product = self.transposed(stacked, n, m);
-                if let Some(s) = scale.filter(|&s| self.constant_of(s) != Some(1.0)) {
-                    product = self.apply(BinaryOp::Mul, s, product);
-                }
+                let product = self.transposed(stacked, n, m);
                 Ok(Value::Grid {
-                    node: product,
+                    node: self.scaled(scale, product),
                     rows: m,
                     cols: n,
                 })
+            }
+            (
+                Value::Grid {
+                    node,
+                    rows: m,
+                    cols: k,
+                },
+                Value::Matrix {
+                    var,
+                    rows,
+                    cols: n,
+                    scale,
+                    transposed,
+                },
+            ) => {
+                // Row i of A @ W is A[i] @ W.
+                if rows != k {
+                    return mismatch(self, Shape::Matrix(m, k), Shape::Matrix(rows, n));
+                }
+                self.expansion(3 * m, "this product", span)?;
+                let mut products = Vec::with_capacity(m);
+                for i in 0..m {
+                    let row = self.row(node, k, i);
+                    products.push(self.times_param(row, var, transposed, n));
+                }
+                let product = self.join(&products);
+                Ok(Value::Grid {
+                    node: self.scaled(scale, product),
+                    rows: m,
+                    cols: n,
+                })
+            }
+            (
+                Value::Node(x),
+                Value::Matrix {
+                    var,
+                    rows,
+                    cols,
+                    scale,
+                    transposed,
+                },
+            ) => {
+                let sx = self.shape(x);
+                if sx != Shape::Vector(rows) {
+                    return mismatch(self, sx, Shape::Matrix(rows, cols));
+                }
+                let product = self.times_param(x, var, transposed, cols);
+                Ok(Value::Node(self.scaled(scale, product)))
             }
             (Value::Node(x), Value::Node(y)) => {
                 let (sx, sy) = (self.shape(x), self.shape(y));
@@ -262,17 +308,6 @@ impl Lowering<'_> {
                     ),
                 )
                 .with_help("products of two param matrices are not supported; write `A @ (B @ x)`")),
-            (_, Value::Matrix { rows, cols, .. }) => Err(self
-                .error(
-                    span,
-                    format!(
-                        "`{whole}`: {right} is a param matrix {}, which may only be the left side of `@`",
-                        Shape::Matrix(rows, cols)
-                    ),
-                )
-                .with_help(format!(
-                    "declare its transpose as the param instead, `param {right}t[{cols},{rows}]`, and write `{right}t @ ...`"
-                ))),
             (Value::Matrix { .. }, Value::Node(_)) => Err(self.internal(lhs)),
         }
     }
@@ -413,16 +448,19 @@ impl Lowering<'_> {
                             cols: rows,
                         }))
                     }
-                    Value::Matrix { rows, cols, .. } => Err(self
-                        .error(
-                            arg.span,
-                            format!(
-                                "`{}` is a param matrix {}; its transpose is not supported",
-                                self.text(arg.span),
-                                Shape::Matrix(rows, cols)
-                            ),
-                        )
-                        .with_help("declare the transposed matrix as the param")),
+                    Value::Matrix {
+                        var,
+                        rows,
+                        cols,
+                        scale,
+                        transposed,
+                    } => Ok(Some(Value::Matrix {
+                        var,
+                        rows: cols,
+                        cols: rows,
+                        scale,
+                        transposed: !transposed,
+                    })),
                     Value::Node(id) => {
                         let shape = self.shape(id);
                         Err(self

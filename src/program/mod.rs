@@ -31,7 +31,8 @@
 //!   node with two users, and an operation may take the same node twice
 //!   (`x * x`, `dot(x, x)`): both partials then add up.
 //! - A `Matrix` shape belongs only to `Variable` nodes of matrix params, and
-//!   such a node is only ever the left operand of `MatVec`. Every other node
+//!   such a node is only ever the matrix operand of `MatVec` or `VecMat`
+//!   (a per-sample matrix input is read as the vector of its elements). Every other node
 //!   is a scalar or a vector. A scaled matrix (`-W @ x`, `2 W @ x`) becomes
 //!   a scalar times the product.
 //! - Constants are scalars, rounded to f32. Unary minus is a product with the
@@ -153,6 +154,11 @@ pub enum Op {
     /// Matrix [m,n] times vector [n], giving [m]. The matrix is always a
     /// `Variable` node of a param.
     MatVec(NodeId, NodeId),
+    /// Vector [m] times matrix [m,n], giving [n]: x^T W, the product with
+    /// the matrix's transpose (`x @ W`, `transpose(W) @ x`). The operands
+    /// are in `MatVec`'s order, the matrix (a param's `Variable` node)
+    /// first.
+    VecMat(NodeId, NodeId),
     /// The sum of a vector's elements.
     Sum(NodeId),
     /// The mean of a vector's elements.
@@ -198,11 +204,23 @@ impl Op {
             | Op::LogSumExp(a)
             | Op::ShiftMax(a)
             | Op::Slice(a, ..) => (Some(a), None),
-            Op::Binary(_, a, b) | Op::MatVec(a, b) | Op::Dot(a, b) | Op::Concat(a, b) => {
-                (Some(a), Some(b))
-            }
+            Op::Binary(_, a, b)
+            | Op::MatVec(a, b)
+            | Op::VecMat(a, b)
+            | Op::Dot(a, b)
+            | Op::Concat(a, b) => (Some(a), Some(b)),
         };
         a.into_iter().chain(b)
+    }
+
+    /// For a product of a param matrix and a vector, `(matrix, vector,
+    /// transposed)`: `transposed` for `x @ W` (W^T x).
+    pub fn matrix_product(&self) -> Option<(NodeId, NodeId, bool)> {
+        match *self {
+            Op::MatVec(w, x) => Some((w, x, false)),
+            Op::VecMat(w, x) => Some((w, x, true)),
+            _ => None,
+        }
     }
 }
 

@@ -30,11 +30,13 @@ impl Lowering<'_> {
                 rows,
                 cols,
                 scale,
+                transposed,
             } => Value::Matrix {
                 var,
                 rows,
                 cols,
                 scale: Some(self.scale(BinaryOp::Mul, scale, minus_one)),
+                transposed,
             },
         }
     }
@@ -56,6 +58,7 @@ impl Lowering<'_> {
                     rows,
                     cols,
                     scale,
+                    transposed,
                 },
                 Value::Node(s),
             )
@@ -67,6 +70,7 @@ impl Lowering<'_> {
                     rows,
                     cols,
                     scale,
+                    transposed,
                 },
             ) if scalar(s) => {
                 let scale = Some(self.scale(BinaryOp::Mul, scale, s));
@@ -75,6 +79,7 @@ impl Lowering<'_> {
                     rows,
                     cols,
                     scale,
+                    transposed,
                 });
             }
             (
@@ -84,6 +89,7 @@ impl Lowering<'_> {
                     rows,
                     cols,
                     scale,
+                    transposed,
                 },
                 Value::Node(s),
             ) if scalar(s) => {
@@ -93,6 +99,7 @@ impl Lowering<'_> {
                     rows,
                     cols,
                     scale,
+                    transposed,
                 });
             }
             (_, Value::Grid { .. }, _) | (_, _, Value::Grid { .. }) => {
@@ -134,6 +141,7 @@ impl Lowering<'_> {
                 rows,
                 cols,
                 scale,
+                transposed,
             },
             Value::Node(x),
         ) = (a, b)
@@ -152,11 +160,50 @@ impl Lowering<'_> {
                 )
                 .with_help("`@` needs a matrix [m,n] and a vector [n]"));
         }
-        let product = self.add(Op::MatVec(var, x), Shape::Vector(rows));
-        Ok(Value::Node(match scale {
-            Some(s) if self.constant_of(s) != Some(1.0) => self.apply(BinaryOp::Mul, s, product),
-            _ => product,
-        }))
+        let product = self.param_times(var, transposed, x, rows);
+        Ok(Value::Node(self.scaled(scale, product)))
+    }
+
+    /// A param matrix as written (its transpose when `transposed`), of
+    /// `rows` rows, times a vector.
+    pub(super) fn param_times(
+        &mut self,
+        var: NodeId,
+        transposed: bool,
+        x: NodeId,
+        rows: usize,
+    ) -> NodeId {
+        let op = if transposed {
+            Op::VecMat(var, x)
+        } else {
+            Op::MatVec(var, x)
+        };
+        self.add(op, Shape::Vector(rows))
+    }
+
+    /// A vector times a param matrix as written (its transpose when
+    /// `transposed`), of `cols` columns.
+    pub(super) fn times_param(
+        &mut self,
+        x: NodeId,
+        var: NodeId,
+        transposed: bool,
+        cols: usize,
+    ) -> NodeId {
+        let op = if transposed {
+            Op::MatVec(var, x)
+        } else {
+            Op::VecMat(var, x)
+        };
+        self.add(op, Shape::Vector(cols))
+    }
+
+    /// `node` times the scalar factor written on a matrix, if any.
+    pub(super) fn scaled(&mut self, scale: Option<NodeId>, node: NodeId) -> NodeId {
+        match scale {
+            Some(s) if self.constant_of(s) != Some(1.0) => self.apply(BinaryOp::Mul, s, node),
+            _ => node,
+        }
     }
 
     /// An element-wise binary operation, after checking that the shapes

@@ -123,7 +123,7 @@ pub fn local_shape(program: &Program, node: NodeId, slot: usize) -> Result<JacSh
                 shape(Structure::Dense, out, o)
             }
         }
-        Op::MatVec(matrix, _) => {
+        Op::MatVec(matrix, _) | Op::VecMat(matrix, _) => {
             if slot != 1 {
                 return Err(Error::Shape(
                     "matrices are parameters, not differentiated".into(),
@@ -155,7 +155,11 @@ pub fn operands(op: &Op) -> Vec<NodeId> {
         | Op::LogSumExp(a)
         | Op::ShiftMax(a)
         | Op::Slice(a, ..) => vec![a],
-        Op::Binary(_, a, b) | Op::MatVec(a, b) | Op::Dot(a, b) | Op::Concat(a, b) => vec![a, b],
+        Op::Binary(_, a, b)
+        | Op::MatVec(a, b)
+        | Op::VecMat(a, b)
+        | Op::Dot(a, b)
+        | Op::Concat(a, b) => vec![a, b],
         Op::Variable(_) | Op::Constant(_) => vec![],
     }
 }
@@ -339,8 +343,8 @@ pub fn plan_node(
             }
             d[id] = id == wrt_node || operands(op).iter().any(|&o| d[o]);
             // Matrices are parameters: a product depends on x through its vector only.
-            if let Op::MatVec(_, v) = op {
-                d[id] = id == wrt_node || d[*v];
+            if let Some((_, v, _)) = op.matrix_product() {
+                d[id] = id == wrt_node || d[v];
             }
         }
         d
@@ -351,7 +355,7 @@ pub fn plan_node(
             continue;
         }
         for (slot, &o) in operands(op).iter().enumerate() {
-            if depends[o] && !(matches!(op, Op::MatVec(..)) && slot == 0) {
+            if depends[o] && !(op.matrix_product().is_some() && slot == 0) {
                 uses[o] += 1;
             }
         }
@@ -373,7 +377,7 @@ pub fn plan_node(
         }
         let mut terms = Vec::new();
         for (slot, &o) in operands(&nodes[id]).iter().enumerate() {
-            if !depends[o] || (matches!(nodes[id], Op::MatVec(..)) && slot == 0) {
+            if !depends[o] || (nodes[id].matrix_product().is_some() && slot == 0) {
                 continue;
             }
             for chain in planner.chains_of(o)? {

@@ -62,6 +62,14 @@ impl JacobianAlgebra for GpuAlgebra<'_> {
                     }
                 }
             }
+            Op::VecMat(_, v) => match self.forward.transposed.get(node).cloned().flatten() {
+                Some(buffer) => GpuJacobian::Shared {
+                    rows: n,
+                    cols: size(v),
+                    buffer,
+                },
+                None => return Err(Error::Shape(format!("node {node} has no W^T"))),
+            },
             Op::MatVec(w, v) => match &self.forward.values[w] {
                 NodeValue::Shared(buffer) => GpuJacobian::Shared {
                     rows: n,

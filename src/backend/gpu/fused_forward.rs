@@ -132,6 +132,7 @@ impl GpuContext {
             layout,
             values,
             partials,
+            transposed: self.transposed_params(program, variables)?,
         })
     }
 }

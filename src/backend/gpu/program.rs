@@ -30,6 +30,8 @@ pub(crate) struct Forward {
     pub(crate) values: Vec<NodeValue>,
     /// For element-wise nodes, the partial w.r.t. each operand, per output element.
     pub(crate) partials: Vec<Vec<Segments>>,
+    /// For each `x @ W` node ([`Op::VecMat`]), W^T: its local Jacobian in x.
+    pub(crate) transposed: Vec<Option<Arc<wgpu::Buffer>>>,
 }
 
 #[repr(C)]
@@ -268,15 +270,89 @@ impl GpuContext {
         wrt: &[usize],
     ) -> Result<Forward> {
         refuse_selections(program)?;
-        if let Ok(plan) = crate::compile::forward(program, wrt) {
+        let plan = crate::compile::forward(program, wrt);
+        if let Some(forward) = self.try_fused_forward(plan, program, variables, layout)? {
+            return Ok(forward);
+        }
+        self.forward_by_node(program, variables, layout)
+    }
+
+    /// The forward pass as one fused kernel per segment, or `None` where
+    /// the program does not fit one.
+    fn try_fused_forward(
+        &self,
+        plan: std::result::Result<crate::compile::FusedForward, crate::compile::NotFused>,
+        program: &Program,
+        variables: &[&[f32]],
+        layout: BatchLayout,
+    ) -> Result<Option<Forward>> {
+        if let Ok(plan) = plan {
             let limit = self.device.limits().max_storage_buffers_per_shader_stage as usize;
             let bindings =
                 plan.inputs.len() + usize::from(!plan.params.is_empty()) + plan.outputs.len();
             if bindings <= limit && layout.per_segment <= self.samples_per_dispatch(plan.trips, 0) {
-                return self.fused_forward(&plan, program, variables, layout);
+                return self
+                    .fused_forward(&plan, program, variables, layout)
+                    .map(Some);
             }
         }
-        self.forward_by_node(program, variables, layout)
+        Ok(None)
+    }
+
+    /// For each `x @ W` node ([`Op::VecMat`]), W^T (n x k for W of k x n)
+    /// uploaded from the host: the node's local Jacobian in x, and the
+    /// matrix its product by node reads.
+    pub(crate) fn transposed_params(
+        &self,
+        program: &Program,
+        variables: &[&[f32]],
+    ) -> Result<Vec<Option<Arc<wgpu::Buffer>>>> {
+        let mut out = Vec::with_capacity(program.nodes.len());
+        for (id, op) in program.nodes.iter().enumerate() {
+            let Op::VecMat(w, x) = *op else {
+                out.push(None);
+                continue;
+            };
+            let data = match program.nodes.get(w) {
+                Some(&Op::Variable(v)) => variables.get(v).copied(),
+                _ => None,
+            };
+            let (k, n) = (program.shapes[x].size(), program.shapes[id].size());
+            let data = data.filter(|d| d.len() == k * n).ok_or_else(|| {
+                Error::Shape(format!(
+                    "node {id}: the matrix of `x @ W` has no {k} x {n} values"
+                ))
+            })?;
+            let transposed: Vec<f32> = (0..n * k).map(|e| data[(e % k) * n + e / k]).collect();
+            out.push(Some(self.upload_shared(&transposed)));
+        }
+        Ok(out)
+    }
+
+    /// The output's values alone, B x its size: one fused kernel per
+    /// segment (selections included) where the program fits registers,
+    /// otherwise a kernel per node.
+    pub(crate) fn output_values(
+        &self,
+        program: &Program,
+        variables: &[&[f32]],
+        batch: usize,
+    ) -> Result<Vec<f32>> {
+        let largest = program.shapes.iter().map(|s| s.size()).max().unwrap_or(1);
+        let layout = self.batch_layout(batch, largest)?;
+        let plan = crate::compile::values(program);
+        let forward = match self.try_fused_forward(plan, program, variables, layout)? {
+            Some(forward) => forward,
+            None => {
+                refuse_selections(program)?;
+                self.forward_by_node(program, variables, layout)?
+            }
+        };
+        self.download_node(
+            &forward,
+            program.output,
+            program.shapes[program.output].size(),
+        )
     }
 
     /// The forward pass with a kernel per node, every value and partial in
@@ -288,6 +364,7 @@ impl GpuContext {
         layout: BatchLayout,
     ) -> Result<Forward> {
         let size = |id: usize| program.shapes[id].size();
+        let transposed = self.transposed_params(program, variables)?;
         let mut values: Vec<NodeValue> = Vec::with_capacity(program.nodes.len());
         let mut partials: Vec<Vec<Segments>> = Vec::with_capacity(program.nodes.len());
         for (id, op) in program.nodes.iter().enumerate() {
@@ -348,11 +425,13 @@ impl GpuContext {
                                 layout,
                             )?
                         }
-                        Op::MatVec(w, v) => {
+                        Op::MatVec(w, v) | Op::VecMat(w, v) => {
                             let (m, k) = (size(id), size(v));
-                            let weights = match &values[w] {
-                                NodeValue::Shared(buffer) => Arc::clone(buffer),
-                                NodeValue::PerSample(_) => {
+                            // x @ W is W^T x: the product with W^T's rows.
+                            let weights = match (&values[w], &transposed[id]) {
+                                (_, Some(buffer)) => Arc::clone(buffer),
+                                (NodeValue::Shared(buffer), None) => Arc::clone(buffer),
+                                (NodeValue::PerSample(_), None) => {
                                     return Err(Error::Shape(
                                         "the matrix of `@` must be a parameter".into(),
                                     ));
@@ -556,6 +635,7 @@ impl GpuContext {
             layout,
             values,
             partials,
+            transposed,
         })
     }
 

@@ -187,15 +187,14 @@ impl Problem {
     }
 
     /// Every observation's residuals: 2p reprojection errors and p weight
-    /// errors. The library returns a vector program's values with its
-    /// Jacobian; the one in `feat` (3 x 2) is the cheapest to have them with.
+    /// errors, by the library's values-only call.
     fn objective(&self, backend: &Backend, program: &Program) -> chainrule::Result<Value> {
         let mut reproj = Vec::with_capacity(2 * self.p);
         let mut w_err = Vec::with_capacity(self.p);
         for start in (0..self.p).step_by(CHUNK) {
             let end = (start + CHUNK).min(self.p);
-            let out = backend.jacobian(program, "feat", &self.chunk(start, end))?;
-            for residuals in out.values.chunks_exact(RESIDUALS) {
+            let values = backend.values(program, &self.chunk(start, end))?;
+            for residuals in values.chunks_exact(RESIDUALS) {
                 reproj.extend_from_slice(&residuals[..2]);
                 w_err.push(residuals[2]);
             }

@@ -8,7 +8,7 @@ use chainrule::Backend;
 use chainrule::program::Program;
 use serde_json::Value;
 
-use super::{Output, Prepared, field, scalar_gradient, unknown_function};
+use super::{Output, Prepared, field, scalar_gradient, scalar_value, unknown_function};
 
 const FUNCTIONS: &[&str] = &["primal", "gradient"];
 
@@ -75,11 +75,10 @@ pub(crate) fn prepare<'a>(
     let x: Vec<f32> = x.into_iter().map(|v| v as f32).collect();
     Ok(Box::new(move || {
         let variables = [("x", &x[..]), ("T", &powers[..]), ("s", &signs[..])];
-        let (value, gradient) = scalar_gradient(backend, &program, "x", &variables)?;
         Ok(if want_gradient {
-            Output::Numbers(gradient)
+            Output::Numbers(scalar_gradient(backend, &program, "x", &variables)?.1)
         } else {
-            Output::Number(value)
+            Output::Number(scalar_value(backend, &program, &variables)?)
         })
     }))
 }

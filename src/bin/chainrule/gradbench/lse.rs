@@ -7,7 +7,7 @@ use chainrule::Backend;
 use chainrule::program::Program;
 use serde_json::Value;
 
-use super::{Output, Prepared, field, scalar_gradient, unknown_function};
+use super::{Output, Prepared, field, scalar_gradient, scalar_value, unknown_function};
 
 const FUNCTIONS: &[&str] = &["primal", "gradient"];
 
@@ -33,11 +33,10 @@ pub(crate) fn prepare<'a>(
     let program = Program::parse(&program_text(x.len())).map_err(|e| e.to_string())?;
     let x: Vec<f32> = x.into_iter().map(|v| v as f32).collect();
     Ok(Box::new(move || {
-        let (value, gradient) = scalar_gradient(backend, &program, "x", &[("x", &x)])?;
         Ok(if want_gradient {
-            Output::Numbers(gradient)
+            Output::Numbers(scalar_gradient(backend, &program, "x", &[("x", &x)])?.1)
         } else {
-            Output::Number(value)
+            Output::Number(scalar_value(backend, &program, &[("x", &x)])?)
         })
     }))
 }

@@ -279,6 +279,20 @@ pub(crate) fn scalar_gradient(
     }
 }
 
+/// The scalar value of a program of one sample, without derivatives.
+pub(crate) fn scalar_value(
+    backend: &Backend,
+    program: &chainrule::program::Program,
+    variables: &[(&str, &[f32])],
+) -> chainrule::Result<f64> {
+    match backend.values(program, variables)?.first() {
+        Some(&value) => Ok(f64::from(value)),
+        None => Err(chainrule::Error::Shape(
+            "the program's value came back empty".into(),
+        )),
+    }
+}
+
 /// Decodes an input field, naming it in the error.
 pub(crate) fn field<T: serde::de::DeserializeOwned>(
     input: &Value,
