@@ -162,7 +162,7 @@ fn bounds_and_shapes_are_clear_errors() {
     assert_error("input x[3]\ny = [x, 1)\noutput y", &["expected `,` or `]`"]);
     assert_error(
         "input x[3]\nparam W[2,3]\ny = [x, W]\noutput y",
-        &["`W` is a matrix [2,3]"],
+        &["`W` is a param matrix [2,3]"],
     );
     // Mixed shapes: a vector of 4 met by one of 3.
     assert_error("input x[3]\ninput s\ny = [x, s] + x\noutput y", &["line 3"]);

@@ -244,12 +244,23 @@ fn max_splits_ties_evenly_and_takes_the_limits() {
             );
         }
     }
-    let text = "input x[3]\ny = max(x)\noutput y";
-    for (path, got, _) in gradients_at(text, &[1.0, f32::NAN, 2.0]) {
-        assert!(
-            got.iter().all(|v| v.is_nan()),
-            "max with a NaN on the {path}: {got:?}"
-        );
+    // A NaN element: NaN for the value and for every partial, on every path.
+    for text in [
+        "input x[3]\ny = max(x)\noutput y",
+        "input x[3]\ny = min(x)\noutput y",
+    ] {
+        for x in [[1.0, f32::NAN, 2.0], [f32::NAN; 3]] {
+            for (path, got, jacobian) in gradients_at(text, &x) {
+                assert!(
+                    got.iter().all(|v| v.is_nan()),
+                    "{text} {x:?} on the {path}: {got:?}"
+                );
+                assert!(
+                    jacobian.iter().all(|v| v.is_nan()),
+                    "{text} {x:?}: gradient on the {path}: {jacobian:?}"
+                );
+            }
+        }
     }
     let text = "input x[3]\ny = min(x)\noutput y";
     for (path, got, jacobian) in gradients_at(text, &[2.0, -1.0, -1.0]) {
@@ -279,6 +290,27 @@ fn prod_and_norm_at_zero() {
             &[0.0, -6.0, 0.0, 0.0],
             1e-6,
         );
+    }
+    // norm of tiny and huge vectors: the sum of squares would underflow or
+    // overflow f32, the norm does not.
+    let text = "input x[3]\ny = norm(x)\noutput y";
+    for (x, value, gradient) in [
+        ([1e-23f32, 0.0, 0.0], 1e-23f64, [1.0, 0.0, 0.0]),
+        ([3e-30, -4e-30, 0.0], 5e-30, [0.6, -0.8, 0.0]),
+        ([3e25, 4e25, 0.0], 5e25, [0.6, 0.8, 0.0]),
+        ([3.0, 4.0, 0.0], 5.0, [0.6, 0.8, 0.0]),
+    ] {
+        for (path, got, jacobian) in gradients_at(text, &x) {
+            if path != "oracle" {
+                assert_close(&format!("norm({x:?}) on the {path}"), &got, &[value], 1e-6);
+            }
+            assert_close(
+                &format!("d norm({x:?}) on the {path}"),
+                &jacobian,
+                &gradient,
+                1e-6,
+            );
+        }
     }
     // norm: 0 at the origin, with gradient 0 there (the least-norm
     // subgradient, as abs'(0) = 0).
@@ -327,6 +359,10 @@ fn shape_errors_name_both_sides() {
             "where a matrix [2,3] or a scalar",
         ),
         ("input A[2,3]\ny = A[2]\noutput y", "row 2 is out of range"),
+        (
+            "input A[3,3]\ny = A[1:1]\noutput y",
+            "the rows `[1:1]` are empty",
+        ),
         (
             "input x[2]\nparam W[3,2]\ny = x @ W\noutput y",
             "x is [2] but W is [3,2]",
@@ -447,5 +483,40 @@ fn a_layer_written_x_at_w() {
             &cpu.jacobian.try_to_dense(6).expect("dense"),
             1e-5,
         );
+    }
+}
+
+/// A per-sample matrix program too large for the fused kernels is refused
+/// on the GPU with an error that says why and names the way out; the CPU
+/// path computes it.
+#[test]
+fn a_large_matrix_jacobian_is_refused_clearly_on_the_gpu() {
+    let program = parse("input A[5,5] B[5,5]\nC = A @ B\noutput C");
+    let a: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
+    let b: Vec<f32> = (0..50).map(|i| (i as f32 * 0.71).cos()).collect();
+    let bound = [("A", &a[..]), ("B", &b[..])];
+    let cpu = Backend::Cpu(CpuBackend)
+        .jacobian(&program, "A", &bound)
+        .expect("the CPU path");
+    assert_eq!(
+        cpu.jacobian.try_to_dense(2).expect("dense").len(),
+        2 * 25 * 25
+    );
+    if let Some(context) = common::gpu() {
+        match Backend::Gpu(context).jacobian(&program, "A", &bound) {
+            Ok(out) => assert_close(
+                "5 x 5 A @ B on the GPU",
+                &out.jacobian.try_to_dense(2).expect("dense"),
+                &cpu.jacobian.try_to_dense(2).expect("dense"),
+                1e-5,
+            ),
+            Err(e) => {
+                let message = e.to_string();
+                assert!(
+                    message.contains("per-sample matrices") && message.contains("--cpu"),
+                    "{message}"
+                );
+            }
+        }
     }
 }

@@ -316,9 +316,9 @@ fn errors_point_at_the_offending_text() {
         ),
         (
             "param W[3,4]\noutput W + 1",
-            "`W` is a matrix [3,4]; a matrix may only be the left side of `@`",
+            "`W` is a param matrix [3,4]; a param matrix may only be multiplied with `@`",
             "W",
-            some("multiply it by a vector: `W @ x`"),
+            some("multiply it: `W @ x`, `x @ W`, `transpose(W) @ x`, `W @ A`, `A @ W`"),
         ),
         (
             "input x[3] y[2]\noutput x @ y",

@@ -484,6 +484,23 @@ impl Backend {
                 })
             }
             Backend::Gpu(context) => {
+                // The output does not read `wrt`: a zero Jacobian, and the
+                // values from the forward pass alone.
+                if program.variable_node(wrt).is_none() {
+                    let shape = plan.output.shape;
+                    let values = context.output_values(program, &bound, batch)?;
+                    return Ok(JacobianOutput {
+                        jacobian: Jacobian::Dense {
+                            batch,
+                            rows: shape.rows,
+                            cols: shape.cols,
+                            data: vec![0.0; batch * shape.rows * shape.cols],
+                        },
+                        values,
+                        plan,
+                        batch,
+                    });
+                }
                 // Selections run on the device only in the fused kernel.
                 let selects = program
                     .nodes

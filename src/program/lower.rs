@@ -428,12 +428,12 @@ impl<'a> Lowering<'a> {
                 .error(
                     expr.span,
                     format!(
-                        "`{}` is a matrix {}; a matrix may only be the left side of `@`",
+                        "`{}` is a param matrix {}; a param matrix may only be multiplied with `@`",
                         self.text(expr.span),
                         Shape::Matrix(rows, cols)
                     ),
                 )
-                .with_help("multiply it by a vector: `W @ x`")),
+                .with_help("multiply it: `W @ x`, `x @ W`, `transpose(W) @ x`, `W @ A`, `A @ W`")),
         }
     }
 

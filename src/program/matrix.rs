@@ -86,7 +86,7 @@ impl Lowering<'_> {
                     self.text(span)
                 ),
             )
-            .with_help("per-sample matrices are meant to be small (rotations, covariances, cameras); use a param matrix for a layer"))
+            .with_help("matrix constructs, `prod`, `max` and `min` grow the program with the size of their operands; keep per-sample matrices small (rotations, cameras, covariances) and use a param matrix for a layer"))
     }
 
     /// The sum of scalar-times-vector terms, added as a balanced tree.
@@ -410,9 +410,14 @@ impl Lowering<'_> {
                 format!("row {start} is out of range for `{name}`, which has {rows} rows"),
             ),
             None => Ok(Value::Node(self.row(node, cols, start))),
-            Some(end) if end <= start || end > rows => out_of_range(
+            Some(end) if end <= start => Err(self
+                .error(brackets, format!("the rows `[{start}:{end}]` are empty"))
+                .with_help("`A[a:b]` holds rows a to b - 1, so b must exceed a")),
+            Some(end) if end > rows => out_of_range(
                 self,
-                format!("the rows `[{start}:{end}]` are not within `{name}`'s {rows} rows"),
+                format!(
+                    "the rows `[{start}:{end}]` run past the end of `{name}`, which has {rows} rows"
+                ),
             ),
             Some(end) => Ok(Value::Grid {
                 node: self.take(node, start * cols, Shape::Vector((end - start) * cols)),
@@ -569,10 +574,7 @@ impl Lowering<'_> {
         let node = match name {
             "norm" => match shape {
                 Shape::Scalar => self.unary(UnaryOp::Abs, x),
-                _ => {
-                    let squares = self.add(Op::Dot(x, x), Shape::Scalar);
-                    self.unary(UnaryOp::Sqrt, squares)
-                }
+                _ => self.norm(x),
             },
             "prod" => match shape {
                 Shape::Scalar => x,
@@ -607,6 +609,31 @@ impl Lowering<'_> {
         Ok(Some(Value::Node(node)))
     }
 
+    /// sqrt(dot(x, x)), with x scaled by 2^100 or 2^-100 first where the
+    /// sum of squares would underflow or overflow f32 (|x| below about
+    /// 1e-15 or above 1e15): norm([1e-23, 0, 0]) is 1e-23 with gradient
+    /// [1, 0, 0], not 0 with an infinite one. Each branch's derivative is
+    /// that of the norm; `where` keeps the others out of it.
+    fn norm(&mut self, x: NodeId) -> NodeId {
+        let squares = self.add(Op::Dot(x, x), Shape::Scalar);
+        let plain = self.unary(UnaryOp::Sqrt, squares);
+        let scaled = |this: &mut Self, factor: f64| {
+            let up = this.constant(factor);
+            let moved = this.apply(BinaryOp::Mul, up, x);
+            let squares = this.add(Op::Dot(moved, moved), Shape::Scalar);
+            let root = this.unary(UnaryOp::Sqrt, squares);
+            this.apply(BinaryOp::Div, root, up)
+        };
+        let small = scaled(self, 2f64.powi(100));
+        let large = scaled(self, 2f64.powi(-100));
+        let tiny = self.constant(2f64.powi(-100));
+        let huge = self.constant(2f64.powi(100));
+        let underflows = self.apply(BinaryOp::Lt, squares, tiny);
+        let overflows = self.apply(BinaryOp::Gt, squares, huge);
+        let upper = self.select_value(overflows, large, plain);
+        self.select_value(underflows, small, upper)
+    }
+
     /// The product of scalars, multiplied as a balanced tree.
     fn product_tree(&mut self, factors: &[NodeId]) -> NodeId {
         match factors {
@@ -628,7 +655,8 @@ impl Lowering<'_> {
     /// sum(where(t, x, 0)) / sum(where(t, 1, 0)): the comparisons have no
     /// derivative, so the gradient is t / sum(t). Where the shift has no
     /// value (a NaN element, several +Inf or all -Inf) the mask is empty and
-    /// the limits are taken instead: NaN if any element is NaN, else +Inf
+    /// the limits are taken instead: NaN (value and gradient) if any element
+    /// is NaN, else +Inf
     /// (shared among the +Inf elements) if any, else -Inf (the mean of the
     /// elements, shared evenly).
     fn maximum(&mut self, x: NodeId, n: usize) -> NodeId {
@@ -664,8 +692,12 @@ impl Lowering<'_> {
         let mean = self.add(Op::Mean(x), Shape::Scalar);
         let any_infinity = self.apply(BinaryOp::Gt, infinities, half);
         let limit = self.select_value(any_infinity, infinity, mean);
+        // With a NaN element, NaN for the value and every partial (as
+        // JAX): sum(x)^2 is NaN, and so is its derivative 2 sum(x).
+        let total = self.add(Op::Sum(x), Shape::Scalar);
+        let poisoned = self.unary(UnaryOp::Square, total);
         let any_nan = self.apply(BinaryOp::Gt, nans, half);
-        let limit = self.select_value(any_nan, mean, limit);
+        let limit = self.select_value(any_nan, poisoned, limit);
         let has_ties = self.apply(BinaryOp::Gt, tied, half);
         self.select_value(has_ties, finite, limit)
     }

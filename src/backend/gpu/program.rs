@@ -212,7 +212,10 @@ pub(crate) fn selection_refused(op: Op) -> Error {
     };
     Error::InvalidArgument(format!(
         "{what} is not supported on the GPU for a program too large for one fused kernel \
-         (its per-sample state beyond the registers); use the CPU backend, or split the program"
+         (its per-sample state beyond the registers, or a Jacobian of more than 16 rows and \
+         16 columns); per-sample matrices, `cross`, `prod`, `max` and `min` of a vector and \
+         indexing all lower to such selections. Use the CPU backend (`--cpu`), or split the \
+         program"
     ))
 }
 
@@ -286,7 +289,9 @@ impl GpuContext {
         variables: &[&[f32]],
         layout: BatchLayout,
     ) -> Result<Option<Forward>> {
-        if let Ok(plan) = plan {
+        // A pass that computes nothing to write (the output is a variable)
+        // needs no kernel; the per-node pass binds the variables.
+        if let Some(plan) = plan.ok().filter(|plan| !plan.outputs.is_empty()) {
             let limit = self.device.limits().max_storage_buffers_per_shader_stage as usize;
             let bindings =
                 plan.inputs.len() + usize::from(!plan.params.is_empty()) + plan.outputs.len();
