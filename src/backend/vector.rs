@@ -316,8 +316,16 @@ fn fused_jacobian(
     wrt: usize,
     bound: &[&[f32]],
     batch: usize,
+    selects: bool,
 ) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
-    let Ok(plan) = crate::compile::jacobian(program, wrt, true) else {
+    // With selections the structured plan cannot run on the device, so the
+    // fused kernel takes any size its budgets allow.
+    let plan = if selects {
+        crate::compile::jacobian_any_size(program, wrt, true)
+    } else {
+        crate::compile::jacobian(program, wrt, true)
+    };
+    let Ok(plan) = plan else {
         return Ok(None);
     };
     if !context.fits_fused(&plan) {
@@ -509,7 +517,7 @@ impl Backend {
                 if request == Request::Jacobian
                     && (plan.output.shape.structure == crate::jacobian::Structure::Dense || selects)
                     && let Some((data, values)) =
-                        fused_jacobian(context, program, wrt, &bound, batch)?
+                        fused_jacobian(context, program, wrt, &bound, batch, selects)?
                 {
                     return Ok(JacobianOutput {
                         jacobian: Jacobian::Dense {

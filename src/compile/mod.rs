@@ -361,6 +361,22 @@ pub fn jacobian(program: &Program, wrt: usize, values: bool) -> Result<FusedGrad
             "a {m} x {n} Jacobian is left to the matrix products"
         )));
     }
+    jacobian_any_size(program, wrt, values)
+}
+
+/// [`jacobian`] without its limits on passes and elements, for programs
+/// the structured plan cannot take on the device (selections): bounded
+/// only by the state and loop budgets every fused kernel keeps.
+pub fn jacobian_any_size(
+    program: &Program,
+    wrt: usize,
+    values: bool,
+) -> Result<FusedGradient, NotFused> {
+    validate(program, &[wrt])?;
+    let (m, n) = (
+        program.shapes[program.output].size(),
+        program.variables[wrt].shape.size(),
+    );
     compile(
         program,
         &[(wrt, Destination::PerSample)],

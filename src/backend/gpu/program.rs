@@ -212,8 +212,8 @@ pub(crate) fn selection_refused(op: Op) -> Error {
     };
     Error::InvalidArgument(format!(
         "{what} is not supported on the GPU for a program too large for one fused kernel \
-         (its per-sample state beyond the registers, or a Jacobian of more than 16 rows and \
-         16 columns); per-sample matrices, `cross`, `prod`, `max` and `min` of a vector and \
+         (its per-sample state beyond the registers, or its loops beyond what software \
+         drivers run); per-sample matrices, `cross`, `prod`, `max` and `min` of a vector and \
          indexing all lower to such selections. Use the CPU backend (`--cpu`), or split the \
          program"
     ))
