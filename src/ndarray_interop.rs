@@ -323,6 +323,24 @@ impl Backend {
         })
     }
 
+    /// [`Backend::values`] with arrays: each input (B, shape...), each
+    /// parameter its shape; the output's values come back (B, m...).
+    pub fn values_array(
+        &self,
+        program: &Program,
+        variables: &[(&str, ArrayViewD<'_, f32>)],
+    ) -> Result<ArrayD<f32>> {
+        program.check()?;
+        let (data, batch) = flatten(program, variables)?;
+        let batch = require_batch(batch)?;
+        let values = self.values(program, &pairs(variables, &data))?;
+        array(
+            batched(batch, program.shapes[program.output]),
+            values,
+            "the values",
+        )
+    }
+
     /// [`Backend::jacobian`] with arrays: each input (B, shape...), each
     /// parameter its shape; the Jacobian comes back (B, m..., n...).
     pub fn jacobian_array(

@@ -475,3 +475,34 @@ fn wrong_shapes_are_errors_that_say_what_was_expected() {
         );
     }
 }
+
+/// `values_array` with a per-sample matrix input: (B, 3, 3) in, the
+/// output's (B, m...) out, equal to the slice call; a matrix output is its
+/// elements row-major.
+#[test]
+fn values_array_takes_matrix_inputs() {
+    let mut rng = rng("values_array_takes_matrix_inputs");
+    let program = parse("input A[3,3] x[3]\ny = tanh(A @ x)\noutput y");
+    let a = random(&mut rng, &[4, 3, 3]);
+    let x = random(&mut rng, &[4, 3]);
+    for (backend, path) in backends() {
+        let out = backend
+            .values_array(&program, &[("A", a.view()), ("x", x.view())])
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(out.shape(), &[4, 3], "{path}");
+        let flat = backend
+            .values(
+                &program,
+                &[("A", &contiguous(&a)[..]), ("x", &contiguous(&x)[..])],
+            )
+            .expect("the slice call");
+        same(path, &contiguous(&out), &flat);
+        let wrong = random(&mut rng, &[4, 9]);
+        assert!(
+            backend
+                .values_array(&program, &[("A", wrong.view()), ("x", x.view())])
+                .is_err(),
+            "{path}: A given as (4, 9)"
+        );
+    }
+}

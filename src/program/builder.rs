@@ -267,8 +267,17 @@ functions!(
     prod,
 );
 
-/// A number as the lexer reads it back exactly.
+/// A number as the lexer reads it back exactly. The language has no
+/// literals for NaN and the infinities; they are written as 0 / 0 and
+/// +-1 / 0, which keep their IEEE values (a division by zero is not folded
+/// away).
 fn number(value: f64) -> String {
+    if value.is_nan() {
+        return "(0 / 0)".into();
+    }
+    if value.is_infinite() {
+        return if value > 0.0 { "(1 / 0)" } else { "(-1 / 0)" }.into();
+    }
     let text = format!("{value:?}");
     if value < 0.0 {
         format!("({text})")
@@ -416,7 +425,7 @@ impl ProgramBuilder {
     }
 
     /// Declares an input (a value per sample) of shape `dims`: `[]` for a
-    /// scalar, `[n]` for a vector.
+    /// scalar, `[n]` for a vector, `[m, n]` for a matrix per sample.
     pub fn input(&mut self, name: &str, dims: &[usize]) -> Result<Handle> {
         self.declare("input", name, dims)
     }

@@ -652,8 +652,10 @@ impl Lowering<'_> {
     ///
     /// with s = x - max(x) (the shift the softmax family uses, exactly 0 at
     /// every maximum) and the tie mask t = (s >= 0), the value is
-    /// sum(where(t, x, 0)) / sum(where(t, 1, 0)): the comparisons have no
-    /// derivative, so the gradient is t / sum(t). Where the shift has no
+    /// sum(where(t, x / c, 0)) with c = sum(where(t, 1, 0)): the
+    /// comparisons have no derivative, so the gradient is t / c; the value
+    /// is the maximum itself for one or a power of two of tied elements,
+    /// and within an ulp of it for other counts. Where the shift has no
     /// value (a NaN element, several +Inf or all -Inf) the mask is empty and
     /// the limits are taken instead: NaN (value and gradient) if any element
     /// is NaN, else +Inf
@@ -667,21 +669,22 @@ impl Lowering<'_> {
             let ones = this.apply(BinaryOp::WhereA, mask, one);
             this.add(Op::Sum(ones), Shape::Scalar)
         };
-        let kept = |this: &mut Self, mask: NodeId, v: NodeId| {
-            let taken = this.apply(BinaryOp::WhereA, mask, v);
+        // The kept elements, each divided by their count before they are
+        // added, so that tied values near f32's largest cannot overflow.
+        let kept = |this: &mut Self, mask: NodeId, count: NodeId| {
+            let shared = this.apply(BinaryOp::Div, x, count);
+            let taken = this.apply(BinaryOp::WhereA, mask, shared);
             this.add(Op::Sum(taken), Shape::Scalar)
         };
         let shifted = self.add(Op::ShiftMax(x), Shape::Vector(n));
         let ties = self.apply(BinaryOp::Ge, shifted, zero);
         let tied = count(self, ties);
-        let total = kept(self, ties, x);
-        let finite = self.apply(BinaryOp::Div, total, tied);
+        let finite = kept(self, ties, tied);
         // The limits, when no element is a maximum of finite shift.
         let big = self.constant(F32_MAX);
         let infinite = self.apply(BinaryOp::Gt, x, big);
         let infinities = count(self, infinite);
-        let infinity = kept(self, infinite, x);
-        let infinity = self.apply(BinaryOp::Div, infinity, infinities);
+        let infinity = kept(self, infinite, infinities);
         let lowest = self.constant(-F32_MAX);
         let above = self.apply(BinaryOp::Ge, x, lowest);
         let below = self.apply(BinaryOp::Lt, x, lowest);
