@@ -89,17 +89,23 @@ impl Lowering<'_> {
             .with_help("matrix constructs, `prod`, `max` and `min` grow the program with the size of their operands; keep per-sample matrices small (rotations, cameras, covariances) and use a param matrix for a layer"))
     }
 
-    /// The sum of scalar-times-vector terms, added as a balanced tree.
-    fn sum_tree(&mut self, terms: &[NodeId]) -> NodeId {
+    /// `op` (`Add` or `Mul`) over the terms as a balanced tree; `empty`
+    /// for none.
+    fn tree(&mut self, op: BinaryOp, empty: f64, terms: &[NodeId]) -> NodeId {
         match terms {
-            [] => self.constant(0.0),
+            [] => self.constant(empty),
             [single] => *single,
             _ => {
                 let (left, right) = terms.split_at(terms.len() / 2);
-                let (a, b) = (self.sum_tree(left), self.sum_tree(right));
-                self.apply(BinaryOp::Add, a, b)
+                let (a, b) = (self.tree(op, empty, left), self.tree(op, empty, right));
+                self.apply(op, a, b)
             }
         }
+    }
+
+    /// The sum of scalar-times-vector terms, added as a balanced tree.
+    fn sum_tree(&mut self, terms: &[NodeId]) -> NodeId {
+        self.tree(BinaryOp::Add, 0.0, terms)
     }
 
     /// Row `i` of a grid, a vector of `cols` elements.
@@ -332,18 +338,7 @@ impl Lowering<'_> {
             self.grid_operand(a, lhs, rows, cols, span)?,
             self.grid_operand(b, rhs, rows, cols, span)?,
         );
-        let op = match op {
-            BinOp::Add => BinaryOp::Add,
-            BinOp::Sub => BinaryOp::Sub,
-            BinOp::Mul => BinaryOp::Mul,
-            BinOp::Div => BinaryOp::Div,
-            BinOp::Pow => BinaryOp::Pow,
-            BinOp::Lt => BinaryOp::Lt,
-            BinOp::Le => BinaryOp::Le,
-            BinOp::Gt => BinaryOp::Gt,
-            BinOp::Ge => BinaryOp::Ge,
-            BinOp::MatMul => return Err(self.internal(lhs)),
-        };
+        let op = super::rules::elementwise_op(op).ok_or_else(|| self.internal(lhs))?;
         let node = self.elementwise(op, (x, lhs.span), (y, rhs.span), span)?;
         Ok(Value::Grid { node, rows, cols })
     }
@@ -636,15 +631,7 @@ impl Lowering<'_> {
 
     /// The product of scalars, multiplied as a balanced tree.
     fn product_tree(&mut self, factors: &[NodeId]) -> NodeId {
-        match factors {
-            [] => self.constant(1.0),
-            [single] => *single,
-            _ => {
-                let (left, right) = factors.split_at(factors.len() / 2);
-                let (a, b) = (self.product_tree(left), self.product_tree(right));
-                self.apply(BinaryOp::Mul, a, b)
-            }
-        }
+        self.tree(BinaryOp::Mul, 1.0, factors)
     }
 
     /// max(x) of a vector of `n` elements, its gradient split evenly among
@@ -703,12 +690,5 @@ impl Lowering<'_> {
         let limit = self.select_value(any_nan, poisoned, limit);
         let has_ties = self.apply(BinaryOp::Gt, tied, half);
         self.select_value(has_ties, finite, limit)
-    }
-
-    /// where(c, a, b) of nodes of agreeing shapes.
-    fn select_value(&mut self, c: NodeId, a: NodeId, b: NodeId) -> NodeId {
-        let taken = self.apply(BinaryOp::WhereA, c, a);
-        let other = self.apply(BinaryOp::WhereB, c, b);
-        self.apply(BinaryOp::Add, taken, other)
     }
 }

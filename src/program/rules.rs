@@ -109,17 +109,7 @@ impl Lowering<'_> {
         }
         let a = self.node(a, lhs)?;
         let b = self.node(b, rhs)?;
-        let op = match op {
-            BinOp::Add => BinaryOp::Add,
-            BinOp::Sub => BinaryOp::Sub,
-            BinOp::Mul => BinaryOp::Mul,
-            BinOp::Div => BinaryOp::Div,
-            BinOp::Pow | BinOp::MatMul => BinaryOp::Pow,
-            BinOp::Lt => BinaryOp::Lt,
-            BinOp::Le => BinaryOp::Le,
-            BinOp::Gt => BinaryOp::Gt,
-            BinOp::Ge => BinaryOp::Ge,
-        };
+        let op = elementwise_op(op).ok_or_else(|| self.internal(lhs))?;
         self.elementwise(op, (a, lhs.span), (b, rhs.span), span)
             .map(Value::Node)
     }
@@ -264,9 +254,14 @@ impl Lowering<'_> {
                     ));
             }
         }
-        let taken = self.apply(BinaryOp::WhereA, c.0, a.0);
-        let other = self.apply(BinaryOp::WhereB, c.0, b.0);
-        Ok(self.apply(BinaryOp::Add, taken, other))
+        Ok(self.select_value(c.0, a.0, b.0))
+    }
+
+    /// where(c, a, b) of nodes whose shapes agree.
+    pub(super) fn select_value(&mut self, c: NodeId, a: NodeId, b: NodeId) -> NodeId {
+        let taken = self.apply(BinaryOp::WhereA, c, a);
+        let other = self.apply(BinaryOp::WhereB, c, b);
+        self.apply(BinaryOp::Add, taken, other)
     }
 
     /// `op` on nodes whose shapes agree, folding constants as graphs do.
@@ -516,4 +511,21 @@ impl Lowering<'_> {
             _ => Err(arity()),
         }
     }
+}
+
+/// The element-wise operation a binary operator of the language writes;
+/// `None` for `@`.
+pub(super) fn elementwise_op(op: BinOp) -> Option<BinaryOp> {
+    Some(match op {
+        BinOp::Add => BinaryOp::Add,
+        BinOp::Sub => BinaryOp::Sub,
+        BinOp::Mul => BinaryOp::Mul,
+        BinOp::Div => BinaryOp::Div,
+        BinOp::Pow => BinaryOp::Pow,
+        BinOp::Lt => BinaryOp::Lt,
+        BinOp::Le => BinaryOp::Le,
+        BinOp::Gt => BinaryOp::Gt,
+        BinOp::Ge => BinaryOp::Ge,
+        BinOp::MatMul => return None,
+    })
 }
