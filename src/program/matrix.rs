@@ -263,7 +263,8 @@ impl Lowering<'_> {
                 let mut products = Vec::with_capacity(m);
                 for i in 0..m {
                     let row = self.row(node, k, i);
-                    products.push(self.times_param(row, var, transposed, n));
+                    // A row times W is W^T times the row.
+                    products.push(self.param_times(var, !transposed, row, n));
                 }
                 let product = self.join(&products);
                 Ok(Value::Grid {
@@ -286,7 +287,7 @@ impl Lowering<'_> {
                 if sx != Shape::Vector(rows) {
                     return mismatch(self, sx, Shape::Matrix(rows, cols));
                 }
-                let product = self.times_param(x, var, transposed, cols);
+                let product = self.param_times(var, !transposed, x, cols);
                 Ok(Value::Node(self.scaled(scale, product)))
             }
             (Value::Node(x), Value::Node(y)) => {
@@ -539,7 +540,7 @@ impl Lowering<'_> {
         let mut nodes = Vec::with_capacity(values.len());
         if reduces {
             for (&value, arg) in values.iter().zip(args) {
-                nodes.push((self.flat(value, arg)?, arg.span));
+                nodes.push(self.flat(value, arg)?);
             }
             if name == "mse" {
                 if let (&[Value::Grid { rows, cols, .. }, b], [_, rhs]) = (values, args) {
@@ -554,15 +555,15 @@ impl Lowering<'_> {
                 return Ok(None);
             }
             for (&value, arg) in values.iter().zip(args) {
-                nodes.push((self.grid_operand(value, arg, rows, cols, span)?, arg.span));
+                nodes.push(self.grid_operand(value, arg, rows, cols, span)?);
             }
-            let values: Vec<Value> = nodes.iter().map(|&(id, _)| Value::Node(id)).collect();
+            let values: Vec<Value> = nodes.into_iter().map(Value::Node).collect();
             let node = self.vector_call(name, &values, args, span)?;
             return Ok(Some(Value::Grid { node, rows, cols }));
         } else {
             return Ok(None);
         }
-        let &[(x, at), ..] = nodes.as_slice() else {
+        let Some(&x) = nodes.first() else {
             return Ok(None);
         };
         let shape = self.shape(x);
@@ -596,8 +597,7 @@ impl Lowering<'_> {
                 Shape::Matrix(..) => return Err(self.internal(&args[0])),
             },
             _ => {
-                let values: Vec<Value> = nodes.iter().map(|&(id, _)| Value::Node(id)).collect();
-                let _ = at;
+                let values: Vec<Value> = nodes.into_iter().map(Value::Node).collect();
                 self.vector_call(name, &values, args, span)?
             }
         };

@@ -171,23 +171,6 @@ impl Lowering<'_> {
         self.add(op, Shape::Vector(rows))
     }
 
-    /// A vector times a param matrix as written (its transpose when
-    /// `transposed`), of `cols` columns.
-    pub(super) fn times_param(
-        &mut self,
-        x: NodeId,
-        var: NodeId,
-        transposed: bool,
-        cols: usize,
-    ) -> NodeId {
-        let op = if transposed {
-            Op::MatVec(var, x)
-        } else {
-            Op::VecMat(var, x)
-        };
-        self.add(op, Shape::Vector(cols))
-    }
-
     /// `node` times the scalar factor written on a matrix, if any.
     pub(super) fn scaled(&mut self, scale: Option<NodeId>, node: NodeId) -> NodeId {
         match scale {

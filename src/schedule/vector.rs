@@ -123,14 +123,13 @@ pub fn local_shape(program: &Program, node: NodeId, slot: usize) -> Result<JacSh
                 shape(Structure::Dense, out, o)
             }
         }
-        Op::MatVec(matrix, _) | Op::VecMat(matrix, _) => {
+        Op::MatVec(..) | Op::VecMat(..) => {
             if slot != 1 {
                 return Err(Error::Shape(
                     "matrices are parameters, not differentiated".into(),
                 ));
             }
             let (m, n) = (size(node), size(operand(1)?));
-            let _ = matrix;
             shape(Structure::Shared, m, n)
         }
         // A selection is priced as the batch-invariant matrix it stands

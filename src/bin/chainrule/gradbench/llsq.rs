@@ -8,7 +8,7 @@ use chainrule::Backend;
 use chainrule::program::Program;
 use serde_json::Value;
 
-use super::{Output, Prepared, field, scalar_gradient, scalar_value, unknown_function};
+use super::{Prepared, field, primal_or_gradient, unknown_function};
 
 const FUNCTIONS: &[&str] = &["primal", "gradient"];
 
@@ -75,10 +75,6 @@ pub(crate) fn prepare<'a>(
     let x: Vec<f32> = x.into_iter().map(|v| v as f32).collect();
     Ok(Box::new(move || {
         let variables = [("x", &x[..]), ("T", &powers[..]), ("s", &signs[..])];
-        Ok(if want_gradient {
-            Output::Numbers(scalar_gradient(backend, &program, "x", &variables)?.1)
-        } else {
-            Output::Number(scalar_value(backend, &program, &variables)?)
-        })
+        primal_or_gradient(backend, &program, &variables, want_gradient)
     }))
 }

@@ -7,7 +7,7 @@ use chainrule::Backend;
 use chainrule::program::Program;
 use serde_json::Value;
 
-use super::{Output, Prepared, field, scalar_gradient, scalar_value, unknown_function};
+use super::{Prepared, field, primal_or_gradient, unknown_function};
 
 const FUNCTIONS: &[&str] = &["primal", "gradient"];
 
@@ -33,10 +33,6 @@ pub(crate) fn prepare<'a>(
     let program = Program::parse(&program_text(x.len())).map_err(|e| e.to_string())?;
     let x: Vec<f32> = x.into_iter().map(|v| v as f32).collect();
     Ok(Box::new(move || {
-        Ok(if want_gradient {
-            Output::Numbers(scalar_gradient(backend, &program, "x", &[("x", &x)])?.1)
-        } else {
-            Output::Number(scalar_value(backend, &program, &[("x", &x)])?)
-        })
+        primal_or_gradient(backend, &program, &[("x", &x)], want_gradient)
     }))
 }

@@ -261,32 +261,26 @@ pub(crate) fn unknown_function(module: &str, function: &str, known: &[&str]) -> 
     )
 }
 
-/// The value of `program`'s scalar output for one sample and its gradient
-/// with respect to the input `wrt`: one library call.
-pub(crate) fn scalar_gradient(
+/// For the scalar programs of `primal` and `gradient` (one sample): the
+/// value alone (`Backend::values`), or the gradient with respect to the
+/// input `x` (`Backend::gradient`), each one library call.
+pub(crate) fn primal_or_gradient(
     backend: &Backend,
     program: &chainrule::program::Program,
-    wrt: &str,
     variables: &[(&str, &[f32])],
-) -> chainrule::Result<(f64, Vec<f32>)> {
-    let out = backend.gradient(program, &[wrt], variables, Reduction::PerSample)?;
-    let gradient = out.gradients.into_iter().next().map(|g| g.values);
-    match (out.values.first(), gradient) {
-        (Some(&value), Some(gradient)) => Ok((f64::from(value), gradient)),
-        _ => Err(chainrule::Error::Shape(format!(
-            "the gradient of one sample came back without a value or a gradient for `{wrt}`"
-        ))),
+    want_gradient: bool,
+) -> chainrule::Result<Output> {
+    if want_gradient {
+        let out = backend.gradient(program, &["x"], variables, Reduction::PerSample)?;
+        return match out.gradients.into_iter().next() {
+            Some(gradient) => Ok(Output::Numbers(gradient.values)),
+            None => Err(chainrule::Error::Shape(
+                "the gradient of one sample came back empty".into(),
+            )),
+        };
     }
-}
-
-/// The scalar value of a program of one sample, without derivatives.
-pub(crate) fn scalar_value(
-    backend: &Backend,
-    program: &chainrule::program::Program,
-    variables: &[(&str, &[f32])],
-) -> chainrule::Result<f64> {
     match backend.values(program, variables)?.first() {
-        Some(&value) => Ok(f64::from(value)),
+        Some(&value) => Ok(Output::Number(f64::from(value))),
         None => Err(chainrule::Error::Shape(
             "the program's value came back empty".into(),
         )),
