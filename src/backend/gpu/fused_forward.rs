@@ -132,7 +132,8 @@ impl GpuContext {
             layout,
             values,
             partials,
-            transposed: self.transposed_params(program, variables)?,
+            // Only the structured plan reads W^T; `forward` adds it.
+            transposed: Vec::new(),
         })
     }
 }

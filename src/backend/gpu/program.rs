@@ -30,7 +30,8 @@ pub(crate) struct Forward {
     pub(crate) values: Vec<NodeValue>,
     /// For element-wise nodes, the partial w.r.t. each operand, per output element.
     pub(crate) partials: Vec<Vec<Segments>>,
-    /// For each `x @ W` node ([`Op::VecMat`]), W^T: its local Jacobian in x.
+    /// For each `x @ W` node ([`Op::VecMat`]), W^T: its local Jacobian in x
+    /// (empty after a values-only pass, which no plan reads).
     pub(crate) transposed: Vec<Option<Arc<wgpu::Buffer>>>,
 }
 
@@ -274,7 +275,8 @@ impl GpuContext {
     ) -> Result<Forward> {
         refuse_selections(program)?;
         let plan = crate::compile::forward(program, wrt);
-        if let Some(forward) = self.try_fused_forward(plan, program, variables, layout)? {
+        if let Some(mut forward) = self.try_fused_forward(plan, program, variables, layout)? {
+            forward.transposed = self.transposed_params(program, variables)?;
             return Ok(forward);
         }
         self.forward_by_node(program, variables, layout)
