@@ -11,17 +11,13 @@ mod common;
 
 use std::sync::Arc;
 
-use chainrule::program::Program;
 use chainrule::{Backend, ContextOptions, CpuBackend, GpuContext, LimitsOverride, Reduction};
+use common::programs::parse;
 use common::{gpu, meets_contract, rng, uniform};
 use rand::rngs::StdRng;
 
 /// (batch, elements per sample) of every test below.
 const SHAPES: [(usize, usize); 3] = [(1, 70_000), (1, 1_280_000), (3, 100_003)];
-
-fn parse(text: &str) -> Program {
-    Program::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
-}
 
 /// Every element of the GPU's `actual` meets the contract for the CPU's
 /// `expected`: NaN for NaN, the same infinity, else within 1e-6 + 1e-5 |e|.

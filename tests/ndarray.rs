@@ -9,9 +9,9 @@
 
 mod common;
 
-use chainrule::program::Program;
-use chainrule::{Backend, CpuBackend, Error, Reduction, UnaryOp};
-use common::{ATOL, RTOL, gpu, rng, uniform};
+use chainrule::{Error, Reduction, UnaryOp};
+use common::programs::{backends, parse};
+use common::{ATOL, RTOL, rng, uniform};
 use ndarray::{Array, Array1, Array2, ArrayViewD, Axis, IxDyn, arr0, s};
 use rand::rngs::StdRng;
 
@@ -22,21 +22,6 @@ const NEURON: &str =
 
 /// A batch that is not a multiple of any workgroup or tile size.
 const BATCH: usize = 37;
-
-/// The GPU (when there is one; under CHAINRULE_REQUIRE_GPU=1 its absence
-/// fails) and the CPU backend.
-fn backends() -> Vec<(Backend, &'static str)> {
-    let mut all = Vec::new();
-    if let Some(context) = gpu() {
-        all.push((Backend::Gpu(context), "gpu"));
-    }
-    all.push((Backend::Cpu(CpuBackend), "cpu"));
-    all
-}
-
-fn parse(text: &str) -> Program {
-    Program::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
-}
 
 fn random(rng: &mut StdRng, shape: &[usize]) -> Array<f32, IxDyn> {
     let len = shape.iter().product();

@@ -8,20 +8,10 @@
 mod common;
 
 use chainrule::graph::{Graph, InputOrder};
-use chainrule::program::Program;
 use chainrule::schedule::Fusion;
-use chainrule::{Backend, CpuBackend, Reduction, npy};
+use chainrule::{Reduction, npy};
+use common::programs::{backends, parse};
 use common::{gpu, meets_contract};
-
-/// The GPU (when there is one) and the CPU backend, with a name.
-fn backends() -> Vec<(Backend, &'static str)> {
-    let mut all = Vec::new();
-    if let Some(context) = gpu() {
-        all.push((Backend::Gpu(context), "gpu"));
-    }
-    all.push((Backend::Cpu(CpuBackend), "cpu"));
-    all
-}
 
 fn assert_meets(label: &str, actual: &[f32], expected: &[f64]) {
     assert_eq!(actual.len(), expected.len(), "{label}: length");
@@ -133,10 +123,6 @@ fn ties_keep_the_half_and_half_split() {
     check_expression("min(x, 2)", &[(2.0, 2.0, 0.5), (1.0, 1.0, 1.0)]);
     check_expression("max(x, 0)", &[(0.0, 0.0, 0.5), (-1.0, 0.0, 0.0)]);
     check_expression("min(3*x, x + 2)", &[(1.0, 3.0, 2.0), (0.0, 0.0, 3.0)]);
-}
-
-fn parse(text: &str) -> Program {
-    Program::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
 }
 
 /// A program of input x (and params), checked on both backends: values,

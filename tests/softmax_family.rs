@@ -7,27 +7,14 @@
 
 mod common;
 
-use chainrule::program::{Program, Shape};
-use chainrule::{Backend, CpuBackend, Reduction};
-use common::{gpu, meets_contract, rng, uniform};
+use chainrule::Reduction;
+use chainrule::program::Shape;
+use common::programs::{backends, parse};
+use common::{meets_contract, rng, uniform};
 use rand::Rng;
 
 const INF: f32 = f32::INFINITY;
 const LN2: f64 = std::f64::consts::LN_2;
-
-/// The GPU (when there is one) and the CPU backend, with a name.
-fn backends() -> Vec<(Backend, &'static str)> {
-    let mut all = Vec::new();
-    if let Some(context) = gpu() {
-        all.push((Backend::Gpu(context), "gpu"));
-    }
-    all.push((Backend::Cpu(CpuBackend), "cpu"));
-    all
-}
-
-fn parse(text: &str) -> Program {
-    Program::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
-}
 
 /// Every element of `actual` meets the contract for `expected` (NaN for
 /// NaN, the same infinity, else within 1e-6 + 1e-5 |expected|).
