@@ -5,8 +5,9 @@
 mod common;
 
 use chainrule::explain::{Explanation, explain};
-use chainrule::graph::{Graph, GraphBuilder, InputOrder, Node};
+use chainrule::graph::{Graph, InputOrder};
 use chainrule::ops::{BinaryOp, UnaryOp};
+use chainrule::program::{Kind, Op, Program, Shape, Variable};
 use common::rng;
 use rand::Rng;
 
@@ -278,15 +279,35 @@ fn every_operation_matches_the_reference() {
     }
 }
 
+/// The graph of `nodes` (node 0 reads the scalar input `x`; the last is
+/// the output), built as a program by hand: too deep, or with too many
+/// paths, to write as text.
+fn graph_of(nodes: Vec<Op>) -> Graph {
+    let count = nodes.len();
+    let program = Program {
+        variables: vec![Variable {
+            name: "x".into(),
+            kind: Kind::Input,
+            shape: Shape::Scalar,
+        }],
+        nodes,
+        shapes: vec![Shape::Scalar; count],
+        output: count - 1,
+        output_name: "y".into(),
+        names: vec![None; count],
+    };
+    Graph::from_program(program).expect("an element-wise program")
+}
+
 /// `u_{k+1} = sin(u_k) + u_k`: every level doubles the paths.
 fn doubling(levels: usize) -> Graph {
-    let mut b = GraphBuilder::default();
-    let mut u = b.input("x");
+    let mut nodes = vec![Op::Variable(0)];
     for _ in 0..levels {
-        let s = b.add(Node::Unary(UnaryOp::Sin, u));
-        u = b.add(Node::Binary(BinaryOp::Add, s, u));
+        let u = nodes.len() - 1;
+        nodes.push(Op::Unary(UnaryOp::Sin, u));
+        nodes.push(Op::Binary(BinaryOp::Add, u + 1, u));
     }
-    b.finish(u)
+    graph_of(nodes)
 }
 
 #[test]
@@ -319,12 +340,11 @@ fn exponentially_many_paths_are_counted_not_listed() {
 
 #[test]
 fn deep_graphs_do_not_exhaust_the_stack() {
-    let mut b = GraphBuilder::default();
-    let mut u = b.input("x");
-    for _ in 0..20_000 {
-        u = b.add(Node::Unary(UnaryOp::Sin, u));
+    let mut nodes = vec![Op::Variable(0)];
+    for u in 0..20_000 {
+        nodes.push(Op::Unary(UnaryOp::Sin, u));
     }
-    let e = explain(&b.finish(u));
+    let e = explain(&graph_of(nodes));
     assert_eq!(e.intermediates.len(), 20_001);
     assert!(e.derivative(0).starts_with("(too large"));
     assert!(!e.to_string().is_empty());
@@ -350,37 +370,41 @@ fn names_never_clash() {
 fn random_graphs_match_the_reference() {
     let mut rng = rng("random graphs");
     let unary = [
-        UnaryOp::Sin,
-        UnaryOp::Cos,
-        UnaryOp::Tanh,
-        UnaryOp::Sigmoid,
-        UnaryOp::Square,
-        UnaryOp::Relu,
-        UnaryOp::Pow { exponent: 3.0 },
-        UnaryOp::Softplus,
+        "sin({})",
+        "cos({})",
+        "tanh({})",
+        "sigmoid({})",
+        "square({})",
+        "relu({})",
+        "({})^3",
+        "softplus({})",
     ];
     let binary = [
-        BinaryOp::Add,
-        BinaryOp::Sub,
-        BinaryOp::Mul,
-        BinaryOp::Max,
-        BinaryOp::Min,
+        "({} + {})",
+        "({} - {})",
+        "({} * {})",
+        "max({}, {})",
+        "min({}, {})",
     ];
     for _ in 0..300 {
-        let mut b = GraphBuilder::default();
-        let mut ids = vec![b.input("x"), b.input("y"), b.constant(0.5)];
+        // Text whose repeated subexpressions the parser shares: fan-out,
+        // an operand used twice and unused inputs all occur.
+        let mut terms = vec!["x".to_string(), "y".to_string(), "0.5".to_string()];
         for _ in 0..rng.random_range(1..10) {
-            let a = ids[rng.random_range(0..ids.len())];
-            let node = if rng.random_bool(0.5) {
-                Node::Unary(unary[rng.random_range(0..unary.len())], a)
+            let a = terms[rng.random_range(0..terms.len())].clone();
+            let term = if rng.random_bool(0.5) {
+                unary[rng.random_range(0..unary.len())].replacen("{}", &a, 1)
             } else {
-                let c = ids[rng.random_range(0..ids.len())];
-                Node::Binary(binary[rng.random_range(0..binary.len())], a, c)
+                let c = &terms[rng.random_range(0..terms.len())];
+                binary[rng.random_range(0..binary.len())]
+                    .replacen("{}", &a, 1)
+                    .replacen("{}", c, 1)
             };
-            ids.push(b.add(node));
+            terms.push(term);
         }
-        let output = ids[ids.len() - 1];
-        let graph = b.finish(output);
+        let text = &terms[terms.len() - 1];
+        let graph = Graph::parse(text, InputOrder::Given(vec!["x".into(), "y".into()]))
+            .unwrap_or_else(|e| panic!("`{text}`: {e}"));
         let e = explain(&graph);
         assert!(!e.to_string().is_empty());
         check_numerically("random graph", &graph, &e, (-1.0, 1.0), &never);

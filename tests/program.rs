@@ -471,11 +471,22 @@ fn graphs_reject_matrix_products() {
     let Err(Error::Parse(e)) = Graph::parse("sin(W @ x)", InputOrder::FirstAppearance) else {
         panic!("`@` lowered into a graph");
     };
-    assert_eq!(
-        e.message,
-        "`@` needs a matrix and a vector: write a program with `param W[m,n]`"
+    assert_eq!(e.message, "`W @ x`: W is scalar and x is scalar");
+    assert!(
+        e.help
+            .as_deref()
+            .is_some_and(|h| h.contains("param W[m,n]")),
+        "{e}"
     );
     assert_eq!(e.span.start..e.span.end, 4..9);
+    // Lists and reductions of scalars are programs, not element-wise
+    // functions: the graph says so rather than lowering them.
+    for text in ["sum([x, y])", "[x, y][0] + 1", "dot([x], [y])"] {
+        let Err(Error::InvalidArgument(m)) = Graph::parse(text, InputOrder::FirstAppearance) else {
+            panic!("`{text}` became a graph");
+        };
+        assert!(m.contains("not element-wise"), "{m}");
+    }
 }
 
 fn close(a: f64, b: f64, tolerance: f64) -> bool {

@@ -35,7 +35,8 @@ pub use chain::explain_plan;
 
 use std::fmt;
 
-use crate::graph::{Graph, Node, NodeId};
+use crate::graph::{Graph, NodeId};
+use crate::program::Op;
 use symbolic::Expr;
 
 /// Paths can multiply at every shared node; beyond this many, only the
@@ -135,9 +136,10 @@ pub fn explain(graph: &Graph) -> Explanation {
     let mut operations = 0;
     for node in nodes {
         names.push(match *node {
-            Node::Input(i) => inputs.get(i).cloned().unwrap_or_else(|| format!("x{i}")),
-            Node::Constant(c) => Expr::Num(c).to_string(),
-            Node::Unary(..) | Node::Binary(..) => {
+            Op::Variable(i) => inputs.get(i).cloned().unwrap_or_else(|| format!("x{i}")),
+            Op::Constant(c) => Expr::Num(c).to_string(),
+            // Operations; a graph has only unary and binary ones.
+            _ => {
                 operations += 1;
                 format!("{prefix}{operations}")
             }
@@ -145,7 +147,7 @@ pub fn explain(graph: &Graph) -> Explanation {
     }
     let name = |id: NodeId| names.get(id).map_or("?", String::as_str);
     let symbol = |id: NodeId| match nodes.get(id) {
-        Some(Node::Constant(c)) => Some(Expr::Num(*c)),
+        Some(Op::Constant(c)) => Some(Expr::Num(*c)),
         _ => Some(Expr::var(name(id))),
     };
 
@@ -159,7 +161,7 @@ pub fn explain(graph: &Graph) -> Explanation {
         }
         let edges = edges(*node, &symbol).unwrap_or_default();
         for edge in &edges {
-            if matches!(nodes.get(edge.operand), Some(Node::Constant(_))) {
+            if matches!(nodes.get(edge.operand), Some(Op::Constant(_))) {
                 continue;
             }
             let (u, a) = (name(id), name(edge.operand));
@@ -212,7 +214,7 @@ fn step_three(
     let start = graph
         .nodes()
         .iter()
-        .position(|n| matches!(n, Node::Input(i) if *i == j));
+        .position(|n| matches!(n, Op::Variable(i) if *i == j));
     let count = start.map_or(0, |s| count_paths(edges, s, graph.output()));
     let found = match start {
         Some(s) if count > 0 => list_paths(graph, edges, s, j),
@@ -259,13 +261,14 @@ fn step_four(graph: &Graph) -> Vec<Option<Expr>> {
     for node in nodes {
         let value_of = |id: NodeId| values.get(id).cloned().flatten();
         let value = match *node {
-            Node::Input(i) => graph.inputs().get(i).map(|n| Expr::var(n)),
-            Node::Constant(c) => Some(Expr::Num(c)),
-            Node::Unary(op, a) => value_of(a).map(|a| unary_value(op, a)),
-            Node::Binary(op, a, b) => match (value_of(a), value_of(b)) {
+            Op::Variable(i) => graph.inputs().get(i).map(|n| Expr::var(n)),
+            Op::Constant(c) => Some(Expr::Num(c)),
+            Op::Unary(op, a) => value_of(a).map(|a| unary_value(op, a)),
+            Op::Binary(op, a, b) => match (value_of(a), value_of(b)) {
                 (Some(a), Some(b)) => Some(binary_value(op, a, b)),
                 _ => None,
             },
+            _ => None,
         };
         let value = value.filter(|v| v.size() <= MAX_FORMULA_SIZE);
         total_size += value.as_ref().map_or(0, Expr::size);
@@ -325,15 +328,14 @@ fn count_text(count: u128) -> String {
 /// A node's edges to its operands, with `operand` giving each operand's
 /// expression (a name for steps 2 and 3, a value for step 4); `None` when
 /// an operand has none.
-fn edges(node: Node, operand: &dyn Fn(NodeId) -> Option<Expr>) -> Option<Vec<Edge>> {
+fn edges(node: Op, operand: &dyn Fn(NodeId) -> Option<Expr>) -> Option<Vec<Edge>> {
     Some(match node {
-        Node::Input(_) | Node::Constant(_) => Vec::new(),
-        Node::Unary(op, a) => vec![Edge {
+        Op::Unary(op, a) => vec![Edge {
             operand: a,
             partial: unary_partial(op, &operand(a)?),
             both_slots: false,
         }],
-        Node::Binary(op, a, b) => {
+        Op::Binary(op, a, b) => {
             let (pa, pb) = binary_partials(op, &operand(a)?, &operand(b)?);
             if a == b {
                 vec![Edge {
@@ -356,6 +358,8 @@ fn edges(node: Node, operand: &dyn Fn(NodeId) -> Option<Expr>) -> Option<Vec<Edg
                 ]
             }
         }
+        // Variables and constants; a graph has no other node.
+        _ => Vec::new(),
     })
 }
 
@@ -446,7 +450,7 @@ fn tangent(graph: &Graph, value_edges: &[Option<Vec<Edge>>], j: usize) -> Tangen
     let mut tangents: Vec<Tangent> = Vec::with_capacity(graph.nodes().len());
     for (id, node) in graph.nodes().iter().enumerate() {
         let t = match node {
-            Node::Input(i) if *i == j => Tangent::Known(Expr::Num(1.0)),
+            Op::Variable(i) if *i == j => Tangent::Known(Expr::Num(1.0)),
             _ if graph.deps(id).binary_search(&j).is_err() => Tangent::Zero,
             _ => match value_edges.get(id) {
                 Some(Some(edges)) => accumulate(edges, &tangents),

@@ -3,14 +3,14 @@
 //! following the conventions of `ops` at kinks (JAX's, but abs'(0) = 0).
 
 use super::symbolic::{Expr, Rel};
-use crate::graph::{Node, NodeId};
+use crate::graph::NodeId;
 use crate::ops::{BinaryOp, UnaryOp};
+use crate::program::Op;
 
 /// Step 1's definition of an operation node, as written (not simplified).
-pub(super) fn definition(node: Node, operand: &dyn Fn(NodeId) -> Option<Expr>) -> Option<Expr> {
+pub(super) fn definition(node: Op, operand: &dyn Fn(NodeId) -> Option<Expr>) -> Option<Expr> {
     Some(match node {
-        Node::Input(_) | Node::Constant(_) => return None,
-        Node::Unary(op, a) => {
+        Op::Unary(op, a) => {
             let a = operand(a)?;
             match op {
                 UnaryOp::Pow { exponent } => {
@@ -22,7 +22,7 @@ pub(super) fn definition(node: Node, operand: &dyn Fn(NodeId) -> Option<Expr>) -
                 _ => Expr::Call(op.name(), vec![a]),
             }
         }
-        Node::Binary(op, a, b) => {
+        Op::Binary(op, a, b) => {
             let (a, b) = (operand(a)?, operand(b)?);
             let minus_one = || Box::new(Expr::Num(-1.0));
             match op {
@@ -42,6 +42,8 @@ pub(super) fn definition(node: Node, operand: &dyn Fn(NodeId) -> Option<Expr>) -
                 }
             }
         }
+        // Variables and constants have no definition; a graph has no other node.
+        _ => return None,
     })
 }
 

@@ -3,9 +3,10 @@
 //! generated WGSL does, so the two agree on which products are ever formed.
 //! A reusable workspace keeps the per-sample loop free of allocation.
 
-use super::{Graph, Node, NodeId};
+use super::{Graph, NodeId};
 use crate::error::{Error, Result};
 use crate::ops::chain_mul;
+use crate::program::Op;
 
 /// Scratch space for evaluating one graph many times without allocating:
 /// every node's value, and its tangents (one per input it depends on) laid
@@ -21,14 +22,14 @@ pub struct Workspace {
 impl Graph {
     /// Scratch space sized for this graph.
     pub fn workspace(&self) -> Workspace {
-        let mut offsets = Vec::with_capacity(self.nodes.len());
+        let mut offsets = Vec::with_capacity(self.nodes().len());
         let mut total = 0;
         for deps in &self.deps {
             offsets.push(total);
             total += deps.len();
         }
         Workspace {
-            values: vec![0.0; self.nodes.len()],
+            values: vec![0.0; self.nodes().len()],
             tangents: vec![0.0; total],
             offsets,
         }
@@ -57,25 +58,27 @@ impl Graph {
     /// its operands that depend on each input of partial times tangent, in
     /// operand order, as the generated WGSL computes it.
     pub fn evaluate_into(&self, point: &[f64], ws: &mut Workspace, gradient: &mut [f64]) -> f64 {
-        for (id, node) in self.nodes.iter().enumerate() {
+        for (id, node) in self.nodes().iter().enumerate() {
             let (value, partials) = match *node {
-                Node::Input(i) => (point[i], [(id, 1.0), (id, 0.0)]),
-                Node::Constant(c) => (c, [(id, 0.0), (id, 0.0)]),
-                Node::Unary(op, a) => {
+                Op::Variable(i) => (point[i], [(id, 1.0), (id, 0.0)]),
+                Op::Unary(op, a) => {
                     let (value, d) = op.value_and_derivative(ws.values[a]);
                     (value, [(a, d), (usize::MAX, 0.0)])
                 }
-                Node::Binary(op, a, b) => {
+                Op::Binary(op, a, b) => {
                     let (value, da, db) = op.value_and_partials(ws.values[a], ws.values[b]);
                     (value, [(a, da), (b, db)])
                 }
+                // A constant; `Graph::from_program` admits no other node.
+                Op::Constant(c) => (c, [(id, 0.0), (id, 0.0)]),
+                _ => (f64::NAN, [(id, 0.0), (id, 0.0)]),
             };
             ws.values[id] = value;
             let start = ws.offsets[id];
             for (k, &j) in self.deps[id].iter().enumerate() {
                 let tangent = match *node {
-                    Node::Input(_) => 1.0,
-                    Node::Constant(_) => 0.0,
+                    Op::Variable(_) => 1.0,
+                    Op::Constant(_) => 0.0,
                     _ => {
                         let first = self.term(ws, partials[0].0, j, partials[0].1);
                         let second = (partials[1].0 != usize::MAX)
@@ -92,7 +95,7 @@ impl Graph {
             }
         }
         gradient.fill(0.0);
-        let out = self.output;
+        let out = self.output();
         for (k, &j) in self.deps[out].iter().enumerate() {
             gradient[j] = ws.tangents[ws.offsets[out] + k];
         }

@@ -11,6 +11,21 @@ mod unary;
 pub use binary::BinaryOp;
 pub use unary::UnaryOp;
 
+/// Every element-wise function of the text language, for suggestions and
+/// help: read from the op tables (each unary operation by name, and the
+/// binary ones written as calls), so a new operation needs no entry here.
+pub fn functions() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = UnaryOp::catalogue()
+        .into_iter()
+        .map(|op| op.name())
+        .collect();
+    names.extend(BinaryOp::call_names());
+    names.push("where");
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|name| seen.insert(*name));
+    names
+}
+
 /// A product of the chain rule: a partial times a tangent, a cotangent
 /// times a partial, one Jacobian's entry times another's. A factor that is
 /// exactly zero makes the product zero even when the other is infinite or

@@ -10,9 +10,9 @@
 use std::collections::HashMap;
 
 use super::{Kind, MAX_ELEMENTS, NodeId, Op, Program, Shape, Variable};
-use crate::graph::functions;
 use crate::lang::{Expr, ExprKind, ParseError, Span, suggest};
 use crate::ops::BinaryOp;
+use crate::ops::functions;
 
 /// Words that begin statements, so never names.
 pub(super) const KEYWORDS: [&str; 3] = ["input", "param", "output"];
@@ -126,6 +126,9 @@ pub(super) struct Lowering<'a> {
     pub(super) source: &'a str,
     /// A bare expression: free names become scalar inputs.
     pub(super) bare: bool,
+    /// A bare expression whose inputs were given up front: a free name
+    /// not among them is an error.
+    fixed: bool,
     pub(super) variables: Vec<Variable>,
     /// Where each variable was declared, for "declared twice".
     pub(super) declared_at: Vec<Span>,
@@ -147,6 +150,7 @@ impl<'a> Lowering<'a> {
         Lowering {
             source,
             bare,
+            fixed: false,
             variables: Vec::new(),
             declared_at: Vec::new(),
             by_name: HashMap::new(),
@@ -157,6 +161,29 @@ impl<'a> Lowering<'a> {
             values: HashMap::new(),
             later: HashMap::new(),
         }
+    }
+
+    /// A bare expression whose scalar inputs are exactly `names`, in this
+    /// order (a name that does not appear is an input the value does not
+    /// depend on).
+    pub(super) fn with_inputs(source: &'a str, names: &[String]) -> Self {
+        let mut lowering = Lowering::new(source, true);
+        lowering.fixed = true;
+        for name in names {
+            if lowering.by_name.contains_key(name) {
+                continue;
+            }
+            lowering
+                .by_name
+                .insert(name.clone(), lowering.variables.len());
+            lowering.variables.push(Variable {
+                name: name.clone(),
+                kind: Kind::Input,
+                shape: Shape::Scalar,
+            });
+            lowering.declared_at.push(Span::new(0, 0));
+        }
+        lowering
     }
 
     pub(super) fn error(&self, span: Span, message: impl Into<String>) -> ParseError {
@@ -477,6 +504,16 @@ impl<'a> Lowering<'a> {
             return Err(self
                 .error(span, format!("`{name}` is a function, not a variable"))
                 .with_help(format!("call it: {name}(x)")));
+        }
+        if self.fixed {
+            let known: Vec<&str> = self.variables.iter().map(|v| v.name.as_str()).collect();
+            let help = match suggest(name, &known) {
+                Some(near) => format!("did you mean `{near}`? the inputs are {}", known.join(", ")),
+                None => format!("the inputs are {}", known.join(", ")),
+            };
+            return Err(self
+                .error(span, format!("`{name}` is not an input"))
+                .with_help(help));
         }
         if self.bare {
             let index = self.variables.len();

@@ -301,9 +301,11 @@ impl Lowering<'_> {
                             span,
                             format!("`{whole}`: {left} is {sx} and {right} is {sy}"),
                         )
-                        .with_help(
-                            "`@` multiplies matrices and vectors; for two vectors of one length it is their dot product, and a scalar multiplies with `*`",
-                        )),
+                        .with_help(if self.bare {
+                            "every name in a bare expression is a scalar: write a program with `param W[m,n]` and `input x[n]` for `W @ x`"
+                        } else {
+                            "`@` multiplies matrices and vectors; for two vectors of one length it is their dot product, and a scalar multiplies with `*`"
+                        })),
                 }
             }
             (Value::Matrix { .. }, Value::Matrix { rows, cols, .. }) => Err(self
@@ -550,7 +552,7 @@ impl Lowering<'_> {
                 }
             }
         } else if let Some((rows, cols)) = grid {
-            let elementwise = crate::graph::functions().contains(&name);
+            let elementwise = crate::ops::functions().contains(&name);
             if !elementwise {
                 return Ok(None);
             }

@@ -224,6 +224,17 @@ impl Op {
     }
 }
 
+/// The order of a bare expression's inputs, which is the order of the
+/// derivative columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputOrder {
+    /// Each free name is an input, in order of first appearance.
+    FirstAppearance,
+    /// Exactly these inputs, in this order; a name not among them is an
+    /// error, and one that does not appear has a derivative column of zeros.
+    Given(Vec<String>),
+}
+
 /// A vector function, parsed from the text language.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Program {
@@ -251,6 +262,12 @@ impl Program {
     /// value is the scalar output `y`. Errors show the line with a caret.
     pub fn parse(text: &str) -> Result<Program> {
         parse::parse(text).map_err(Error::Parse)
+    }
+
+    /// Parses `text` as one expression of scalar inputs (never as the
+    /// program form), with the inputs in `order`: `ln(sin(x^3)^2)`.
+    pub fn parse_expression(text: &str, order: &InputOrder) -> Result<Program> {
+        parse::parse_expression_in(text, order).map_err(Error::Parse)
     }
 
     /// The indices of the inputs, in declaration order.

@@ -8,7 +8,7 @@
 //! it is assigned", rather than an unknown name.
 
 use super::lower::{Declaration, KEYWORDS, Lowering, Parsed, line_of};
-use super::{Kind, MAX_ELEMENTS, Op, Program, Shape};
+use super::{InputOrder, Kind, MAX_ELEMENTS, Op, Program, Shape};
 use crate::lang::{
     Expr, ExprKind, ParseError, Span, Token, TokenKind, parse_expression, parse_expression_at,
     suggest, tokenize,
@@ -20,13 +20,21 @@ pub(super) fn parse(text: &str) -> Parsed<Program> {
     let tokens = tokenize(text)?;
     let starts = statement_starts(&tokens);
     if !starts.iter().any(|&start| opens_statement(&tokens, start)) {
-        let expr = parse_expression(text)?;
-        let mut lowering = Lowering::new(text, true);
-        let value = lowering.lower(&expr)?;
-        let output = lowering.flat(value, &expr)?;
-        return Ok(lowering.finish(output, "y".to_owned()));
+        return parse_expression_in(text, &InputOrder::FirstAppearance);
     }
     program(text, &tokens, &starts)
+}
+
+/// Parses `text` as one expression of scalar inputs, in `order`.
+pub(super) fn parse_expression_in(text: &str, order: &InputOrder) -> Parsed<Program> {
+    let expr = parse_expression(text)?;
+    let mut lowering = match order {
+        InputOrder::FirstAppearance => Lowering::new(text, true),
+        InputOrder::Given(names) => Lowering::with_inputs(text, names),
+    };
+    let value = lowering.lower(&expr)?;
+    let output = lowering.flat(value, &expr)?;
+    Ok(lowering.finish(output, "y".to_owned()))
 }
 
 /// The index of the first token of every non-blank line.

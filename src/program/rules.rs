@@ -5,8 +5,8 @@
 
 use super::lower::{Lowered, Lowering, Parsed, REDUCTIONS, Value};
 use super::{NodeId, Op, Shape};
-use crate::graph::functions;
 use crate::lang::{BinOp, Expr, ParseError, Span, suggest};
+use crate::ops::functions;
 use crate::ops::{BinaryOp, UnaryOp};
 
 impl Lowering<'_> {

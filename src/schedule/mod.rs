@@ -9,7 +9,8 @@
 pub mod chain;
 pub mod vector;
 
-use crate::graph::{Graph, Node, NodeId};
+use crate::graph::{Graph, NodeId};
+use crate::program::Op;
 
 /// How to cut an element-wise graph into kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -38,8 +39,9 @@ pub struct ElementwisePlan {
     pub regions: Vec<Region>,
 }
 
-fn is_operation(node: &Node) -> bool {
-    matches!(node, Node::Unary(..) | Node::Binary(..))
+/// Whether a graph's node is computed (rather than read or inlined).
+pub(crate) fn is_operation(node: &Op) -> bool {
+    matches!(node, Op::Unary(..) | Op::Binary(..))
 }
 
 /// The plan for `graph` under `fusion`. Inputs and constants belong to no

@@ -7,8 +7,9 @@
 
 use std::fmt::Write;
 
-use crate::graph::{Graph, Node, NodeId};
-use crate::schedule::Region;
+use crate::graph::{Graph, NodeId};
+use crate::program::Op;
+use crate::schedule::{Region, is_operation};
 use crate::shaders;
 
 /// Where each binding of a generated kernel gets its buffer, in binding order.
@@ -60,13 +61,8 @@ pub(crate) fn region_kernel(graph: &Graph, region: &Region) -> RegionKernel {
         }
     };
     for &id in &region.nodes {
-        match nodes[id] {
-            Node::Unary(_, a) => need(a, &mut needed),
-            Node::Binary(_, a, b) => {
-                need(a, &mut needed);
-                need(b, &mut needed);
-            }
-            Node::Input(_) | Node::Constant(_) => {}
+        for a in nodes[id].operands() {
+            need(a, &mut needed);
         }
     }
     for &id in &region.outputs {
@@ -75,7 +71,10 @@ pub(crate) fn region_kernel(graph: &Graph, region: &Region) -> RegionKernel {
     needed.sort_unstable();
 
     let mut bindings = vec![Binding::Params];
-    if needed.iter().any(|&id| matches!(nodes[id], Node::Input(_))) {
+    if needed
+        .iter()
+        .any(|&id| matches!(nodes[id], Op::Variable(_)))
+    {
         bindings.push(Binding::Inputs);
     }
     for &id in &needed {
@@ -117,11 +116,11 @@ pub(crate) fn region_kernel(graph: &Graph, region: &Region) -> RegionKernel {
     for &id in &needed {
         let deps = graph.deps(id);
         match nodes[id] {
-            Node::Input(j) => {
+            Op::Variable(j) => {
                 let _ = writeln!(src, "    let v{id} = inputs[{j}u * params.n + i];");
                 let _ = writeln!(src, "    let t{id}_{j} = 1.0;");
             }
-            Node::Constant(c) => {
+            Op::Constant(c) => {
                 let _ = writeln!(src, "    let v{id} = {};", literal(c));
             }
             _ => {
@@ -135,18 +134,19 @@ pub(crate) fn region_kernel(graph: &Graph, region: &Region) -> RegionKernel {
     for &id in &region.nodes {
         let deps = graph.deps(id);
         let (call, operands): (String, Vec<(char, NodeId)>) = match nodes[id] {
-            Node::Unary(op, a) => {
+            Op::Unary(op, a) => {
                 let call = match op.parameter() {
                     Some(p) => format!("{}_vd(v{a}, {})", op.name(), literal(f64::from(p))),
                     None => format!("{}_vd(v{a})", op.name()),
                 };
                 (call, vec![('y', a)])
             }
-            Node::Binary(op, a, b) => (
+            Op::Binary(op, a, b) => (
                 format!("{}_vdd(v{a}, v{b})", op.name()),
                 vec![('y', a), ('z', b)],
             ),
-            Node::Input(_) | Node::Constant(_) => continue,
+            // Variables and constants; a graph has no other node.
+            _ => continue,
         };
         let _ = writeln!(src, "    let d{id} = {call};");
         let _ = writeln!(src, "    let v{id} = d{id}.x;");
@@ -178,8 +178,4 @@ pub(crate) fn region_kernel(graph: &Graph, region: &Region) -> RegionKernel {
         source: src,
         bindings,
     }
-}
-
-fn is_operation(node: &Node) -> bool {
-    matches!(node, Node::Unary(..) | Node::Binary(..))
 }

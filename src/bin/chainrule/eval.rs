@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use chainrule::graph::{Graph, InputOrder, Node};
+use chainrule::graph::{Graph, InputOrder};
 use chainrule::schedule::Fusion;
 use chainrule::{Backend, Error, npy};
 
@@ -44,7 +44,7 @@ pub(crate) fn eval(
     }
     let graph = Graph::parse(expression, InputOrder::Given(names.clone()))?;
     for (j, name) in names.iter().enumerate() {
-        if !graph.nodes().contains(&Node::Input(j)) {
+        if !graph.reads_input(j) {
             return Err(Error::InvalidArgument(format!(
                 "--input {name} is given but `{name}` does not appear in the expression"
             )));
