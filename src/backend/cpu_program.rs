@@ -6,8 +6,8 @@ use crate::backend::chain::JacobianAlgebra;
 use crate::backend::selection::{CpuJacobian, Selection};
 use crate::error::{Error, Result};
 use crate::jacobian::Jacobian;
-use crate::ops::BinaryOp;
-use crate::program::{Kind, Op, Program, softmax};
+use crate::jacobian::{JacShape, Structure};
+use crate::program::{Entries, Kind, LocalJacobian, Program, softmax};
 
 /// Every node's value for every sample, B x size (a parameter's and a
 /// constant's repeated per sample for uniform indexing).
@@ -77,16 +77,16 @@ impl JacobianAlgebra for CpuAlgebra<'_> {
     type Value = CpuJacobian;
 
     fn local(&mut self, node: usize, slot: usize) -> Result<CpuJacobian> {
-        let n = self.size(node);
-        Ok(match self.program.nodes[node] {
-            Op::Slice(a, start, _) => {
-                CpuJacobian::Selection(Selection::rows_of_identity(start, n, self.size(a)))
+        let local = self.program.local_jacobian(node, slot)?;
+        let JacShape { rows, cols, .. } = local.shape;
+        Ok(match local.entries {
+            Entries::Rows { start } => {
+                CpuJacobian::Selection(Selection::rows_of_identity(start, rows, cols))
             }
-            Op::Concat(a, b) => {
-                let (offset, part) = if slot == 0 { (0, a) } else { (self.size(a), b) };
-                CpuJacobian::Selection(Selection::placed(offset, self.size(part), n))
+            Entries::Placed { offset } => {
+                CpuJacobian::Selection(Selection::placed(offset, cols, rows))
             }
-            _ => CpuJacobian::Structured(self.structured(node, slot)?),
+            _ => CpuJacobian::Structured(self.structured(node, local)?),
         })
     }
 
@@ -124,103 +124,87 @@ impl JacobianAlgebra for CpuAlgebra<'_> {
 }
 
 impl CpuAlgebra<'_> {
-    /// The local Jacobian of an operation whose Jacobian has one of the
-    /// structures of `Jacobian` (every operation but the selections).
-    fn structured(&self, node: usize, slot: usize) -> Result<Jacobian> {
+    /// The local Jacobian `local` of `node`, one of the structures of
+    /// `Jacobian` (every operation's but the selections'), in f64.
+    fn structured(&self, node: usize, local: LocalJacobian) -> Result<Jacobian> {
         let batch = self.forward.batch;
-        let n = self.size(node);
-        Ok(match self.program.nodes[node] {
-            // The maximum is held constant under differentiation.
-            Op::ShiftMax(_) => Jacobian::Identity { n },
-            Op::Unary(op, a) => Jacobian::Diagonal {
-                batch,
-                n,
-                data: (0..batch * n)
-                    .map(|e| op.value_and_derivative(self.at(a, e / n, e % n)).1)
-                    .collect(),
-            },
-            Op::Binary(op, a, b) => {
-                let operand = if slot == 0 { a } else { b };
-                let unit =
-                    matches!(op, BinaryOp::Add) || (matches!(op, BinaryOp::Sub) && slot == 0);
-                if self.size(operand) == n && unit {
-                    return Ok(Jacobian::Identity { n });
-                }
-                let data: Vec<f64> = (0..batch * n)
+        let JacShape {
+            structure,
+            rows,
+            cols,
+        } = local.shape;
+        let op = self.program.nodes[node];
+        Ok(match local.entries {
+            Entries::Unit => Jacobian::Identity { n: rows },
+            Entries::Partial { slot } => {
+                let mut operands = op.operands();
+                let a = operands.next().unwrap_or(node);
+                let b = operands.next().unwrap_or(a);
+                let data = (0..batch * rows)
                     .map(|e| {
-                        let (s, i) = (e / n, e % n);
-                        let (_, da, db) = op.value_and_partials(self.at(a, s, i), self.at(b, s, i));
-                        if slot == 0 { da } else { db }
+                        let (s, i) = (e / rows, e % rows);
+                        op.elementwise_partial(slot, self.at(a, s, i), self.at(b, s, i))
+                            .unwrap_or(f64::NAN)
                     })
                     .collect();
-                if self.size(operand) == n {
-                    Jacobian::Diagonal { batch, n, data }
-                } else {
-                    Jacobian::Dense {
+                match structure {
+                    Structure::Diagonal => Jacobian::Diagonal {
                         batch,
-                        rows: n,
-                        cols: 1,
+                        n: rows,
                         data,
-                    }
+                    },
+                    _ => Jacobian::Dense {
+                        batch,
+                        rows,
+                        cols,
+                        data,
+                    },
                 }
             }
-            Op::MatVec(w, v) => Jacobian::Shared {
-                rows: n,
-                cols: self.size(v),
-                data: self.forward.values[w][..n * self.size(v)].to_vec(),
+            Entries::Matrix(w) => Jacobian::Shared {
+                rows,
+                cols,
+                data: self.forward.values[w][..rows * cols].to_vec(),
             },
             // x^T W: the Jacobian in x is W^T (n x k for W of k x n).
-            Op::VecMat(w, v) => {
-                let k = self.size(v);
+            Entries::MatrixTransposed(w) => {
                 let weights = &self.forward.values[w];
                 Jacobian::Shared {
-                    rows: n,
-                    cols: k,
-                    data: (0..n * k).map(|e| weights[(e % k) * n + e / k]).collect(),
+                    rows,
+                    cols,
+                    data: (0..rows * cols)
+                        .map(|e| weights[(e % cols) * rows + e / cols])
+                        .collect(),
                 }
             }
-            Op::Sum(a) | Op::Mean(a) => {
-                let scale = if matches!(self.program.nodes[node], Op::Mean(_)) {
-                    1.0 / self.size(a) as f64
-                } else {
-                    1.0
-                };
-                Jacobian::Shared {
-                    rows: 1,
-                    cols: self.size(a),
-                    data: vec![scale; self.size(a)],
-                }
-            }
-            Op::LogSumExp(a) => {
-                // The gradient of logsumexp is softmax(z).
-                let n_a = self.size(a);
-                let data = self.forward.values[a]
-                    .chunks(n_a.max(1))
+            Entries::Constant(value) => Jacobian::Shared {
+                rows,
+                cols,
+                data: vec![value; rows * cols],
+            },
+            Entries::Softmax => {
+                let z = op.operands().next().unwrap_or(node);
+                let data = self.forward.values[z]
+                    .chunks(cols.max(1))
                     .flat_map(softmax)
                     .collect();
                 Jacobian::Dense {
                     batch,
-                    rows: 1,
-                    cols: n_a,
+                    rows,
+                    cols,
                     data,
                 }
             }
-            Op::Dot(a, b) => {
-                let other = if slot == 0 { b } else { a };
-                Jacobian::Dense {
-                    batch,
-                    rows: 1,
-                    cols: self.size(a),
-                    data: self.forward.values[other].clone(),
-                }
-            }
-            Op::Slice(..) | Op::Concat(..) => {
+            Entries::Values(other) => Jacobian::Dense {
+                batch,
+                rows,
+                cols,
+                data: self.forward.values[other].clone(),
+            },
+            Entries::Rows { .. } | Entries::Placed { .. } => {
                 return Err(Error::Shape(
                     "a selection is not a structured Jacobian".into(),
                 ));
-            }
-            Op::Variable(_) | Op::Constant(_) => {
-                return Err(Error::Shape("leaves have no local Jacobian".into()));
             }
         })
     }

@@ -583,21 +583,7 @@ impl<'a> Lowering<'a> {
             if !live.get(id).copied().unwrap_or(false) {
                 continue;
             }
-            let new = |old: NodeId| renumbered.get(old).copied().unwrap_or(0);
-            let op = match op {
-                Op::Variable(_) | Op::Constant(_) => op,
-                Op::Unary(f, a) => Op::Unary(f, new(a)),
-                Op::Binary(f, a, b) => Op::Binary(f, new(a), new(b)),
-                Op::MatVec(w, x) => Op::MatVec(new(w), new(x)),
-                Op::VecMat(w, x) => Op::VecMat(new(w), new(x)),
-                Op::Sum(a) => Op::Sum(new(a)),
-                Op::Mean(a) => Op::Mean(new(a)),
-                Op::Dot(a, b) => Op::Dot(new(a), new(b)),
-                Op::LogSumExp(a) => Op::LogSumExp(new(a)),
-                Op::ShiftMax(a) => Op::ShiftMax(new(a)),
-                Op::Slice(a, start, shape) => Op::Slice(new(a), start, shape),
-                Op::Concat(a, b) => Op::Concat(new(a), new(b)),
-            };
+            let op = op.map_operands(|old| renumbered.get(old).copied().unwrap_or(0));
             if let Some(slot) = renumbered.get_mut(id) {
                 *slot = program.nodes.len();
             }

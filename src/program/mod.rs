@@ -41,6 +41,7 @@
 
 mod builder;
 mod eval;
+mod local;
 mod lower;
 mod matrix;
 mod parse;
@@ -52,6 +53,7 @@ pub(crate) use eval::softmax;
 use std::fmt;
 
 pub use builder::{Handle, ProgramBuilder};
+pub use local::{Entries, LocalJacobian};
 
 use crate::error::{Error, Result};
 use crate::ops::{BinaryOp, UnaryOp};
@@ -211,6 +213,24 @@ impl Op {
             | Op::Concat(a, b) => (Some(a), Some(b)),
         };
         a.into_iter().chain(b)
+    }
+
+    /// The same operation reading `f(a)` wherever this one reads `a`.
+    pub fn map_operands(self, mut f: impl FnMut(NodeId) -> NodeId) -> Op {
+        match self {
+            Op::Variable(_) | Op::Constant(_) => self,
+            Op::Unary(u, a) => Op::Unary(u, f(a)),
+            Op::Binary(b, x, y) => Op::Binary(b, f(x), f(y)),
+            Op::MatVec(w, x) => Op::MatVec(f(w), f(x)),
+            Op::VecMat(w, x) => Op::VecMat(f(w), f(x)),
+            Op::Sum(a) => Op::Sum(f(a)),
+            Op::Mean(a) => Op::Mean(f(a)),
+            Op::Dot(a, b) => Op::Dot(f(a), f(b)),
+            Op::LogSumExp(a) => Op::LogSumExp(f(a)),
+            Op::ShiftMax(a) => Op::ShiftMax(f(a)),
+            Op::Slice(a, start, shape) => Op::Slice(f(a), start, shape),
+            Op::Concat(a, b) => Op::Concat(f(a), f(b)),
+        }
     }
 
     /// For a product of a param matrix and a vector, `(matrix, vector,

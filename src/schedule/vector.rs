@@ -11,7 +11,6 @@
 
 use crate::error::{Error, Result};
 use crate::jacobian::{Cost, JacShape, Structure, sum_shape};
-use crate::ops::BinaryOp;
 use crate::program::{NodeId, Op, Program};
 use crate::schedule::chain::{ChainOrder, chain_order, forward_order, reverse_order};
 
@@ -92,75 +91,15 @@ pub struct JacobianPlan {
     pub reverse_cost: Cost,
 }
 
-/// The shape of node `node`'s local Jacobian w.r.t. its operand in `slot`.
+/// The shape of node `node`'s local Jacobian w.r.t. its operand in `slot`
+/// (from [`Program::local_jacobian`], the one place it is defined).
 pub fn local_shape(program: &Program, node: NodeId, slot: usize) -> Result<JacShape> {
-    let size = |id: NodeId| program.shapes[id].size();
-    let out = size(node);
-    let shape = |structure, rows, cols| JacShape {
-        structure,
-        rows,
-        cols,
-    };
-    let operand = |slot: usize| -> Result<NodeId> {
-        let ops = operands(&program.nodes[node]);
-        ops.get(slot)
-            .copied()
-            .ok_or_else(|| Error::Shape(format!("node {node} has no operand {slot}")))
-    };
-    Ok(match program.nodes[node] {
-        Op::Unary(..) => shape(Structure::Diagonal, out, out),
-        // The maximum is held constant under differentiation.
-        Op::ShiftMax(_) => shape(Structure::Identity, out, out),
-        Op::Binary(op, _, _) => {
-            let o = size(operand(slot)?);
-            let unit = matches!(op, BinaryOp::Add) || (matches!(op, BinaryOp::Sub) && slot == 0);
-            if o == out && unit {
-                shape(Structure::Identity, out, out)
-            } else if o == out {
-                shape(Structure::Diagonal, out, out)
-            } else {
-                // A scalar expanded across a vector: a column per sample.
-                shape(Structure::Dense, out, o)
-            }
-        }
-        Op::MatVec(..) | Op::VecMat(..) => {
-            if slot != 1 {
-                return Err(Error::Shape(
-                    "matrices are parameters, not differentiated".into(),
-                ));
-            }
-            let (m, n) = (size(node), size(operand(1)?));
-            shape(Structure::Shared, m, n)
-        }
-        // A selection is priced as the batch-invariant matrix it stands
-        // for, an upper bound: the backends gather or scatter the
-        // neighbouring factor's rows or columns instead of multiplying.
-        Op::Slice(a, ..) => shape(Structure::Shared, out, size(a)),
-        Op::Concat(..) => shape(Structure::Shared, out, size(operand(slot)?)),
-        Op::Sum(a) | Op::Mean(a) => shape(Structure::Shared, 1, size(a)),
-        Op::Dot(a, _) | Op::LogSumExp(a) => shape(Structure::Dense, 1, size(a)),
-        Op::Variable(_) | Op::Constant(_) => {
-            return Err(Error::Shape("leaves have no local Jacobian".into()));
-        }
-    })
+    Ok(program.local_jacobian(node, slot)?.shape)
 }
 
 /// The operands of an op, in slot order.
 pub fn operands(op: &Op) -> Vec<NodeId> {
-    match *op {
-        Op::Unary(_, a)
-        | Op::Sum(a)
-        | Op::Mean(a)
-        | Op::LogSumExp(a)
-        | Op::ShiftMax(a)
-        | Op::Slice(a, ..) => vec![a],
-        Op::Binary(_, a, b)
-        | Op::MatVec(a, b)
-        | Op::VecMat(a, b)
-        | Op::Dot(a, b)
-        | Op::Concat(a, b) => vec![a, b],
-        Op::Variable(_) | Op::Constant(_) => vec![],
-    }
+    op.operands().collect()
 }
 
 struct Planner<'a> {

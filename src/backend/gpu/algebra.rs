@@ -11,8 +11,8 @@ use super::lazy::Lazy;
 use super::program::{Forward, NodeValue};
 use crate::backend::chain::JacobianAlgebra;
 use crate::error::{Error, Result};
-use crate::ops::BinaryOp;
-use crate::program::{Op, Program};
+use crate::jacobian::{JacShape, Structure};
+use crate::program::{Entries, Program};
 
 /// Runs a Jacobian plan on structured device Jacobians, folding diagonals
 /// into neighbouring products.
@@ -28,95 +28,74 @@ impl JacobianAlgebra for GpuAlgebra<'_> {
 
     fn local(&mut self, node: usize, slot: usize) -> Result<Lazy> {
         let program = self.program;
-        let size = |id: usize| program.shapes[id].size();
-        let n = size(node);
+        let local = program.local_jacobian(node, slot)?;
+        let JacShape {
+            structure,
+            rows,
+            cols,
+        } = local.shape;
         let partial = |slot: usize| -> Result<Segments> {
             self.forward.partials[node]
                 .get(slot)
                 .cloned()
                 .ok_or_else(|| Error::Shape(format!("node {node} has no partial {slot}")))
         };
-        let jacobian = match program.nodes[node] {
-            // The maximum is held constant under differentiation.
-            Op::ShiftMax(_) => GpuJacobian::Identity { n },
-            Op::Unary(..) => GpuJacobian::Diagonal {
-                n,
-                segments: partial(0)?,
-            },
-            Op::Binary(op, a, b) => {
-                let operand = if slot == 0 { a } else { b };
-                let unit =
-                    matches!(op, BinaryOp::Add) || (matches!(op, BinaryOp::Sub) && slot == 0);
-                if size(operand) == n && unit {
-                    GpuJacobian::Identity { n }
-                } else if size(operand) == n {
-                    GpuJacobian::Diagonal {
-                        n,
-                        segments: partial(slot)?,
-                    }
-                } else {
-                    GpuJacobian::Dense {
-                        rows: n,
-                        cols: 1,
-                        segments: partial(slot)?,
-                    }
+        let jacobian = match local.entries {
+            Entries::Unit => GpuJacobian::Identity { n: rows },
+            // The forward pass writes element-wise partials, and
+            // logsumexp's softmax, as the node's partials.
+            Entries::Partial { slot } if structure == Structure::Diagonal => {
+                GpuJacobian::Diagonal {
+                    n: rows,
+                    segments: partial(slot)?,
                 }
             }
-            Op::VecMat(_, v) => match self.forward.transposed.get(node).cloned().flatten() {
-                Some(buffer) => GpuJacobian::Shared {
-                    rows: n,
-                    cols: size(v),
-                    buffer,
-                },
-                None => return Err(Error::Shape(format!("node {node} has no W^T"))),
+            Entries::Partial { slot } => GpuJacobian::Dense {
+                rows,
+                cols,
+                segments: partial(slot)?,
             },
-            Op::MatVec(w, v) => match &self.forward.values[w] {
+            Entries::Softmax => GpuJacobian::Dense {
+                rows,
+                cols,
+                segments: partial(0)?,
+            },
+            Entries::MatrixTransposed(_) => {
+                match self.forward.transposed.get(node).cloned().flatten() {
+                    Some(buffer) => GpuJacobian::Shared { rows, cols, buffer },
+                    None => return Err(Error::Shape(format!("node {node} has no W^T"))),
+                }
+            }
+            Entries::Matrix(w) => match &self.forward.values[w] {
                 NodeValue::Shared(buffer) => GpuJacobian::Shared {
-                    rows: n,
-                    cols: size(v),
+                    rows,
+                    cols,
                     buffer: Arc::clone(buffer),
                 },
                 NodeValue::PerSample(_) => {
                     return Err(Error::Shape("the matrix of `@` must be a parameter".into()));
                 }
             },
-            Op::Sum(a) | Op::Mean(a) => {
-                let value = if matches!(program.nodes[node], Op::Mean(_)) {
-                    1.0 / size(a) as f32
-                } else {
-                    1.0
-                };
-                GpuJacobian::Shared {
-                    rows: 1,
-                    cols: size(a),
-                    buffer: self.context.upload_shared(&vec![value; size(a)]),
-                }
-            }
-            Op::LogSumExp(a) => GpuJacobian::Dense {
-                rows: 1,
-                cols: size(a),
-                segments: partial(0)?,
+            Entries::Constant(value) => GpuJacobian::Shared {
+                rows,
+                cols,
+                buffer: self.context.upload_shared(&vec![value as f32; rows * cols]),
             },
-            Op::Dot(a, b) => {
-                let other = if slot == 0 { b } else { a };
-                match &self.forward.values[other] {
-                    NodeValue::PerSample(segments) => GpuJacobian::Dense {
-                        rows: 1,
-                        cols: size(a),
-                        segments: segments.clone(),
-                    },
-                    NodeValue::Shared(buffer) => GpuJacobian::Shared {
-                        rows: 1,
-                        cols: size(a),
-                        buffer: Arc::clone(buffer),
-                    },
-                }
-            }
-            Op::Slice(..) | Op::Concat(..) => {
+            // A batch-invariant other side (a param) makes the row shared.
+            Entries::Values(other) => match &self.forward.values[other] {
+                NodeValue::PerSample(segments) => GpuJacobian::Dense {
+                    rows,
+                    cols,
+                    segments: segments.clone(),
+                },
+                NodeValue::Shared(buffer) => GpuJacobian::Shared {
+                    rows,
+                    cols,
+                    buffer: Arc::clone(buffer),
+                },
+            },
+            Entries::Rows { .. } | Entries::Placed { .. } => {
                 return Err(super::program::selection_refused(program.nodes[node]));
-            }
-            Op::Variable(_) | Op::Constant(_) => {
-                return Err(Error::Shape("leaves have no local Jacobian".into()));
             }
         };
         Ok(Lazy::Ready(jacobian))
