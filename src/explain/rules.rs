@@ -4,6 +4,7 @@
 
 use super::symbolic::{Expr, Rel};
 use crate::graph::NodeId;
+use crate::lang::{self, BinOp, ExprKind};
 use crate::ops::{BinaryOp, UnaryOp};
 use crate::program::Op;
 
@@ -92,14 +93,15 @@ fn relation(op: BinaryOp) -> Rel {
     }
 }
 
-/// The derivative of a unary operation at `a`, in the form the paper and
-/// `UnaryOp::derivative_formula` give it.
+/// The derivative of a unary operation at `a`: in the form the paper and
+/// `UnaryOp::derivative_formula` give it where that differs from the op
+/// table's derivative expression, else the table's expression itself, so
+/// that a new operation needs no rule here.
 pub(super) fn unary_partial(op: UnaryOp, a: &Expr) -> Expr {
     let zero = || Expr::Num(0.0);
     let call = |name: &'static str, x: &Expr| Expr::call(name, vec![x.clone()]);
     let one_minus = |e: Expr| Expr::sub(Expr::Num(1.0), e);
     match op {
-        UnaryOp::Identity => Expr::Num(1.0),
         UnaryOp::Relu => Expr::bracket(Rel::Greater, a.clone(), zero()),
         UnaryOp::LeakyRelu { alpha } => Expr::add(vec![
             Expr::bracket(Rel::AtLeast, a.clone(), zero()),
@@ -121,7 +123,6 @@ pub(super) fn unary_partial(op: UnaryOp, a: &Expr) -> Expr {
             Expr::mul(vec![s.clone(), one_minus(s)])
         }
         UnaryOp::Tanh => one_minus(Expr::pow(call("tanh", a), Expr::Num(2.0))),
-        UnaryOp::Softplus => call("sigmoid", a),
         UnaryOp::Silu => {
             let s = call("sigmoid", a);
             let inner = Expr::add(vec![
@@ -131,22 +132,16 @@ pub(super) fn unary_partial(op: UnaryOp, a: &Expr) -> Expr {
             Expr::mul(vec![s, inner])
         }
         UnaryOp::Gelu => gelu_partial(a),
-        UnaryOp::Exp => call("exp", a),
         UnaryOp::Ln => Expr::recip(a.clone()),
-        UnaryOp::Sin => call("cos", a),
-        UnaryOp::Cos => Expr::neg(call("sin", a)),
         UnaryOp::Tan => Expr::pow(call("cos", a), Expr::Num(-2.0)),
         UnaryOp::Sqrt => Expr::recip(Expr::mul(vec![Expr::Num(2.0), call("sqrt", a)])),
         UnaryOp::Abs => call("sign", a),
-        UnaryOp::Square => Expr::mul(vec![Expr::Num(2.0), a.clone()]),
         UnaryOp::Reciprocal => Expr::neg(Expr::pow(a.clone(), Expr::Num(-2.0))),
         UnaryOp::Pow { exponent } => {
             let p = f64::from(exponent);
             Expr::mul(vec![Expr::Num(p), Expr::pow(a.clone(), Expr::Num(p - 1.0))])
         }
         UnaryOp::Log1p => Expr::recip(Expr::add(vec![Expr::Num(1.0), a.clone()])),
-        UnaryOp::Expm1 => call("exp", a),
-        UnaryOp::Atan => Expr::recip(Expr::add(vec![Expr::Num(1.0), square(a)])),
         UnaryOp::Asinh => Expr::pow(Expr::add(vec![Expr::Num(1.0), square(a)]), Expr::Num(-0.5)),
         UnaryOp::Acosh => Expr::pow(Expr::sub(square(a), Expr::Num(1.0)), Expr::Num(-0.5)),
         UnaryOp::Atanh => Expr::recip(one_minus(square(a))),
@@ -155,8 +150,66 @@ pub(super) fn unary_partial(op: UnaryOp, a: &Expr) -> Expr {
             Expr::call("exp", vec![Expr::neg(square(a))]),
         ]),
         UnaryOp::GeluExact => gelu_exact_partial(a),
-        UnaryOp::Xlogx => Expr::add(vec![Expr::Num(1.0), call("ln", a)]),
+        _ => table_partial(op, a),
     }
+}
+
+/// The op table's derivative expression of `op` with `x` standing for
+/// `a` and the parameter for `alpha` and `p`.
+fn table_partial(op: UnaryOp, a: &Expr) -> Expr {
+    let parameter = f64::from(op.parameter().unwrap_or(0.0));
+    lang::parse_expression(op.derivative_expression())
+        .ok()
+        .and_then(|ast| formula(&ast, a, parameter))
+        .unwrap_or_else(|| Expr::call("derivative_unavailable", vec![a.clone()]))
+}
+
+/// An expression of the language as a formula; `None` for what formulas
+/// do not write (vectors, unknown names).
+fn formula(e: &lang::Expr, x: &Expr, parameter: f64) -> Option<Expr> {
+    let go = |e: &lang::Expr| formula(e, x, parameter);
+    Some(match &e.kind {
+        ExprKind::Number(v) => Expr::Num(*v),
+        ExprKind::Name(name) => match name.as_str() {
+            "x" => x.clone(),
+            "alpha" | "p" => Expr::Num(parameter),
+            "pi" => Expr::Named("pi", std::f64::consts::PI),
+            _ => return None,
+        },
+        ExprKind::Neg(inner) => Expr::neg(go(inner)?),
+        ExprKind::Binary { op, lhs, rhs } => {
+            let (l, r) = (go(lhs)?, go(rhs)?);
+            match op {
+                BinOp::Add => Expr::add(vec![l, r]),
+                BinOp::Sub => Expr::sub(l, r),
+                BinOp::Mul => Expr::mul(vec![l, r]),
+                BinOp::Div => Expr::mul(vec![l, Expr::recip(r)]),
+                BinOp::Pow => Expr::pow(l, r),
+                BinOp::Lt => Expr::bracket(Rel::Less, l, r),
+                BinOp::Le => Expr::bracket(Rel::AtMost, l, r),
+                BinOp::Gt => Expr::bracket(Rel::Greater, l, r),
+                BinOp::Ge => Expr::bracket(Rel::AtLeast, l, r),
+                BinOp::MatMul => return None,
+            }
+        }
+        ExprKind::Call { name, args, .. } => {
+            let args = args.iter().map(go).collect::<Option<Vec<Expr>>>()?;
+            match (name.as_str(), args.as_slice()) {
+                ("strong_mul", _) => Expr::mul(args),
+                ("where", [_, _, _]) => Expr::call("where", args),
+                (name, _) => {
+                    let unary = UnaryOp::catalogue()
+                        .into_iter()
+                        .find(|op| op.name() == name);
+                    let known = unary
+                        .map(|op| op.name())
+                        .or_else(|| BinaryOp::from_call(name).map(BinaryOp::name))?;
+                    Expr::call(known, args)
+                }
+            }
+        }
+        ExprKind::Index { .. } | ExprKind::List(_) => return None,
+    })
 }
 
 fn square(a: &Expr) -> Expr {

@@ -147,6 +147,44 @@ impl BinaryOp {
         CALLS.into_iter().map(BinaryOp::name)
     }
 
+    /// The partial derivatives with respect to the first and the second
+    /// operand, as expressions of the text language in `x` (the first) and
+    /// `y` (the second): the binary half of
+    /// [`UnaryOp::derivative_expression`](super::UnaryOp::derivative_expression),
+    /// with the same contract, except where the value itself is NaN (a NaN
+    /// operand, a negative base with a fractional exponent, an infinite
+    /// exponent): there the reference's partials are NaN and these may
+    /// not be. A test checks them against [`BinaryOp::value_and_partials`].
+    pub fn partial_expressions(self) -> [&'static str; 2] {
+        match self {
+            BinaryOp::Add => ["1", "1"],
+            BinaryOp::Sub => ["1", "-1"],
+            BinaryOp::Mul | BinaryOp::StrongMul => ["y", "x"],
+            BinaryOp::Div => ["1 / y", "-(x / y) / y"],
+            BinaryOp::Pow => [
+                "where(y, y * x^(y - 1), 0)",
+                "where(x > 0, x^y * ln(x), where(x, 0 / 0, where(y > 0, 0, 0 / 0)))",
+            ],
+            BinaryOp::Min => [
+                "(x < y) + 0.5 * (x <= y) * (x >= y)",
+                "(y < x) + 0.5 * (x <= y) * (x >= y)",
+            ],
+            BinaryOp::Max => [
+                "(x > y) + 0.5 * (x <= y) * (x >= y)",
+                "(y > x) + 0.5 * (x <= y) * (x >= y)",
+            ],
+            BinaryOp::Atan2 => [
+                // 0 at the origin and at infinity, as the reference.
+                "where((abs(x) + abs(y) > 0) * (abs(x) + abs(y) < 1 / 0), y / (x^2 + y^2), 0)",
+                "where((abs(x) + abs(y) > 0) * (abs(x) + abs(y) < 1 / 0), -x / (x^2 + y^2), 0)",
+            ],
+            BinaryOp::Xlogy => ["ln(y)", "where(x, where(y >= 0, x / y, 0 / 0), 0)"],
+            BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => ["0", "0"],
+            BinaryOp::WhereA => ["0", "where(x, 1, 0)"],
+            BinaryOp::WhereB => ["0", "where(x, 0, 1)"],
+        }
+    }
+
     /// (value, d/da, d/db) at (a, b), in f64.
     pub fn value_and_partials(self, a: f64, b: f64) -> (f64, f64, f64) {
         let indicator = |holds: bool| (f64::from(u8::from(holds)), 0.0, 0.0);

@@ -215,6 +215,58 @@ impl UnaryOp {
         }
     }
 
+    /// The derivative as an expression of the text language in `x` (with
+    /// `alpha` and `p` standing for the parameter), from which the IR
+    /// transformations build derivative nodes out of operations that have
+    /// derivatives themselves, so that derivatives compose to any order.
+    /// It agrees with [`UnaryOp::value_and_derivative`] in f64 (a test
+    /// checks every operation on its domain and its edges); `where` keeps
+    /// the kinks' conventions and NaN outside the domain, and `strong_mul`
+    /// (a product whose zero factor wins, available to these expressions
+    /// only) keeps the infinite limits.
+    pub fn derivative_expression(&self) -> &'static str {
+        match self {
+            UnaryOp::Identity => "1",
+            UnaryOp::Relu => "x > 0",
+            UnaryOp::LeakyRelu { .. } => "where(x >= 0, 1, alpha)",
+            UnaryOp::Elu { .. } => "where(x > 0, 1, alpha * exp(x))",
+            UnaryOp::Sigmoid => "sigmoid(x) * sigmoid(-x)",
+            UnaryOp::Tanh => "4 * sigmoid(2 * x) * sigmoid(-2 * x)",
+            UnaryOp::Softplus => "sigmoid(x)",
+            UnaryOp::Silu => "strong_mul(sigmoid(x), 1 + strong_mul(x, sigmoid(-x)))",
+            UnaryOp::Gelu => {
+                "where(abs(x) > 12, x > 0, sigmoid(1.5957691216057308 * (x + 0.044715 * x^3)) \
+                 + 1.5957691216057308 * x * (1 + 0.134145 * x^2) \
+                 * sigmoid(1.5957691216057308 * (x + 0.044715 * x^3)) \
+                 * sigmoid(-1.5957691216057308 * (x + 0.044715 * x^3)))"
+            }
+            UnaryOp::Exp | UnaryOp::Expm1 => "exp(x)",
+            UnaryOp::Ln => "where(x >= 0, 1 / abs(x), 0 / 0)",
+            UnaryOp::Sin => "cos(x)",
+            UnaryOp::Cos => "-sin(x)",
+            UnaryOp::Tan => "1 / cos(x)^2",
+            UnaryOp::Sqrt => "0.5 / abs(sqrt(x))",
+            UnaryOp::Abs => "(x > 0) - (x < 0)",
+            UnaryOp::Square => "2 * x",
+            UnaryOp::Reciprocal => "-1 / x^2",
+            UnaryOp::Pow { exponent } if *exponent == 0.0 => "0",
+            UnaryOp::Pow { .. } => "p * x^(p - 1)",
+            UnaryOp::Log1p => "where(x >= -1, 1 / abs(1 + x), 0 / 0)",
+            UnaryOp::Atan => "1 / (1 + x^2)",
+            UnaryOp::Asinh => "where(abs(x) < 1e18, 1 / sqrt(1 + x^2), 1 / abs(x))",
+            UnaryOp::Acosh => {
+                "where(x >= 1, where(x < 1e18, 1 / sqrt((x - 1) * (x + 1)), 1 / x), 0 / 0)"
+            }
+            UnaryOp::Atanh => "where(abs(x) <= 1, 1 / ((1 - x) * (1 + x)), 0 / 0)",
+            UnaryOp::Erf => "1.1283791670955126 * exp(-x^2)",
+            UnaryOp::GeluExact => {
+                "0.5 * (1 + erf(0.7071067811865476 * x)) \
+                 + strong_mul(0.3989422804014327 * x, exp(-0.5 * x^2))"
+            }
+            UnaryOp::Xlogx => "ln(x) + 1",
+        }
+    }
+
     /// Checks the parameter: it must be finite.
     pub fn validate(&self) -> Result<()> {
         match self.parameter() {

@@ -129,6 +129,9 @@ pub(super) struct Lowering<'a> {
     /// A bare expression whose inputs were given up front: a free name
     /// not among them is an error.
     fixed: bool,
+    /// Lowering an op table's derivative expression, where `strong_mul`
+    /// (not in the language) is known.
+    pub(super) internal: bool,
     pub(super) variables: Vec<Variable>,
     /// Where each variable was declared, for "declared twice".
     pub(super) declared_at: Vec<Span>,
@@ -151,6 +154,7 @@ impl<'a> Lowering<'a> {
             source,
             bare,
             fixed: false,
+            internal: false,
             variables: Vec::new(),
             declared_at: Vec::new(),
             by_name: HashMap::new(),

@@ -40,6 +40,7 @@
 //!   operations on constants alone are folded.
 
 mod builder;
+mod derive;
 mod eval;
 mod local;
 mod lower;

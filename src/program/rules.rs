@@ -287,10 +287,17 @@ impl Lowering<'_> {
     /// (z - logsumexp(z) in f32 loses all of ln 2 at z = 1e8). The shift's
     /// maximum is held constant under differentiation; the result does not
     /// depend on it, so its Jacobian I - 1 softmax(z)^T is exact.
-    fn log_softmax(&mut self, z: NodeId, at: Span, span: Span) -> Parsed<NodeId> {
+    pub(super) fn log_softmax(&mut self, z: NodeId, at: Span, span: Span) -> Parsed<NodeId> {
         let shifted = self.add(Op::ShiftMax(z), self.shape(z));
         let lse = self.add(Op::LogSumExp(shifted), Shape::Scalar);
         self.elementwise(BinaryOp::Sub, (shifted, at), (lse, at), span)
+    }
+
+    /// The binary operation a call of `name` makes: the language's, and
+    /// `strong_mul` in the op table's derivative expressions.
+    fn binary_call(&self, name: &str) -> Option<BinaryOp> {
+        BinaryOp::from_call(name)
+            .or_else(|| (self.internal && name == "strong_mul").then_some(BinaryOp::StrongMul))
     }
 
     /// Checks a call's function and number of arguments before the
@@ -302,7 +309,8 @@ impl Lowering<'_> {
         count: usize,
         span: Span,
     ) -> Parsed<()> {
-        if !functions().contains(&name) && !REDUCTIONS.contains(&name) {
+        let internal = self.binary_call(name).is_some();
+        if !functions().contains(&name) && !REDUCTIONS.contains(&name) && !internal {
             let mut known: Vec<&str> = functions();
             known.extend(REDUCTIONS);
             let help = match suggest(name, &known) {
@@ -316,7 +324,7 @@ impl Lowering<'_> {
         let (wanted, fits) = match name {
             "dot" | "mse" | "cross_entropy" | "cross" | "outer" => ("two arguments", count == 2),
             "max" | "min" => ("one or two arguments", count == 1 || count == 2),
-            _ if BinaryOp::from_call(name).is_some() => ("two arguments", count == 2),
+            _ if self.binary_call(name).is_some() => ("two arguments", count == 2),
             "leaky_relu" | "elu" => ("one or two arguments", count == 1 || count == 2),
             "where" => ("three arguments", count == 3),
             _ => ("one argument", count == 1),
@@ -354,7 +362,7 @@ impl Lowering<'_> {
             nodes.push((self.node(value, arg)?, arg.span));
         }
         let arity = || ParseError::new(self.source, span, format!("wrong arguments to `{name}`"));
-        if let (Some(op), &[a, b]) = (BinaryOp::from_call(name), nodes.as_slice()) {
+        if let (Some(op), &[a, b]) = (self.binary_call(name), nodes.as_slice()) {
             return self.elementwise(op, a, b, span);
         }
         match (name, nodes.as_slice()) {

@@ -270,6 +270,7 @@ fn call_value(name: &str, args: &[f64]) -> Option<f64> {
         } else {
             x * 0.0
         }),
+        ("where", [c, a, b]) => Some(if *c != 0.0 { *a } else { *b }),
         ("min", [a, b]) => Some(a.min(*b)),
         ("max", [a, b]) => Some(a.max(*b)),
         (name, [a, b]) if BinaryOp::from_name(name).is_some() => {

@@ -1,0 +1,473 @@
+//! Derivatives as transformations of the IR: a program in, a program out.
+//!
+//! [`Program::jvp_program`] adds a tangent input and returns the program of
+//! the forward tangent J v; [`Program::vjp_program`] adds a cotangent input
+//! and returns the program of u^T J; [`Program::gradient_program`] is the
+//! VJP of a scalar output with the seed 1. Each rule is the vector chain rule
+//! of Parr and Howard ("The Matrix Calculus You Need For Deep Learning",
+//! sections 4 and 5) on one operation, and every element-wise partial comes
+//! from the op tables as an expression of the language
+//! ([`UnaryOp::derivative_expression`], [`BinaryOp::partial_expressions`]),
+//! lowered into operations that have derivatives themselves. So the results
+//! are ordinary programs: they run on every backend and through the program
+//! compiler unchanged, and they can be transformed again: the JVP of a
+//! gradient program is a Hessian-vector product, with no code for second
+//! derivatives anywhere.
+//!
+//! Products of a partial and a tangent or cotangent use `strong_mul`, whose
+//! zero factor wins (the zero-factor rule of the compiled kernels): a path
+//! through a zero partial adds nothing, even where the other factor is
+//! infinite.
+
+use super::lower::{Lowering, Value};
+use super::{Kind, NodeId, Op, Program, Shape, Variable};
+use crate::error::{Error, Result};
+use crate::lang::{Span, parse_expression};
+use crate::ops::{BinaryOp, UnaryOp};
+
+/// A new program under construction: the original's variables and nodes
+/// first, then the derivative's, shared where identical.
+struct Builder {
+    lowering: Lowering<'static>,
+    /// The new id of each of the original program's nodes.
+    map: Vec<NodeId>,
+}
+
+impl Builder {
+    fn new(program: &Program) -> Builder {
+        let mut lowering = Lowering::new("", false);
+        lowering.internal = true;
+        // Variables are not entered by name: derivative expressions bind
+        // only their own names (`x`, `y`, `alpha`, `p`).
+        lowering.variables = program.variables.clone();
+        let mut map: Vec<NodeId> = Vec::with_capacity(program.nodes.len());
+        for (op, shape) in program.nodes.iter().zip(&program.shapes) {
+            let op = op.map_operands(|a| map.get(a).copied().unwrap_or(a));
+            map.push(lowering.add(op, *shape));
+        }
+        for (id, name) in program.names.iter().enumerate() {
+            if let (Some(name), Some(&new)) = (name, map.get(id)) {
+                if let Some(slot) = lowering.names.get_mut(new) {
+                    *slot = Some(name.clone());
+                }
+            }
+        }
+        Builder { lowering, map }
+    }
+
+    /// A name for a new variable: `base`, or with enough `_` appended to be
+    /// unlike every other variable's.
+    fn fresh_name(&self, base: &str) -> String {
+        let mut name = base.to_string();
+        while self.lowering.variables.iter().any(|v| v.name == name) {
+            name.push('_');
+        }
+        name
+    }
+
+    /// A new variable and the node that reads it.
+    fn variable(&mut self, name: String, kind: Kind, shape: Shape) -> NodeId {
+        let index = self.lowering.variables.len();
+        let variable = Variable { name, kind, shape };
+        let node_shape = variable.node_shape();
+        self.lowering.variables.push(variable);
+        self.lowering.add(Op::Variable(index), node_shape)
+    }
+
+    fn shape(&self, id: NodeId) -> Shape {
+        self.lowering.shape(id)
+    }
+
+    fn add(&mut self, op: Op, shape: Shape) -> NodeId {
+        self.lowering.add(op, shape)
+    }
+
+    fn constant(&mut self, value: f64) -> NodeId {
+        self.lowering.constant(value)
+    }
+
+    /// An element-wise binary operation; a scalar meets every element of a
+    /// vector.
+    fn binary(&mut self, op: BinaryOp, a: NodeId, b: NodeId) -> NodeId {
+        let shape = match self.shape(a) {
+            Shape::Scalar => self.shape(b),
+            shape => shape,
+        };
+        self.add(Op::Binary(op, a, b), shape)
+    }
+
+    /// partial * tangent with the zero-factor rule.
+    fn chain(&mut self, partial: NodeId, other: NodeId) -> NodeId {
+        self.binary(BinaryOp::StrongMul, partial, other)
+    }
+
+    /// Zeros of `like`'s shape (0 whatever `like` holds, NaN included).
+    fn zeros_like(&mut self, like: NodeId) -> NodeId {
+        let zero = self.constant(0.0);
+        self.chain(zero, like)
+    }
+
+    /// `value` made `like`'s shape: a scalar spread over a vector, a
+    /// vector summed to a scalar (a scalar operand's share of an
+    /// element-wise result).
+    fn fit(&mut self, value: NodeId, like: NodeId) -> NodeId {
+        match (self.shape(value), self.shape(like)) {
+            (a, b) if a == b => value,
+            (Shape::Scalar, _) => {
+                let zeros = self.zeros_like(like);
+                self.binary(BinaryOp::Add, value, zeros)
+            }
+            (_, Shape::Scalar) => self.add(Op::Sum(value), Shape::Scalar),
+            _ => value,
+        }
+    }
+
+    /// `a + b`, either of which may be absent (zero).
+    fn plus(&mut self, a: Option<NodeId>, b: Option<NodeId>) -> Option<NodeId> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(self.binary(BinaryOp::Add, a, b)),
+            (a, None) => a,
+            (None, b) => b,
+        }
+    }
+
+    /// An op table's expression with its names bound to nodes.
+    fn expression(&mut self, text: &'static str, bindings: &[(&str, NodeId)]) -> Result<NodeId> {
+        let expr = parse_expression(text).map_err(Error::Parse)?;
+        self.lowering.source = text;
+        self.lowering.values.clear();
+        for &(name, node) in bindings {
+            self.lowering
+                .values
+                .insert(name.to_string(), Value::Node(node));
+        }
+        let value = self.lowering.lower(&expr).map_err(Error::Parse)?;
+        self.lowering.values.clear();
+        match value {
+            Value::Node(id) => Ok(id),
+            _ => Err(Error::Shape(format!(
+                "the derivative expression `{text}` is not a scalar or vector"
+            ))),
+        }
+    }
+
+    /// f'(a) for a unary operation.
+    fn unary_derivative(&mut self, f: UnaryOp, a: NodeId) -> Result<NodeId> {
+        let parameter = self.constant(f64::from(f.parameter().unwrap_or(0.0)));
+        self.expression(
+            f.derivative_expression(),
+            &[("x", a), ("alpha", parameter), ("p", parameter)],
+        )
+    }
+
+    /// The partial of `f(a, b)` with respect to the operand in `slot`.
+    fn binary_partial(&mut self, f: BinaryOp, slot: usize, a: NodeId, b: NodeId) -> Result<NodeId> {
+        let text = f.partial_expressions()[slot.min(1)];
+        self.expression(text, &[("x", a), ("y", b)])
+    }
+
+    /// softmax(z), as the lowering writes it (exp of log_softmax).
+    fn softmax(&mut self, z: NodeId) -> Result<NodeId> {
+        let at = Span::new(0, 0);
+        let log_softmax = self.lowering.log_softmax(z, at, at).map_err(Error::Parse)?;
+        let shape = self.shape(log_softmax);
+        Ok(self.add(Op::Unary(UnaryOp::Exp, log_softmax), shape))
+    }
+
+    fn finish(self, output: NodeId, name: String) -> Result<Program> {
+        let program = self.lowering.finish(output, name);
+        program.check()?;
+        Ok(program)
+    }
+}
+
+/// Which original nodes depend on variable `wrt`.
+fn depends_on(program: &Program, wrt: usize) -> Vec<bool> {
+    let mut depends: Vec<bool> = Vec::with_capacity(program.nodes.len());
+    for op in &program.nodes {
+        let d = match *op {
+            Op::Variable(v) => v == wrt,
+            _ => op
+                .operands()
+                .any(|a| depends.get(a).copied().unwrap_or(false)),
+        };
+        depends.push(d);
+    }
+    depends
+}
+
+impl Program {
+    fn variable_named(&self, name: &str) -> Result<usize> {
+        self.variable(name).ok_or_else(|| {
+            let names: Vec<&str> = self.variables.iter().map(|v| v.name.as_str()).collect();
+            Error::InvalidArgument(format!(
+                "`{name}` is not a variable of the program (it has {})",
+                names.join(", ")
+            ))
+        })
+    }
+
+    /// The program of the forward tangent (JVP) J v with respect to
+    /// variable `wrt` (an input or a param): the same variables plus one
+    /// more, the tangent v, of `wrt`'s shape and kind, called `d` + its
+    /// name (with `_` appended while that is taken); its output, of the
+    /// output's shape, is the directional derivative of the output along v.
+    pub fn jvp_program(&self, wrt: &str) -> Result<Program> {
+        let v = self.variable_named(wrt)?;
+        let declared = self.variables[v].clone();
+        let mut b = Builder::new(self);
+        let name = b.fresh_name(&format!("d{wrt}"));
+        let tangent_input = b.variable(name, declared.kind, declared.shape);
+        let map = b.map.clone();
+        let new = |old: NodeId| map.get(old).copied().unwrap_or(old);
+        let mut tangents: Vec<Option<NodeId>> = vec![None; self.nodes.len()];
+        for (id, op) in self.nodes.iter().enumerate() {
+            let t = |old: NodeId| tangents.get(old).copied().flatten();
+            let node = new(id);
+            let tangent = match *op {
+                Op::Variable(i) => (i == v).then_some(tangent_input),
+                Op::Constant(_) => None,
+                Op::Unary(f, a) => match t(a) {
+                    Some(ta) => {
+                        let d = b.unary_derivative(f, new(a))?;
+                        Some(b.chain(d, ta))
+                    }
+                    None => None,
+                },
+                Op::Binary(f, x, y) => {
+                    let mut sum = None;
+                    for (slot, operand) in [x, y].into_iter().enumerate() {
+                        if let Some(to) = t(operand) {
+                            let p = b.binary_partial(f, slot, new(x), new(y))?;
+                            let term = b.chain(p, to);
+                            sum = b.plus(sum, Some(term));
+                        }
+                    }
+                    sum
+                }
+                Op::MatVec(w, x) | Op::VecMat(w, x) => {
+                    let shape = self.shapes[id];
+                    let rebuild = |m: NodeId, x: NodeId| match *op {
+                        Op::MatVec(..) => Op::MatVec(m, x),
+                        _ => Op::VecMat(m, x),
+                    };
+                    let along_x = t(x).map(|tx| b.add(rebuild(new(w), tx), shape));
+                    let along_w = t(w).map(|tw| b.add(rebuild(tw, new(x)), shape));
+                    b.plus(along_x, along_w)
+                }
+                Op::Sum(a) => t(a).map(|ta| b.add(Op::Sum(ta), Shape::Scalar)),
+                Op::Mean(a) => t(a).map(|ta| b.add(Op::Mean(ta), Shape::Scalar)),
+                Op::Dot(x, y) => {
+                    let left = t(x).map(|tx| b.add(Op::Dot(tx, new(y)), Shape::Scalar));
+                    let right = t(y).map(|ty| b.add(Op::Dot(new(x), ty), Shape::Scalar));
+                    b.plus(left, right)
+                }
+                Op::LogSumExp(z) => match t(z) {
+                    Some(tz) => {
+                        let softmax = b.softmax(new(z))?;
+                        Some(b.add(Op::Dot(softmax, tz), Shape::Scalar))
+                    }
+                    None => None,
+                },
+                // The maximum is held constant under differentiation.
+                Op::ShiftMax(z) => t(z),
+                Op::Slice(a, start, shape) => {
+                    t(a).map(|ta| b.add(Op::Slice(ta, start, shape), shape))
+                }
+                Op::Concat(x, y) => match (t(x), t(y)) {
+                    (None, None) => None,
+                    (tx, ty) => {
+                        let tx = tx.unwrap_or_else(|| b.zeros_like(new(x)));
+                        let ty = ty.unwrap_or_else(|| b.zeros_like(new(y)));
+                        Some(b.add(Op::Concat(tx, ty), self.shapes[id]))
+                    }
+                },
+            };
+            tangents[id] = tangent.map(|t| b.fit(t, node));
+        }
+        let out = new(self.output);
+        let output = match tangents.get(self.output).copied().flatten() {
+            Some(t) => t,
+            None => b.zeros_like(out),
+        };
+        b.finish(output, format!("d{}", self.output_name))
+    }
+
+    /// The program of the VJP u^T J with respect to variable `wrt` (an
+    /// input, or a scalar or vector param): the same variables plus one
+    /// more input, the cotangent u, of the output's shape, called `u` (with
+    /// `_` appended while that is taken); its output, of `wrt`'s shape
+    /// (a per-sample matrix input's as the vector of its elements), is
+    /// u^T J for each sample. A matrix param is refused: its gradient is
+    /// an outer product, which the IR does not have.
+    pub fn vjp_program(&self, wrt: &str) -> Result<Program> {
+        self.reverse_program(wrt, true)
+    }
+
+    /// The program of the gradient of a scalar output with respect to
+    /// variable `wrt`, for each sample: [`Program::vjp_program`] with the
+    /// seed 1 and no cotangent input. Its JVP ([`Program::jvp_program`])
+    /// is the Hessian-vector product.
+    pub fn gradient_program(&self, wrt: &str) -> Result<Program> {
+        if self.shapes.get(self.output) != Some(&Shape::Scalar) {
+            return Err(Error::Shape(format!(
+                "a gradient needs a scalar output, but `{}` is {}",
+                self.output_name,
+                self.shapes
+                    .get(self.output)
+                    .copied()
+                    .unwrap_or(Shape::Scalar)
+            )));
+        }
+        self.reverse_program(wrt, false)
+    }
+
+    fn reverse_program(&self, wrt: &str, seeded: bool) -> Result<Program> {
+        let v = self.variable_named(wrt)?;
+        if let Shape::Matrix(..) = self.variables[v].shape {
+            if self.variables[v].kind == Kind::Param {
+                return Err(Error::InvalidArgument(format!(
+                    "`{wrt}` is a matrix param: the reverse transformation gives inputs' and \
+                     vector params' cotangents only (a matrix's is an outer product); take \
+                     its JVP, or its gradient with `Backend::gradient`"
+                )));
+            }
+        }
+        let depends = depends_on(self, v);
+        let mut b = Builder::new(self);
+        let map = b.map.clone();
+        let new = |old: NodeId| map.get(old).copied().unwrap_or(old);
+        let seed = if seeded {
+            let name = b.fresh_name("u");
+            let shape = self
+                .shapes
+                .get(self.output)
+                .copied()
+                .unwrap_or(Shape::Scalar);
+            b.variable(name, Kind::Input, shape)
+        } else {
+            b.constant(1.0)
+        };
+        let mut cotangents: Vec<Option<NodeId>> = vec![None; self.nodes.len()];
+        if depends.get(self.output).copied().unwrap_or(false) {
+            cotangents[self.output] = Some(seed);
+        }
+        for id in (0..self.nodes.len()).rev() {
+            let Some(c) = cotangents[id] else { continue };
+            let op = self.nodes[id];
+            // Each operand that depends on `wrt` gets its share, made its shape.
+            let mut shares: Vec<(NodeId, NodeId)> = Vec::new();
+            let wanted = |a: NodeId| depends.get(a).copied().unwrap_or(false);
+            match op {
+                Op::Variable(_) | Op::Constant(_) => {}
+                Op::Unary(f, a) => {
+                    if wanted(a) {
+                        let d = b.unary_derivative(f, new(a))?;
+                        shares.push((a, b.chain(c, d)));
+                    }
+                }
+                Op::Binary(f, x, y) => {
+                    for (slot, operand) in [x, y].into_iter().enumerate() {
+                        if wanted(operand) {
+                            let p = b.binary_partial(f, slot, new(x), new(y))?;
+                            shares.push((operand, b.chain(c, p)));
+                        }
+                    }
+                }
+                Op::MatVec(w, x) | Op::VecMat(w, x) => {
+                    if wanted(w) {
+                        return Err(Error::InvalidArgument(format!(
+                            "`{wrt}` is read through a matrix product's matrix: its cotangent \
+                             is an outer product, which the reverse transformation does not make"
+                        )));
+                    }
+                    if wanted(x) {
+                        let shape = self.shapes[x];
+                        let back = match op {
+                            Op::MatVec(..) => Op::VecMat(new(w), c),
+                            _ => Op::MatVec(new(w), c),
+                        };
+                        shares.push((x, b.add(back, shape)));
+                    }
+                }
+                Op::Sum(a) => shares.push((a, c)),
+                Op::Mean(a) => {
+                    let n = self.shapes[a].size().max(1);
+                    let scale = b.constant(1.0 / n as f64);
+                    shares.push((a, b.binary(BinaryOp::Mul, c, scale)));
+                }
+                Op::Dot(x, y) => {
+                    if wanted(x) {
+                        shares.push((x, b.chain(c, new(y))));
+                    }
+                    if wanted(y) {
+                        shares.push((y, b.chain(c, new(x))));
+                    }
+                }
+                Op::LogSumExp(z) => {
+                    let softmax = b.softmax(new(z))?;
+                    shares.push((z, b.chain(c, softmax)));
+                }
+                Op::ShiftMax(z) => shares.push((z, c)),
+                Op::Slice(a, start, shape) => {
+                    let whole = self.shapes[a].size();
+                    let len = shape.size();
+                    let mut parts: Vec<NodeId> = Vec::new();
+                    if start > 0 {
+                        let piece = b.add(
+                            Op::Slice(new(a), 0, Shape::Vector(start)),
+                            Shape::Vector(start),
+                        );
+                        parts.push(b.zeros_like(piece));
+                    }
+                    parts.push(c);
+                    let rest = whole.saturating_sub(start + len);
+                    if rest > 0 {
+                        let piece = b.add(
+                            Op::Slice(new(a), start + len, Shape::Vector(rest)),
+                            Shape::Vector(rest),
+                        );
+                        parts.push(b.zeros_like(piece));
+                    }
+                    let mut placed = parts[0];
+                    let mut size = b.shape(placed).size();
+                    for &part in &parts[1..] {
+                        size += b.shape(part).size();
+                        placed = b.add(Op::Concat(placed, part), Shape::Vector(size));
+                    }
+                    if self.shapes[a] == Shape::Scalar && b.shape(placed) != Shape::Scalar {
+                        placed = b.add(Op::Slice(placed, 0, Shape::Scalar), Shape::Scalar);
+                    }
+                    shares.push((a, placed));
+                }
+                Op::Concat(x, y) => {
+                    let (sx, sy) = (self.shapes[x], self.shapes[y]);
+                    if wanted(x) {
+                        shares.push((x, b.add(Op::Slice(c, 0, sx), sx)));
+                    }
+                    if wanted(y) {
+                        shares.push((y, b.add(Op::Slice(c, sx.size(), sy), sy)));
+                    }
+                }
+            }
+            for (operand, share) in shares {
+                if !wanted(operand) {
+                    continue;
+                }
+                let share = b.fit(share, new(operand));
+                let sum = b.plus(cotangents[operand], Some(share));
+                cotangents[operand] = sum;
+            }
+        }
+        let variable = self.variable_node(v);
+        let output = match variable.and_then(|node| cotangents.get(node).copied().flatten()) {
+            Some(c) => c,
+            None => {
+                // The output does not depend on `wrt`: zeros of its shape.
+                let like = b.add(Op::Variable(v), self.variables[v].node_shape());
+                b.zeros_like(like)
+            }
+        };
+        b.finish(output, format!("d{}_d{wrt}", self.output_name))
+    }
+}

@@ -1,0 +1,436 @@
+//! Derivatives as transformations of the IR: the op tables' derivative
+//! expressions against the f64 reference, the JVP, VJP and gradient
+//! programs against the independent forward-mode oracle, their
+//! composition (a JVP of a gradient: Hessian-vector products) against
+//! central differences of the gradient, and derived programs run on every
+//! backend.
+
+mod common;
+
+use chainrule::ops::{BinaryOp, UnaryOp};
+use chainrule::program::{Kind, Program};
+use common::programs::{assert_close, backends, parse};
+use common::{rng, uniform};
+use rand::rngs::StdRng;
+
+/// The output of `program` at `values` (one slice per variable), in f64.
+fn run(program: &Program, values: &[Vec<f64>]) -> Vec<f64> {
+    let refs: Vec<&[f64]> = values.iter().map(Vec::as_slice).collect();
+    let all = program
+        .forward(&refs)
+        .unwrap_or_else(|e| panic!("forward: {e}"));
+    all[program.output].clone()
+}
+
+/// Whether a derivative from an expression agrees with the reference
+/// (within 1e-7 absolute where it is near zero: the expressions' constants
+/// are rounded to f32, as every constant of a program is).
+fn agrees(got: f64, want: f64) -> bool {
+    got == want
+        || (got.is_nan() && want.is_nan())
+        || (got - want).abs() <= 1e-6 * want.abs()
+        || (got - want).abs() <= 1e-7
+}
+
+/// The points every table expression is checked at: the edges and a
+/// sweep (NaN aside: there the reference's derivative is NaN, and a
+/// derived program's value is NaN while its derivative may not be).
+fn points(rng: &mut StdRng) -> Vec<f64> {
+    let mut xs = vec![
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        0.5,
+        -0.5,
+        2.0,
+        -3.0,
+        12.5,
+        -12.5,
+        40.0,
+        -40.0,
+        1e-30,
+        -1e-30,
+        1e30,
+        -1e30,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    ];
+    xs.extend(uniform(rng, 200, -20.0, 20.0).into_iter().map(f64::from));
+    xs.extend(uniform(rng, 50, -1.0, 1.0).into_iter().map(f64::from));
+    xs
+}
+
+#[test]
+fn every_unary_derivative_expression_matches_the_reference() {
+    let mut rng = rng("unary derivative expressions");
+    let xs = points(&mut rng);
+    let ops = UnaryOp::catalogue().into_iter().chain([
+        UnaryOp::LeakyRelu { alpha: 0.2 },
+        UnaryOp::LeakyRelu { alpha: 0.0 },
+        UnaryOp::Elu { alpha: 0.5 },
+        UnaryOp::Pow { exponent: 3.0 },
+        UnaryOp::Pow { exponent: 2.5 },
+        UnaryOp::Pow { exponent: -1.0 },
+        UnaryOp::Pow { exponent: 0.0 },
+    ]);
+    for op in ops {
+        let text = match op {
+            UnaryOp::Pow { exponent } => format!("x^{exponent}"),
+            _ => match op.parameter() {
+                Some(p) => format!("{}(x, {p})", op.name()),
+                None => format!("{}(x)", op.name()),
+            },
+        };
+        let program = Program::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let gradient = program
+            .gradient_program("x")
+            .unwrap_or_else(|e| panic!("{text}: {e}"));
+        for &x in &xs {
+            let want = op.value_and_derivative(x).1;
+            // `x^0` folds to the constant 1, whose program has no `x`.
+            let got = run(&gradient, &[vec![x]])[0];
+            assert!(
+                agrees(got, want),
+                "{op}: the derivative expression `{}` gives {got} at x = {x}, the reference {want}",
+                op.derivative_expression()
+            );
+        }
+    }
+}
+
+#[test]
+fn every_binary_partial_expression_matches_the_reference() {
+    let mut rng = rng("binary partial expressions");
+    let mut xs = points(&mut rng);
+    xs.truncate(40);
+    let cases = [
+        (BinaryOp::Add, "x + y"),
+        (BinaryOp::Sub, "x - y"),
+        (BinaryOp::Mul, "x * y"),
+        (BinaryOp::Div, "x / y"),
+        (BinaryOp::Pow, "x ^ y"),
+        (BinaryOp::Min, "min(x, y)"),
+        (BinaryOp::Max, "max(x, y)"),
+        (BinaryOp::Atan2, "atan2(x, y)"),
+        (BinaryOp::Xlogy, "xlogy(x, y)"),
+        (BinaryOp::Lt, "x < y"),
+        (BinaryOp::Ge, "x >= y"),
+    ];
+    for (op, text) in cases {
+        let program = Program::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let dx = program.gradient_program("x").expect("d/dx");
+        let dy = program.gradient_program("y").expect("d/dy");
+        for &x in &xs {
+            for &y in &xs {
+                let (value, want_x, want_y) = op.value_and_partials(x, y);
+                if value.is_nan() {
+                    // The reference's partials are NaN; a derived
+                    // program's value is NaN there too.
+                    continue;
+                }
+                let got_x = run(&dx, &[vec![x], vec![y]])[0];
+                let got_y = run(&dy, &[vec![x], vec![y]])[0];
+                let [ex, ey] = op.partial_expressions();
+                assert!(
+                    agrees(got_x, want_x),
+                    "{text}: d/dx = `{ex}` gives {got_x} at ({x}, {y}), the reference {want_x}"
+                );
+                assert!(
+                    agrees(got_y, want_y),
+                    "{text}: d/dy = `{ey}` gives {got_y} at ({x}, {y}), the reference {want_y}"
+                );
+            }
+        }
+    }
+    // where(c, a, b): 1 towards the selected branch, 0 towards the other
+    // and the condition.
+    let program = parse("where(c, a, b)");
+    for (wrt, c, want) in [
+        ("a", 1.0, 1.0),
+        ("a", 0.0, 0.0),
+        ("b", 0.0, 1.0),
+        ("c", 1.0, 0.0),
+    ] {
+        let derived = program.gradient_program(wrt).expect("a gradient");
+        let got = run(&derived, &[vec![c], vec![2.0], vec![3.0]])[0];
+        assert_eq!(got, want, "d where / d {wrt} at c = {c}");
+    }
+}
+
+/// Programs that use every operation of the IR.
+const PROGRAMS: [(&str, &str); 8] = [
+    (
+        "mlp",
+        "input x[4]
+         param W1[5,4]  b1[5]  W2[3,5]
+         h = tanh(W1 @ x + b1)
+         output sigmoid(W2 @ h) * 2 - x[0:3]",
+    ),
+    (
+        "softmax and its loss",
+        "input z[5]  t[5]
+         output [cross_entropy(z, t), logsumexp(z * z), sum(softmax(z) * t), mean(log_softmax(z))]",
+    ),
+    (
+        "selections",
+        "input x[6]
+         a = x[1:4] * x[0]
+         output [a, x[5], dot(a, x[2:5]), sum(x) / 6]",
+    ),
+    (
+        "matrices",
+        "input A[3,3]  v[3]
+         param V[3,2]
+         output [A @ v, v @ A @ V, norm(A), max(v)]",
+    ),
+    (
+        "element-wise edges",
+        "input x[4]  y[4]
+         output where(x > 0, sqrt(abs(x) + 1), x^3) + atan2(y, x) + min(x, y) * relu(y) + x @ y",
+    ),
+    (
+        "scalar inputs",
+        "input s  r
+         output [s * r, sin(s) / (1 + r^2), exp(-s * r), softplus(s - r)]",
+    ),
+    (
+        "a scalar spread over a vector",
+        "input x[3]  s
+         output (x + s) * s + s",
+    ),
+    (
+        "gelu and friends",
+        "input x[4]
+         output gelu(x) + gelu_exact(x) * silu(x) + elu(x, 0.5) + leaky_relu(x, 0.1) + log1p(x^2)",
+    ),
+];
+
+/// Random values for every variable of `program` (one sample).
+fn values(program: &Program, rng: &mut StdRng) -> Vec<Vec<f64>> {
+    program
+        .variables
+        .iter()
+        .map(|v| {
+            uniform(rng, v.shape.size(), -1.5, 1.5)
+                .into_iter()
+                .map(f64::from)
+                .collect()
+        })
+        .collect()
+}
+
+fn random(rng: &mut StdRng, n: usize) -> Vec<f64> {
+    uniform(rng, n, -1.0, 1.0)
+        .into_iter()
+        .map(f64::from)
+        .collect()
+}
+
+/// Within 1e-7: a partial folded from constants (1 / 6 for `x / 6`) is a
+/// constant, rounded to f32 as every constant of a program is.
+#[test]
+fn jvp_and_vjp_programs_match_the_oracle() {
+    let mut rng = rng("jvp and vjp programs");
+    for (label, text) in PROGRAMS {
+        let program = parse(text);
+        let m = program.shapes[program.output].size();
+        for (v, variable) in program.variables.iter().enumerate() {
+            let name = &variable.name;
+            let n = variable.shape.size();
+            for _ in 0..3 {
+                let at = values(&program, &mut rng);
+                let refs: Vec<&[f64]> = at.iter().map(Vec::as_slice).collect();
+                let jacobian = program.jacobian_dense(&refs, v).expect("the oracle");
+
+                let tangent = random(&mut rng, n);
+                let jvp = program
+                    .jvp_program(name)
+                    .unwrap_or_else(|e| panic!("{label}: {e}"));
+                let mut with_tangent = at.clone();
+                with_tangent.push(tangent.clone());
+                let want: Vec<f64> = (0..m)
+                    .map(|i| (0..n).map(|j| jacobian[i * n + j] * tangent[j]).sum())
+                    .collect();
+                assert_close(
+                    &format!("{label}: JVP program in {name}"),
+                    &run(&jvp, &with_tangent),
+                    &want,
+                    1e-7,
+                );
+
+                let matrix_param = variable.kind == Kind::Param
+                    && matches!(variable.shape, chainrule::program::Shape::Matrix(..));
+                if matrix_param {
+                    assert!(program.vjp_program(name).is_err(), "{label}: VJP in {name}");
+                    continue;
+                }
+                let cotangent = random(&mut rng, m);
+                let vjp = program
+                    .vjp_program(name)
+                    .unwrap_or_else(|e| panic!("{label}: {e}"));
+                let mut with_cotangent = at.clone();
+                with_cotangent.push(cotangent.clone());
+                let want: Vec<f64> = (0..n)
+                    .map(|j| (0..m).map(|i| cotangent[i] * jacobian[i * n + j]).sum())
+                    .collect();
+                assert_close(
+                    &format!("{label}: VJP program in {name}"),
+                    &run(&vjp, &with_cotangent),
+                    &want,
+                    1e-7,
+                );
+            }
+        }
+    }
+}
+
+/// Scalar losses whose Hessians are not trivial.
+const LOSSES: [(&str, &str); 4] = [
+    (
+        "neuron",
+        "input x[4]  t
+         param w[4]  b
+         output mse(sigmoid(dot(w, x) + b), t)",
+    ),
+    (
+        "network",
+        "input x[3]  t[2]
+         param W1[4,3]  W2[2,4]
+         output cross_entropy(W2 @ tanh(W1 @ x), t)",
+    ),
+    (
+        "rosenbrock",
+        "input x[5]
+         output sum(100 * (x[1:5] - x[0:4]^2)^2 + (1 - x[0:4])^2)",
+    ),
+    (
+        "scalar",
+        "input s  r
+         output exp(s * r) / (1 + s^2) + atan2(s, r) + logsumexp([s, r, s * r])",
+    ),
+];
+
+#[test]
+fn hessian_vector_products_compose_from_the_transformations() {
+    let mut rng = rng("hessian-vector products");
+    for (label, text) in LOSSES {
+        let program = parse(text);
+        for v in program.inputs() {
+            let name = program.variables[v].name.clone();
+            let n = program.variables[v].shape.size();
+            let gradient = program.gradient_program(&name).expect("a gradient program");
+            let hvp = gradient.jvp_program(&name).expect("its JVP");
+            for _ in 0..3 {
+                let at = values(&program, &mut rng);
+                let direction = random(&mut rng, n);
+                let mut with_direction = at.clone();
+                with_direction.push(direction.clone());
+                let got = run(&hvp, &with_direction);
+                // Central differences of the oracle's gradient along the
+                // direction: independent of every transformation.
+                let h = 1e-5;
+                let gradient_at = |sign: f64| {
+                    let mut moved = at.clone();
+                    for (x, d) in moved[v].iter_mut().zip(&direction) {
+                        *x += sign * h * d;
+                    }
+                    let refs: Vec<&[f64]> = moved.iter().map(Vec::as_slice).collect();
+                    program.jacobian_dense(&refs, v).expect("the oracle")
+                };
+                let (plus, minus) = (gradient_at(1.0), gradient_at(-1.0));
+                let want: Vec<f64> = plus
+                    .iter()
+                    .zip(&minus)
+                    .map(|(p, m)| (p - m) / (2.0 * h))
+                    .collect();
+                assert_close(&format!("{label}: H v in {name}"), &got, &want, 1e-6);
+            }
+        }
+    }
+}
+
+#[test]
+fn derived_programs_run_on_every_backend() {
+    let mut rng = rng("derived programs on the backends");
+    let program = parse(LOSSES[1].1);
+    let hvp = program
+        .gradient_program("x")
+        .and_then(|g| g.jvp_program("x"))
+        .expect("an HVP program");
+    let batch = 9;
+    let data: Vec<Vec<f32>> = hvp
+        .variables
+        .iter()
+        .map(|v| {
+            let samples = if v.kind == Kind::Param { 1 } else { batch };
+            uniform(&mut rng, samples * v.shape.size(), -1.0, 1.0)
+        })
+        .collect();
+    let names: Vec<&str> = hvp.variables.iter().map(|v| v.name.as_str()).collect();
+    let bound: Vec<(&str, &[f32])> = names
+        .iter()
+        .zip(&data)
+        .map(|(n, d)| (*n, d.as_slice()))
+        .collect();
+    let mut want = Vec::new();
+    for b in 0..batch {
+        let at = common::programs::sample(&hvp, &data, b);
+        want.extend(run(&hvp, &at));
+    }
+    for (backend, label) in backends() {
+        let got = backend
+            .values(&hvp, &bound)
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        let got: Vec<f64> = got.iter().map(|&x| f64::from(x)).collect();
+        assert_close(&format!("{label}: H v of the network"), &got, &want, 1e-4);
+        // The Hessian itself: the Jacobian of the gradient program.
+        let gradient = program.gradient_program("x").expect("a gradient program");
+        let bound: Vec<(&str, &[f32])> = bound
+            .iter()
+            .copied()
+            .filter(|(n, _)| gradient.variable(n).is_some())
+            .collect();
+        let hessian = backend
+            .jacobian(&gradient, "x", &bound)
+            .unwrap_or_else(|e| panic!("{label}: the Hessian: {e}"));
+        let x = gradient.variable("x").expect("x");
+        let mut want = Vec::new();
+        for b in 0..batch {
+            let at = common::programs::sample(&gradient, &data, b);
+            let refs: Vec<&[f64]> = at.iter().map(Vec::as_slice).collect();
+            want.extend(gradient.jacobian_dense(&refs, x).expect("the oracle"));
+        }
+        let got: Vec<f64> = hessian.jacobian.to_dense(hessian.batch);
+        assert_close(
+            &format!("{label}: the Hessian of the network"),
+            &got,
+            &want,
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn transformations_refuse_what_they_cannot_do() {
+    let program = parse(LOSSES[1].1);
+    let e = program.vjp_program("W1").expect_err("a matrix param");
+    assert!(e.to_string().contains("matrix param"), "{e}");
+    let e = program.jvp_program("nope").expect_err("no such variable");
+    assert!(e.to_string().contains("not a variable"), "{e}");
+    let e = parse("input x[2]\noutput x * 2")
+        .gradient_program("x")
+        .expect_err("a vector output");
+    assert!(e.to_string().contains("scalar output"), "{e}");
+    // An unused variable's derivative is zero, and the names stay distinct.
+    let program = parse("input x[2]  dx[2]  u\noutput sum(x * dx)");
+    let jvp = program.jvp_program("x").expect("a JVP");
+    assert_eq!(jvp.variables.last().map(|v| v.name.as_str()), Some("dx_"));
+    let vjp = program.vjp_program("u").expect("a VJP");
+    assert_eq!(vjp.variables.last().map(|v| v.name.as_str()), Some("u_"));
+    let got = run(
+        &vjp,
+        &[vec![1.0, 2.0], vec![3.0, 4.0], vec![5.0], vec![1.0]],
+    );
+    assert_eq!(got, vec![0.0]);
+}
