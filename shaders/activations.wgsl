@@ -420,3 +420,32 @@ fn xlogx_vd(x: f32) -> vec2<f32> {
     let l = ln_acc(x);
     return vec2<f32>(x * l, l + 1.0);
 }
+
+// (sinh a, cosh a) for a >= 0 from m = expm1(a): sinh a = (m + m / (m + 1)) / 2
+// keeps its precision near 0. Past a = 88, where e^a overflows f32 before
+// the halving does, e^a / 2 is e^(a/2) (e^(a/2) / 2).
+fn sinh_cosh_abs(a: f32) -> vec2<f32> {
+    if (a > 88.0) {
+        let e = exp_acc(0.5 * a);
+        let h = e * (0.5 * e);
+        return vec2<f32>(h, h);
+    }
+    let m = expm1_acc(a);
+    return vec2<f32>(0.5 * (m + m / (m + 1.0)), 0.5 * (m + 1.0 + 1.0 / (m + 1.0)));
+}
+
+fn sinh_vd(x: f32) -> vec2<f32> {
+    if (is_nan_f32(x)) {
+        return nan_pair(x);
+    }
+    let sc = sinh_cosh_abs(abs(x));
+    return vec2<f32>(select(sc.x, -sc.x, sign_bit_f32(x)), sc.y);
+}
+
+fn cosh_vd(x: f32) -> vec2<f32> {
+    if (is_nan_f32(x)) {
+        return nan_pair(x);
+    }
+    let sc = sinh_cosh_abs(abs(x));
+    return vec2<f32>(sc.y, select(sc.x, -sc.x, sign_bit_f32(x)));
+}

@@ -93,6 +93,10 @@ pub enum UnaryOp {
     GeluExact,
     /// x ln x for x >= 0 with 0 ln 0 = 0; derivative ln x + 1 (-Inf at 0).
     Xlogx,
+    /// sinh x = (e^x - e^-x) / 2; derivative cosh x.
+    Sinh,
+    /// cosh x = (e^x + e^-x) / 2; derivative sinh x.
+    Cosh,
 }
 
 /// sqrt(2 / pi), the scale inside gelu's tanh form.
@@ -133,6 +137,8 @@ impl UnaryOp {
             Erf,
             GeluExact,
             Xlogx,
+            Sinh,
+            Cosh,
         ]
     }
 
@@ -167,6 +173,8 @@ impl UnaryOp {
             UnaryOp::Erf => "erf",
             UnaryOp::GeluExact => "gelu_exact",
             UnaryOp::Xlogx => "xlogx",
+            UnaryOp::Sinh => "sinh",
+            UnaryOp::Cosh => "cosh",
         }
     }
 
@@ -212,6 +220,8 @@ impl UnaryOp {
                 "Phi(x) + x e^(-x^2/2) / sqrt(2 pi), Phi(x) = (1 + erf(x / sqrt 2)) / 2"
             }
             UnaryOp::Xlogx => "ln x + 1 (-Inf at x = 0)",
+            UnaryOp::Sinh => "cosh x",
+            UnaryOp::Cosh => "sinh x",
         }
     }
 
@@ -264,6 +274,8 @@ impl UnaryOp {
                  + strong_mul(0.3989422804014327 * x, exp(-0.5 * x^2))"
             }
             UnaryOp::Xlogx => "ln(x) + 1",
+            UnaryOp::Sinh => "cosh(x)",
+            UnaryOp::Cosh => "sinh(x)",
         }
     }
 
@@ -312,6 +324,8 @@ impl UnaryOp {
             UnaryOp::Erf => special::erf(x),
             UnaryOp::GeluExact => special::gelu_exact(x),
             UnaryOp::Xlogx => special::xlogx(x),
+            UnaryOp::Sinh => (x.sinh(), x.cosh()),
+            UnaryOp::Cosh => (x.cosh(), x.sinh()),
         }
     }
 }
