@@ -32,15 +32,11 @@ pub(super) fn definition(node: Op, operand: &dyn Fn(NodeId) -> Option<Expr>) -> 
                 BinaryOp::Mul | BinaryOp::StrongMul => Expr::Mul(vec![a, b]),
                 BinaryOp::Div => Expr::Mul(vec![a, Expr::Pow(Box::new(b), minus_one())]),
                 BinaryOp::Pow => Expr::Pow(Box::new(a), Box::new(b)),
-                BinaryOp::Min
-                | BinaryOp::Max
-                | BinaryOp::Atan2
-                | BinaryOp::Xlogy
-                | BinaryOp::WhereA
-                | BinaryOp::WhereB => Expr::Call(op.name(), vec![a, b]),
                 BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => {
                     Expr::Bracket(relation(op), Box::new(a), Box::new(b))
                 }
+                // Every other operation is written as its call.
+                _ => Expr::Call(op.name(), vec![a, b]),
             }
         }
         // Variables and constants have no definition; a graph has no other node.
@@ -69,15 +65,10 @@ pub(super) fn binary_value(op: BinaryOp, a: Expr, b: Expr) -> Expr {
         BinaryOp::Mul | BinaryOp::StrongMul => Expr::mul(vec![a, b]),
         BinaryOp::Div => Expr::mul(vec![a, Expr::recip(b)]),
         BinaryOp::Pow => Expr::pow(a, b),
-        BinaryOp::Min
-        | BinaryOp::Max
-        | BinaryOp::Atan2
-        | BinaryOp::Xlogy
-        | BinaryOp::WhereA
-        | BinaryOp::WhereB => Expr::call(op.name(), vec![a, b]),
         BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => {
             Expr::bracket(relation(op), a, b)
         }
+        _ => Expr::call(op.name(), vec![a, b]),
     }
 }
 
@@ -160,21 +151,24 @@ fn table_partial(op: UnaryOp, a: &Expr) -> Expr {
     let parameter = f64::from(op.parameter().unwrap_or(0.0));
     lang::parse_expression(op.derivative_expression())
         .ok()
-        .and_then(|ast| formula(&ast, a, parameter))
+        .and_then(|ast| formula(&ast, &[("x", a)], parameter))
         .unwrap_or_else(|| Expr::call("derivative_unavailable", vec![a.clone()]))
 }
 
-/// An expression of the language as a formula; `None` for what formulas
-/// do not write (vectors, unknown names).
-fn formula(e: &lang::Expr, x: &Expr, parameter: f64) -> Option<Expr> {
-    let go = |e: &lang::Expr| formula(e, x, parameter);
+/// An expression of the language as a formula, its names bound by
+/// `bindings` (`alpha` and `p` to `parameter`); `None` for what formulas do
+/// not write (vectors, unknown names).
+fn formula(e: &lang::Expr, bindings: &[(&str, &Expr)], parameter: f64) -> Option<Expr> {
+    let go = |e: &lang::Expr| formula(e, bindings, parameter);
     Some(match &e.kind {
         ExprKind::Number(v) => Expr::Num(*v),
         ExprKind::Name(name) => match name.as_str() {
-            "x" => x.clone(),
             "alpha" | "p" => Expr::Num(parameter),
             "pi" => Expr::Named("pi", std::f64::consts::PI),
-            _ => return None,
+            name => bindings
+                .iter()
+                .find(|(bound, _)| *bound == name)
+                .map(|(_, e)| (*e).clone())?,
         },
         ExprKind::Neg(inner) => Expr::neg(go(inner)?),
         ExprKind::Binary { op, lhs, rhs } => {
@@ -321,14 +315,24 @@ pub(super) fn binary_partials(op: BinaryOp, a: &Expr, b: &Expr) -> (Expr, Expr) 
             Expr::call("ln", vec![b.clone()]),
             Expr::mul(vec![a.clone(), Expr::recip(b.clone())]),
         ),
-        // A comparison is flat wherever it is defined; the jump is not
-        // differentiated (as JAX).
-        BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => (zero(), zero()),
         // where's halves: 1 for the selected operand, 0 for the condition.
         BinaryOp::WhereA => (
             zero(),
             Expr::sub(one(), Expr::bracket(Rel::Equal, a.clone(), zero())),
         ),
         BinaryOp::WhereB => (zero(), Expr::bracket(Rel::Equal, a.clone(), zero())),
+        // The op table's expressions (a comparison's are 0: it is flat
+        // wherever it is defined, and the jump is not differentiated, as JAX).
+        _ => {
+            let partial = |slot: usize| {
+                lang::parse_expression(op.partial_expressions()[slot])
+                    .ok()
+                    .and_then(|ast| formula(&ast, &[("x", a), ("y", b)], 0.0))
+                    .unwrap_or_else(|| {
+                        Expr::call("derivative_unavailable", vec![a.clone(), b.clone()])
+                    })
+            };
+            (partial(0), partial(1))
+        }
     }
 }
