@@ -102,6 +102,12 @@ fn strong_mul_vdd(a: f32, b: f32) -> vec3<f32> {
     return vec3<f32>(value, b, a);
 }
 
+// The chain rule's product: a zero factor gives 0 whatever the other is,
+// NaN included (chain_mul, from common.wgsl).
+fn chain_mul_vdd(a: f32, b: f32) -> vec3<f32> {
+    return vec3<f32>(chain_mul(a, b), b, a);
+}
+
 fn max_vdd(a: f32, b: f32) -> vec3<f32> {
     if (either_nan(a, b)) {
         return nan_triple(a);

@@ -434,3 +434,148 @@ fn transformations_refuse_what_they_cannot_do() {
     );
     assert_eq!(got, vec![0.0]);
 }
+
+/// The zero-factor rule holds in derived programs as in the compiled
+/// kernels: a path through a zero partial (a branch not taken, an element
+/// not selected, a variable not read) adds nothing, even where the other
+/// factor is NaN or infinite.
+#[test]
+fn derived_programs_keep_the_zero_factor_rule() {
+    let nan = f64::NAN;
+    type Case = (&'static str, &'static str, Vec<Vec<f64>>, Vec<f64>);
+    let cases: [Case; 5] = [
+        (
+            "input x[3]\noutput max(relu(x))",
+            "x",
+            vec![vec![3.0, -1.0, 2.0]],
+            vec![1.0, 0.0, 0.0],
+        ),
+        (
+            "input x[3]\noutput min(x)",
+            "x",
+            vec![vec![1.0, 0.0, 2.0]],
+            vec![0.0, 1.0, 0.0],
+        ),
+        (
+            "input x\noutput where(x > 0, sqrt(x), 0)",
+            "x",
+            vec![vec![-1.0]],
+            vec![0.0],
+        ),
+        (
+            "input x[3]\noutput x[0] * 2",
+            "x",
+            vec![vec![1.0, nan, 2.0]],
+            vec![2.0, 0.0, 0.0],
+        ),
+        (
+            "input x  y\noutput y^2",
+            "x",
+            vec![vec![nan], vec![3.0]],
+            vec![0.0],
+        ),
+    ];
+    for (text, wrt, at, want) in cases {
+        let program = parse(text);
+        let gradient = program.gradient_program(wrt).expect("a gradient program");
+        assert_eq!(run(&gradient, &at), want, "the gradient program of {text}");
+        for (backend, label) in backends() {
+            let bound: Vec<(String, Vec<f32>)> = gradient
+                .variables
+                .iter()
+                .zip(&at)
+                .map(|(v, x)| (v.name.clone(), x.iter().map(|&x| x as f32).collect()))
+                .collect();
+            let bound: Vec<(&str, &[f32])> = bound
+                .iter()
+                .map(|(n, x)| (n.as_str(), x.as_slice()))
+                .collect();
+            let got = backend
+                .values(&gradient, &bound)
+                .unwrap_or_else(|e| panic!("{label}: {text}: {e}"));
+            let got: Vec<f64> = got.iter().map(|&g| f64::from(g)).collect();
+            assert_eq!(got, want, "{label}: the gradient program of {text}");
+        }
+    }
+    // A JVP through a concatenation with a NaN element that is not moved.
+    let program = parse("input x  y\noutput [x, y]");
+    let jvp = program.jvp_program("x").expect("a JVP");
+    assert_eq!(
+        run(&jvp, &[vec![1.0], vec![nan], vec![1.0]]),
+        vec![1.0, 0.0]
+    );
+    // norm's rescaled branches overflow where they are not taken.
+    let program = parse("input x[2]\noutput norm(x)");
+    let jvp = program.jvp_program("x").expect("a JVP");
+    let vars = [("x", &[1.0f32, 1.0][..]), ("dx", &[1.0f32, -1.0][..])];
+    for (backend, label) in backends() {
+        let got = backend.values(&jvp, &vars).expect("values");
+        assert!(
+            got[0].abs() < 1e-6,
+            "{label}: d norm along [1, -1] at [1, 1]: {got:?}"
+        );
+    }
+}
+
+/// Many slices of one vector (a product's elements) are placed once: the
+/// gradient program grows with the vector's length, not its square.
+#[test]
+fn slices_of_one_vector_are_placed_once() {
+    let n = 2000;
+    let program = parse(&format!("input x[{n}]\noutput prod(x)"));
+    let gradient = program.gradient_program("x").expect("a gradient program");
+    let elements: usize = gradient.shapes.iter().map(|s| s.size()).sum();
+    assert!(
+        elements < 200 * n,
+        "the gradient program of prod(x[{n}]) holds {elements} elements in {} nodes",
+        gradient.nodes.len()
+    );
+    let x: Vec<f64> = (0..n).map(|i| 1.0 + 1e-4 * (i % 7) as f64).collect();
+    let got = run(&gradient, std::slice::from_ref(&x));
+    let refs: Vec<&[f64]> = vec![&x];
+    let want = program.jacobian_dense(&refs, 0).expect("the oracle");
+    assert_close("d prod / dx", &got, &want, 1e-12);
+}
+
+#[test]
+fn atan2_partials_are_scaled() {
+    let program = parse("input x[2]\noutput atan2(x[0], x[1])");
+    let gradient = program.gradient_program("x").expect("a gradient program");
+    for (scale, label) in [(1e-30f32, "tiny"), (1e30, "huge")] {
+        for (backend, name) in backends() {
+            let x = [scale, scale];
+            let got = backend.values(&gradient, &[("x", &x[..])]).expect("values");
+            let want = 0.5 / f64::from(scale);
+            for (g, sign) in got.iter().zip([1.0, -1.0]) {
+                let rel = (f64::from(*g) - sign * want).abs() / want;
+                assert!(rel < 1e-5, "{name}, {label}: {got:?}, want ±{want:e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn names_are_checked() {
+    use chainrule::program::InputOrder;
+    let given = |names: &[&str]| {
+        Program::parse_expression(
+            "x + 1",
+            &InputOrder::Given(names.iter().map(|n| n.to_string()).collect()),
+        )
+    };
+    for names in [&["x", "x"][..], &["x", ""], &["x", "1a"], &["x", "sin"]] {
+        let e = given(names).expect_err("a bad input order");
+        assert!(
+            e.to_string().contains("twice") || e.to_string().contains("cannot name"),
+            "{e}"
+        );
+    }
+    let mut program = parse("input x  y\noutput x * y");
+    program.variables[1].name = "x".into();
+    assert!(program.check().is_err());
+    assert!(program.jvp_program("x").is_err());
+    let mut program = parse("input x[3]\noutput sum(x)");
+    program.output = 99;
+    assert!(program.jvp_program("x").is_err());
+    assert!(program.gradient_program("x").is_err());
+}

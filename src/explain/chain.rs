@@ -48,7 +48,9 @@ fn label(program: &Program, id: usize, depth: usize) -> String {
             let symbol = match f {
                 crate::ops::BinaryOp::Add => "+",
                 crate::ops::BinaryOp::Sub => "-",
-                crate::ops::BinaryOp::Mul | crate::ops::BinaryOp::StrongMul => "*",
+                crate::ops::BinaryOp::Mul
+                | crate::ops::BinaryOp::StrongMul
+                | crate::ops::BinaryOp::ChainMul => "*",
                 crate::ops::BinaryOp::Div => "/",
                 crate::ops::BinaryOp::Pow => "^",
                 crate::ops::BinaryOp::Lt => "<",

@@ -29,7 +29,7 @@ pub(super) fn definition(node: Op, operand: &dyn Fn(NodeId) -> Option<Expr>) -> 
             match op {
                 BinaryOp::Add => Expr::Add(vec![a, b]),
                 BinaryOp::Sub => Expr::Add(vec![a, Expr::Mul(vec![*minus_one(), b])]),
-                BinaryOp::Mul | BinaryOp::StrongMul => Expr::Mul(vec![a, b]),
+                BinaryOp::Mul | BinaryOp::StrongMul | BinaryOp::ChainMul => Expr::Mul(vec![a, b]),
                 BinaryOp::Div => Expr::Mul(vec![a, Expr::Pow(Box::new(b), minus_one())]),
                 BinaryOp::Pow => Expr::Pow(Box::new(a), Box::new(b)),
                 BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => {
@@ -62,7 +62,7 @@ pub(super) fn binary_value(op: BinaryOp, a: Expr, b: Expr) -> Expr {
     match op {
         BinaryOp::Add => Expr::add(vec![a, b]),
         BinaryOp::Sub => Expr::sub(a, b),
-        BinaryOp::Mul | BinaryOp::StrongMul => Expr::mul(vec![a, b]),
+        BinaryOp::Mul | BinaryOp::StrongMul | BinaryOp::ChainMul => Expr::mul(vec![a, b]),
         BinaryOp::Div => Expr::mul(vec![a, Expr::recip(b)]),
         BinaryOp::Pow => Expr::pow(a, b),
         BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => {
@@ -281,7 +281,7 @@ pub(super) fn binary_partials(op: BinaryOp, a: &Expr, b: &Expr) -> (Expr, Expr) 
     match op {
         BinaryOp::Add => (one(), one()),
         BinaryOp::Sub => (one(), Expr::Num(-1.0)),
-        BinaryOp::Mul | BinaryOp::StrongMul => (b.clone(), a.clone()),
+        BinaryOp::Mul | BinaryOp::StrongMul | BinaryOp::ChainMul => (b.clone(), a.clone()),
         BinaryOp::Div => (
             Expr::recip(b.clone()),
             Expr::neg(Expr::mul(vec![

@@ -62,6 +62,12 @@ pub enum BinaryOp {
     /// infinite (0 log 0 = 0, as in xlogy). Not in the text language:
     /// `cross_entropy` weights its terms with it.
     StrongMul,
+    /// a * b, except that a zero factor gives 0 whatever the other is,
+    /// infinite or NaN: the chain rule's product (`chain_mul`), with which
+    /// the derived programs of `Program::jvp_program` and its kin multiply
+    /// partials and tangents, so that a path through a zero partial adds
+    /// nothing, as in the compiled kernels. Not in the text language.
+    ChainMul,
     /// atan2(a, b): the angle of the point (b, a), so atan2(y, x) as in C.
     Atan2,
     /// a ln b, with 0 where a = 0 (0 ln 0 = 0), as scipy's xlogy.
@@ -81,7 +87,7 @@ pub enum BinaryOp {
 }
 
 /// Every binary operation.
-const ALL: [BinaryOp; 16] = [
+const ALL: [BinaryOp; 17] = [
     BinaryOp::Add,
     BinaryOp::Sub,
     BinaryOp::Mul,
@@ -90,6 +96,7 @@ const ALL: [BinaryOp; 16] = [
     BinaryOp::Min,
     BinaryOp::Max,
     BinaryOp::StrongMul,
+    BinaryOp::ChainMul,
     BinaryOp::Atan2,
     BinaryOp::Xlogy,
     BinaryOp::Lt,
@@ -121,6 +128,7 @@ impl BinaryOp {
             BinaryOp::Min => "min",
             BinaryOp::Max => "max",
             BinaryOp::StrongMul => "strong_mul",
+            BinaryOp::ChainMul => "chain_mul",
             BinaryOp::Atan2 => "atan2",
             BinaryOp::Xlogy => "xlogy",
             BinaryOp::Lt => "lt",
@@ -159,7 +167,7 @@ impl BinaryOp {
         match self {
             BinaryOp::Add => ["1", "1"],
             BinaryOp::Sub => ["1", "-1"],
-            BinaryOp::Mul | BinaryOp::StrongMul => ["y", "x"],
+            BinaryOp::Mul | BinaryOp::StrongMul | BinaryOp::ChainMul => ["y", "x"],
             BinaryOp::Div => ["1 / y", "-(x / y) / y"],
             BinaryOp::Pow => [
                 "where(y, y * x^(y - 1), 0)",
@@ -174,9 +182,15 @@ impl BinaryOp {
                 "(y > x) + 0.5 * (x <= y) * (x >= y)",
             ],
             BinaryOp::Atan2 => [
-                // 0 at the origin and at infinity, as the reference.
-                "where((abs(x) + abs(y) > 0) * (abs(x) + abs(y) < 1 / 0), y / (x^2 + y^2), 0)",
-                "where((abs(x) + abs(y) > 0) * (abs(x) + abs(y) < 1 / 0), -x / (x^2 + y^2), 0)",
+                // From the point scaled by m = max(|x|, |y|), so that the
+                // squares neither overflow nor underflow; 0 at the origin
+                // and at infinity, as the reference.
+                "where((max(abs(x), abs(y)) > 0) * (max(abs(x), abs(y)) < 1 / 0), \
+                 y / max(abs(x), abs(y)) / ((x / max(abs(x), abs(y)))^2 \
+                 + (y / max(abs(x), abs(y)))^2) / max(abs(x), abs(y)), 0)",
+                "where((max(abs(x), abs(y)) > 0) * (max(abs(x), abs(y)) < 1 / 0), \
+                 -x / max(abs(x), abs(y)) / ((x / max(abs(x), abs(y)))^2 \
+                 + (y / max(abs(x), abs(y)))^2) / max(abs(x), abs(y)), 0)",
             ],
             BinaryOp::Xlogy => ["ln(y)", "where(x, where(y >= 0, x / y, 0 / 0), 0)"],
             BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => ["0", "0"],
@@ -202,6 +216,7 @@ impl BinaryOp {
             BinaryOp::Ge => indicator(a >= b),
             BinaryOp::WhereA => select(a != 0.0),
             BinaryOp::WhereB => select(a == 0.0),
+            BinaryOp::ChainMul => (super::chain_mul(a, b), b, a),
             _ if a.is_nan() || b.is_nan() => (f64::NAN, f64::NAN, f64::NAN),
             BinaryOp::Add => (a + b, 1.0, 1.0),
             BinaryOp::Sub => (a - b, 1.0, -1.0),

@@ -14,16 +14,20 @@
 //! gradient program is a Hessian-vector product, with no code for second
 //! derivatives anywhere.
 //!
-//! Products of a partial and a tangent or cotangent use `strong_mul`, whose
-//! zero factor wins (the zero-factor rule of the compiled kernels): a path
-//! through a zero partial adds nothing, even where the other factor is
-//! infinite.
+//! Products of a partial and a tangent or cotangent use `chain_mul`, whose
+//! zero factor wins over anything (the zero-factor rule of the compiled
+//! kernels): a path through a zero partial adds nothing, even where the
+//! other factor is infinite or NaN, such as a branch `where` did not take.
 
 use super::lower::{Lowering, Value};
 use super::{Kind, NodeId, Op, Program, Shape, Variable};
 use crate::error::{Error, Result};
 use crate::lang::{Span, parse_expression};
 use crate::ops::{BinaryOp, UnaryOp};
+
+/// The most nodes a transformation makes (16 times the most one construct
+/// of the language may add).
+const MAX_NODES: usize = 1 << 20;
 
 /// A new program under construction: the original's variables and nodes
 /// first, then the derivative's, shared where identical.
@@ -96,9 +100,10 @@ impl Builder {
         self.add(Op::Binary(op, a, b), shape)
     }
 
-    /// partial * tangent with the zero-factor rule.
+    /// partial * tangent with the zero-factor rule: a zero factor wins
+    /// over an infinite or NaN one.
     fn chain(&mut self, partial: NodeId, other: NodeId) -> NodeId {
-        self.binary(BinaryOp::StrongMul, partial, other)
+        self.binary(BinaryOp::ChainMul, partial, other)
     }
 
     /// Zeros of `like`'s shape (0 whatever `like` holds, NaN included).
@@ -174,7 +179,86 @@ impl Builder {
         Ok(self.add(Op::Unary(UnaryOp::Exp, log_softmax), shape))
     }
 
+    /// The cotangent of `whole` from the cotangents of slices of it,
+    /// `(first element, cotangent)`: each set of non-overlapping slices is
+    /// laid out with zeros between them as one balanced concatenation, and
+    /// the sets (several where slices overlap) are summed.
+    fn place(&mut self, whole: NodeId, mut pieces: Vec<(usize, NodeId)>) -> NodeId {
+        let length = self.shape(whole).size();
+        if self.shape(whole) == Shape::Scalar {
+            let mut sum = None;
+            for (_, c) in pieces {
+                let c = self.fit(c, whole);
+                sum = self.plus(sum, Some(c));
+            }
+            return sum.unwrap_or(whole);
+        }
+        pieces.sort_by_key(|&(start, _)| start);
+        let mut layers: Vec<(usize, Vec<(usize, NodeId)>)> = Vec::new();
+        for (start, c) in pieces {
+            let end = start + self.shape(c).size();
+            match layers.iter_mut().find(|(last, _)| *last <= start) {
+                Some((last, layer)) => {
+                    *last = end;
+                    layer.push((start, c));
+                }
+                None => layers.push((end, vec![(start, c)])),
+            }
+        }
+        let mut sum = None;
+        for (_, layer) in layers {
+            let mut parts = Vec::new();
+            let mut at = 0;
+            for (start, c) in layer {
+                if start > at {
+                    parts.push(self.zeros_of(whole, at, start - at));
+                }
+                at = start + self.shape(c).size();
+                parts.push(c);
+            }
+            if at < length {
+                parts.push(self.zeros_of(whole, at, length - at));
+            }
+            let joined = self.join(&parts);
+            sum = self.plus(sum, Some(joined));
+        }
+        sum.unwrap_or(whole)
+    }
+
+    /// `count` zeros, from elements `start..` of `whole` (so of a node that
+    /// already exists, whatever it holds).
+    fn zeros_of(&mut self, whole: NodeId, start: usize, count: usize) -> NodeId {
+        let piece = self.add(
+            Op::Slice(whole, start, Shape::Vector(count)),
+            Shape::Vector(count),
+        );
+        self.zeros_like(piece)
+    }
+
+    /// The parts joined into one vector by a balanced tree of
+    /// concatenations, so that the intermediate vectors sum to
+    /// n log n elements rather than n^2.
+    fn join(&mut self, parts: &[NodeId]) -> NodeId {
+        match parts {
+            [] => self.constant(0.0),
+            [one] => *one,
+            _ => {
+                let (left, right) = parts.split_at(parts.len() / 2);
+                let (left, right) = (self.join(left), self.join(right));
+                let size = self.shape(left).size() + self.shape(right).size();
+                self.add(Op::Concat(left, right), Shape::Vector(size))
+            }
+        }
+    }
+
     fn finish(self, output: NodeId, name: String) -> Result<Program> {
+        let nodes = self.lowering.nodes.len();
+        if nodes > MAX_NODES {
+            return Err(Error::InvalidArgument(format!(
+                "the derived program would have {nodes} nodes, more than the {MAX_NODES} a \
+                 transformation makes"
+            )));
+        }
         let program = self.lowering.finish(output, name);
         program.check()?;
         Ok(program)
@@ -213,6 +297,7 @@ impl Program {
     /// name (with `_` appended while that is taken); its output, of the
     /// output's shape, is the directional derivative of the output along v.
     pub fn jvp_program(&self, wrt: &str) -> Result<Program> {
+        self.check()?;
         let v = self.variable_named(wrt)?;
         let declared = self.variables[v].clone();
         let mut b = Builder::new(self);
@@ -309,20 +394,19 @@ impl Program {
     /// seed 1 and no cotangent input. Its JVP ([`Program::jvp_program`])
     /// is the Hessian-vector product.
     pub fn gradient_program(&self, wrt: &str) -> Result<Program> {
-        if self.shapes.get(self.output) != Some(&Shape::Scalar) {
+        self.check()?;
+        let shape = self.shapes[self.output];
+        if shape != Shape::Scalar {
             return Err(Error::Shape(format!(
-                "a gradient needs a scalar output, but `{}` is {}",
-                self.output_name,
-                self.shapes
-                    .get(self.output)
-                    .copied()
-                    .unwrap_or(Shape::Scalar)
+                "a gradient needs a scalar output, but `{}` is {shape}",
+                self.output_name
             )));
         }
         self.reverse_program(wrt, false)
     }
 
     fn reverse_program(&self, wrt: &str, seeded: bool) -> Result<Program> {
+        self.check()?;
         let v = self.variable_named(wrt)?;
         if let Shape::Matrix(..) = self.variables[v].shape {
             if self.variables[v].kind == Kind::Param {
@@ -349,10 +433,16 @@ impl Program {
             b.constant(1.0)
         };
         let mut cotangents: Vec<Option<NodeId>> = vec![None; self.nodes.len()];
+        let mut pieces: Vec<Vec<(usize, NodeId)>> = vec![Vec::new(); self.nodes.len()];
         if depends.get(self.output).copied().unwrap_or(false) {
             cotangents[self.output] = Some(seed);
         }
         for id in (0..self.nodes.len()).rev() {
+            let placed = std::mem::take(&mut pieces[id]);
+            if !placed.is_empty() {
+                let whole = b.place(new(id), placed);
+                cotangents[id] = b.plus(cotangents[id], Some(whole));
+            }
             let Some(c) = cotangents[id] else { continue };
             let op = self.nodes[id];
             // Each operand that depends on `wrt` gets its share, made its shape.
@@ -409,36 +499,14 @@ impl Program {
                     shares.push((z, b.chain(c, softmax)));
                 }
                 Op::ShiftMax(z) => shares.push((z, c)),
-                Op::Slice(a, start, shape) => {
-                    let whole = self.shapes[a].size();
-                    let len = shape.size();
-                    let mut parts: Vec<NodeId> = Vec::new();
-                    if start > 0 {
-                        let piece = b.add(
-                            Op::Slice(new(a), 0, Shape::Vector(start)),
-                            Shape::Vector(start),
-                        );
-                        parts.push(b.zeros_like(piece));
+                // Gathered per operand and placed once, when the operand's
+                // turn comes: many slices of one vector (a product's or a
+                // maximum's elements) then cost their sizes, not each a
+                // vector of the operand's length.
+                Op::Slice(a, start, _) => {
+                    if wanted(a) {
+                        pieces[a].push((start, c));
                     }
-                    parts.push(c);
-                    let rest = whole.saturating_sub(start + len);
-                    if rest > 0 {
-                        let piece = b.add(
-                            Op::Slice(new(a), start + len, Shape::Vector(rest)),
-                            Shape::Vector(rest),
-                        );
-                        parts.push(b.zeros_like(piece));
-                    }
-                    let mut placed = parts[0];
-                    let mut size = b.shape(placed).size();
-                    for &part in &parts[1..] {
-                        size += b.shape(part).size();
-                        placed = b.add(Op::Concat(placed, part), Shape::Vector(size));
-                    }
-                    if self.shapes[a] == Shape::Scalar && b.shape(placed) != Shape::Scalar {
-                        placed = b.add(Op::Slice(placed, 0, Shape::Scalar), Shape::Scalar);
-                    }
-                    shares.push((a, placed));
                 }
                 Op::Concat(x, y) => {
                     let (sx, sy) = (self.shapes[x], self.shapes[y]);

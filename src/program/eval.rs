@@ -28,6 +28,17 @@ pub(super) fn check(program: &Program) -> Result<()> {
             program.names.len()
         )));
     }
+    for (i, variable) in program.variables.iter().enumerate() {
+        if program.variables[..i]
+            .iter()
+            .any(|v| v.name == variable.name)
+        {
+            return Err(invalid(format!(
+                "two variables are called `{}`",
+                variable.name
+            )));
+        }
+    }
     if program.output >= count {
         return Err(invalid(format!(
             "the output is node {} of a program of {count} nodes",

@@ -288,6 +288,26 @@ impl Program {
     /// Parses `text` as one expression of scalar inputs (never as the
     /// program form), with the inputs in `order`: `ln(sin(x^3)^2)`.
     pub fn parse_expression(text: &str, order: &InputOrder) -> Result<Program> {
+        if let InputOrder::Given(names) = order {
+            for (i, name) in names.iter().enumerate() {
+                let mut chars = name.chars();
+                let starts = chars
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+                let is_name = starts && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !is_name || name == "pi" || crate::ops::functions().contains(&name.as_str()) {
+                    return Err(Error::InvalidArgument(format!(
+                        "`{name}` cannot name an input: a name is a letter or `_` followed by \
+                         letters, digits and `_`, and not `pi` or a function"
+                    )));
+                }
+                if names[..i].contains(name) {
+                    return Err(Error::InvalidArgument(format!(
+                        "the input `{name}` is given twice"
+                    )));
+                }
+            }
+        }
         parse::parse_expression_in(text, order).map_err(Error::Parse)
     }
 
