@@ -43,6 +43,29 @@ fn ops_lists_every_operation() {
     }
 }
 
+/// A reader that stops early (`chainrule ops | head -1`) ends the command
+/// quietly, not with a panic about the closed pipe.
+#[test]
+fn a_closed_pipe_ends_the_command_quietly() {
+    for args in [&["ops"][..], &["info"]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chainrule"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        // Closed before the command has printed anything.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().expect("the command ends");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            output.status.success() || !stderr.is_empty(),
+            "{args:?} failed without a word"
+        );
+    }
+}
+
 #[test]
 fn info_names_the_chosen_adapter() {
     if common::gpu().is_none() {

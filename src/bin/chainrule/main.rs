@@ -176,7 +176,27 @@ fn positional_last(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString>
     }
 }
 
+/// A reader that stops reading (`chainrule ops | head -5`) closes the pipe;
+/// printing then fails, and the command ends quietly, as `cat` does,
+/// instead of reporting a panic.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse_from(positional_last(std::env::args_os().collect()));
     let result = match cli.command {
         Command::Eval {
