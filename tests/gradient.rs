@@ -1070,14 +1070,26 @@ fn bad_requests_are_errors_that_say_what_is_wrong() {
             &[("x", &x), ("t", &t), ("w", &w)],
             &["`b`"],
         );
-        expect_error(
-            &backend,
-            &format!("{on}: a variable the output ignores"),
-            &unused,
-            &["u"],
-            &[("x", &three), ("u", &two)],
-            &["`u`", "does not affect"],
-        );
+        // A variable the output ignores has a gradient of zeros, of its
+        // shape, beside the others asked for, in the order asked.
+        for reduction in [Reduction::Mean, Reduction::PerSample] {
+            for wrt in [&["u"][..], &["x", "u"], &["u", "x"]] {
+                let out = backend
+                    .gradient(&unused, wrt, &[("x", &three), ("u", &two)], reduction)
+                    .unwrap_or_else(|e| panic!("{on}: {wrt:?}: {e}"));
+                assert_eq!(out.values, vec![6.0], "{on}");
+                let names: Vec<&str> = out.gradients.iter().map(|g| g.name.as_str()).collect();
+                assert_eq!(names, wrt, "{on}");
+                for g in &out.gradients {
+                    let (shape, values) = match (g.name.as_str(), reduction) {
+                        ("u", Reduction::Mean) => (vec![2], vec![0.0; 2]),
+                        ("u", _) => (vec![1, 2], vec![0.0; 2]),
+                        _ => (vec![1, 3], vec![1.0; 3]),
+                    };
+                    assert_eq!((&g.shape, &g.values), (&shape, &values), "{on}: {wrt:?}");
+                }
+            }
+        }
     }
 }
 
