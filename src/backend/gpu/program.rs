@@ -215,7 +215,9 @@ pub(crate) fn selection_refused(op: Op) -> Error {
         "{what} is not supported on the GPU for a program too large for one fused kernel \
          (its per-sample state beyond the registers, or its loops beyond what software \
          drivers run); per-sample matrices, `cross`, `prod`, `max` and `min` of a vector and \
-         indexing all lower to such selections. Use the CPU backend (`Backend::Cpu`, or \
+         indexing all lower to such selections, and so do the derived programs \
+         (`Program::jvp_program`, `vjp_program`, `gradient_program`) of programs that have \
+         them. Use the CPU backend (`Backend::Cpu`, or \
          `--cpu` on the command line), or split the program"
     ))
 }
