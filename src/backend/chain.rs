@@ -141,7 +141,7 @@ pub fn reverse_cotangents<A: JacobianAlgebra>(
         };
         let cotangent = algebra.finish(cotangent)?;
         cotangents[id] = Some(cotangent.clone());
-        let operands: Vec<usize> = crate::schedule::vector::operands(&program.nodes[id]);
+        let operands: Vec<usize> = program.nodes[id].operands().collect();
         for (slot, &o) in operands.iter().enumerate() {
             if !needed.get(o).copied().unwrap_or(false)
                 || (program.nodes[id].matrix_product().is_some() && slot == 0)

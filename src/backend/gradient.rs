@@ -213,10 +213,7 @@ impl Backend {
             }
         }
         for id in 0..program.nodes.len() {
-            if crate::schedule::vector::operands(&program.nodes[id])
-                .iter()
-                .any(|&o| needed[o])
-            {
+            if program.nodes[id].operands().any(|o| needed[o]) {
                 needed[id] = true;
             }
         }

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use crate::jacobian::Cost;
 use crate::program::{Op, Program, Shape};
-use crate::schedule::vector::{Factor, JacobianPlan, Step, local_shape, operands};
+use crate::schedule::vector::{Factor, JacobianPlan, Step, local_shape};
 
 /// A node's name: the variable's or the assigned one, else its expression
 /// written out to a few levels (deeper parts as t<id>).
@@ -115,10 +115,7 @@ fn wrapped(program: &Program, id: usize) -> String {
 fn factor_name(program: &Program, factor: Factor, wrt: &str) -> String {
     match factor {
         Factor::Local { node, slot } => {
-            let operand = operands(&program.nodes[node])
-                .get(slot)
-                .copied()
-                .unwrap_or(node);
+            let operand = program.nodes[node].operands().nth(slot).unwrap_or(node);
             let selection = matches!(program.nodes[node], Op::Slice(..) | Op::Concat(..));
             let shape = local_shape(program, node, slot).map_or_else(
                 |_| "?".to_string(),

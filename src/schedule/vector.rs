@@ -97,11 +97,6 @@ pub fn local_shape(program: &Program, node: NodeId, slot: usize) -> Result<JacSh
     Ok(program.local_jacobian(node, slot)?.shape)
 }
 
-/// The operands of an op, in slot order.
-pub fn operands(op: &Op) -> Vec<NodeId> {
-    op.operands().collect()
-}
-
 struct Planner<'a> {
     program: &'a Program,
     batch: usize,
@@ -279,7 +274,7 @@ pub fn plan_node(
             if id < wrt_node {
                 continue;
             }
-            d[id] = id == wrt_node || operands(op).iter().any(|&o| d[o]);
+            d[id] = id == wrt_node || op.operands().any(|o| d[o]);
             // Matrices are parameters: a product depends on x through its vector only.
             if let Some((_, v, _)) = op.matrix_product() {
                 d[id] = id == wrt_node || d[v];
@@ -292,7 +287,7 @@ pub fn plan_node(
         if !depends[id] {
             continue;
         }
-        for (slot, &o) in operands(op).iter().enumerate() {
+        for (slot, o) in op.operands().enumerate() {
             if depends[o] && !(op.matrix_product().is_some() && slot == 0) {
                 uses[o] += 1;
             }
@@ -314,7 +309,7 @@ pub fn plan_node(
             continue;
         }
         let mut terms = Vec::new();
-        for (slot, &o) in operands(&nodes[id]).iter().enumerate() {
+        for (slot, o) in nodes[id].operands().enumerate() {
             if !depends[o] || (nodes[id].matrix_product().is_some() && slot == 0) {
                 continue;
             }
