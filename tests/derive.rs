@@ -9,7 +9,7 @@ mod common;
 
 use chainrule::ops::{BinaryOp, UnaryOp};
 use chainrule::program::{Kind, Program};
-use common::programs::{assert_close, backends, parse};
+use common::programs::{assert_close, backends, bind, parse, random_values};
 use common::{rng, uniform};
 use rand::rngs::StdRng;
 
@@ -359,20 +359,8 @@ fn derived_programs_run_on_every_backend() {
         .and_then(|g| g.jvp_program("x"))
         .expect("an HVP program");
     let batch = 9;
-    let data: Vec<Vec<f32>> = hvp
-        .variables
-        .iter()
-        .map(|v| {
-            let samples = if v.kind == Kind::Param { 1 } else { batch };
-            uniform(&mut rng, samples * v.shape.size(), -1.0, 1.0)
-        })
-        .collect();
-    let names: Vec<&str> = hvp.variables.iter().map(|v| v.name.as_str()).collect();
-    let bound: Vec<(&str, &[f32])> = names
-        .iter()
-        .zip(&data)
-        .map(|(n, d)| (*n, d.as_slice()))
-        .collect();
+    let data = random_values(&hvp, batch, (-1.0, 1.0), &mut rng);
+    let bound = bind(&hvp, &data);
     let mut want = Vec::new();
     for b in 0..batch {
         let at = common::programs::sample(&hvp, &data, b);

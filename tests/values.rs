@@ -6,29 +6,13 @@
 mod common;
 
 use chainrule::{Backend, CpuBackend};
-use common::programs::{assert_close, backends, output, parse, sample};
-use common::{rng, uniform};
+use common::programs::{assert_close, backends, bind, output, parse, random_values, sample};
+use common::rng;
 
 fn check(label: &str, text: &str, batch: usize, rng: &mut rand::rngs::StdRng) {
     let program = parse(text);
-    let data: Vec<Vec<f32>> = program
-        .variables
-        .iter()
-        .map(|v| {
-            let samples = if v.kind == chainrule::program::Kind::Param {
-                1
-            } else {
-                batch
-            };
-            uniform(rng, samples * v.shape.size(), -1.5, 1.5)
-        })
-        .collect();
-    let bound: Vec<(&str, &[f32])> = program
-        .variables
-        .iter()
-        .zip(&data)
-        .map(|(v, d)| (v.name.as_str(), d.as_slice()))
-        .collect();
+    let data = random_values(&program, batch, (-1.5, 1.5), rng);
+    let bound = bind(&program, &data);
     let expected: Vec<f64> = (0..batch)
         .flat_map(|b| output(&program, &sample(&program, &data, b)))
         .collect();

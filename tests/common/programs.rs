@@ -42,6 +42,35 @@ pub fn assert_close(label: &str, actual: &[f64], expected: &[f64], tolerance: f6
     );
 }
 
+/// Uniform random values in `range` for every variable of `program`: an
+/// input's for `batch` samples, a param's once.
+pub fn random_values(
+    program: &Program,
+    batch: usize,
+    range: (f32, f32),
+    rng: &mut StdRng,
+) -> Vec<Vec<f32>> {
+    program
+        .variables
+        .iter()
+        .map(|v| {
+            let samples = if v.kind == Kind::Param { 1 } else { batch };
+            uniform(rng, samples * v.shape.size(), range.0, range.1)
+        })
+        .collect()
+}
+
+/// `data` (one array per variable, in order) by the variables' names, as
+/// the backends take it.
+pub fn bind<'a>(program: &'a Program, data: &'a [Vec<f32>]) -> Vec<(&'a str, &'a [f32])> {
+    program
+        .variables
+        .iter()
+        .zip(data)
+        .map(|(v, d)| (v.name.as_str(), d.as_slice()))
+        .collect()
+}
+
 /// The f64 values of each variable for sample `b`.
 pub fn sample(program: &Program, data: &[Vec<f32>], b: usize) -> Vec<Vec<f64>> {
     program
@@ -90,20 +119,8 @@ pub fn central(f: impl Fn(&[f64]) -> Vec<f64>, x: &[f64]) -> Vec<f64> {
 pub fn check(label: &str, text: &str, wrt: &[&str], rng: &mut StdRng) {
     let program = parse(text);
     let batch = 7;
-    let data: Vec<Vec<f32>> = program
-        .variables
-        .iter()
-        .map(|v| {
-            let samples = if v.kind == Kind::Param { 1 } else { batch };
-            uniform(rng, samples * v.shape.size(), -1.5, 1.5)
-        })
-        .collect();
-    let names: Vec<&str> = program.variables.iter().map(|v| v.name.as_str()).collect();
-    let bound: Vec<(&str, &[f32])> = names
-        .iter()
-        .zip(&data)
-        .map(|(n, d)| (*n, d.as_slice()))
-        .collect();
+    let data = random_values(&program, batch, (-1.5, 1.5), rng);
+    let bound = bind(&program, &data);
     let m = program.shapes[program.output].size();
     for &name in wrt {
         let v = program.variable(name).expect("a variable");
