@@ -129,52 +129,6 @@ impl Backend {
         reduction: Reduction,
     ) -> Result<GradientOutput> {
         program.check()?;
-        let unread = |name: &&str| {
-            program
-                .variable(name)
-                .is_some_and(|v| program.variable_node(v).is_none())
-        };
-        if !wrt.iter().any(unread) {
-            return self.gradient_of_read(program, wrt, variables, reduction);
-        }
-        let read: Vec<&str> = wrt.iter().copied().filter(|n| !unread(n)).collect();
-        let (mut out, batch) = if read.is_empty() {
-            let (_, batch) = bind(program, variables)?;
-            if program.shapes[program.output] != Shape::Scalar {
-                return self.gradient_of_read(program, wrt, variables, reduction);
-            }
-            (output(self.values(program, variables)?, Vec::new()), batch)
-        } else {
-            let out = self.gradient_of_read(program, &read, variables, reduction)?;
-            let batch = out.values.len();
-            (out, batch)
-        };
-        let mut computed = std::mem::take(&mut out.gradients).into_iter();
-        for name in wrt {
-            let Some(v) = program.variable(name).filter(|_| unread(name)) else {
-                out.gradients.extend(computed.next());
-                continue;
-            };
-            let per_batch =
-                reduction == Reduction::PerSample || program.variables[v].kind == Kind::Input;
-            let shape = dims(program, v, per_batch.then_some(batch));
-            let size: usize = shape.iter().product();
-            out.gradients.push(Gradient {
-                name: (*name).to_string(),
-                shape,
-                values: vec![0.0; size],
-            });
-        }
-        Ok(out)
-    }
-
-    fn gradient_of_read(
-        &self,
-        program: &Program,
-        wrt: &[&str],
-        variables: &[(&str, &[f32])],
-        reduction: Reduction,
-    ) -> Result<GradientOutput> {
         if program.shapes[program.output] != Shape::Scalar {
             return Err(Error::Shape(format!(
                 "a gradient needs a scalar output, but `{}` is {}; reduce it (sum, mean, mse, cross_entropy) or use jacobian / vjp",
@@ -186,6 +140,51 @@ impl Backend {
                 "name at least one variable to differentiate".into(),
             ));
         }
+        // Variables the output reads go through the planner; the others'
+        // gradients are zeros, spliced in where they were asked for.
+        let unread = |name: &str| {
+            program
+                .variable(name)
+                .filter(|&v| program.variable_node(v).is_none())
+        };
+        let read: Vec<&str> = wrt
+            .iter()
+            .copied()
+            .filter(|n| unread(n).is_none())
+            .collect();
+        let mut out = if read.is_empty() {
+            output(self.values(program, variables)?, Vec::new())
+        } else {
+            self.gradient_of_read(program, &read, variables, reduction)?
+        };
+        let batch = out.values.len();
+        let mut computed = std::mem::take(&mut out.gradients).into_iter();
+        for name in wrt {
+            let Some(v) = unread(name) else {
+                out.gradients.extend(computed.next());
+                continue;
+            };
+            let per_batch =
+                reduction == Reduction::PerSample || program.variables[v].kind == Kind::Input;
+            let shape = dims(program, v, per_batch.then_some(batch));
+            let size = shape.iter().product();
+            out.gradients.push(Gradient {
+                name: (*name).to_string(),
+                shape,
+                values: vec![0.0; size],
+            });
+        }
+        Ok(out)
+    }
+
+    /// Gradients of variables the output reads (the checks above passed).
+    fn gradient_of_read(
+        &self,
+        program: &Program,
+        wrt: &[&str],
+        variables: &[(&str, &[f32])],
+        reduction: Reduction,
+    ) -> Result<GradientOutput> {
         let indices: Vec<usize> = wrt
             .iter()
             .map(|name| {
