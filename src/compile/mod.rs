@@ -290,15 +290,7 @@ fn matching_brace(text: &str) -> Option<usize> {
 /// The nodes whose cotangents the reverse pass needs: those that depend on
 /// a variable asked for.
 pub fn needed(program: &Program, variables: &[usize]) -> Vec<bool> {
-    let mut needed = vec![false; program.nodes.len()];
-    for (id, op) in program.nodes.iter().enumerate() {
-        needed[id] = match *op {
-            Op::Variable(v) => variables.contains(&v),
-            Op::Constant(_) => false,
-            _ => op.operands().any(|o| needed[o]),
-        };
-    }
-    needed
+    program.depending_on(variables)
 }
 
 /// Compiles the gradient of `program`'s scalar output with respect to

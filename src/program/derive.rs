@@ -265,21 +265,6 @@ impl Builder {
     }
 }
 
-/// Which original nodes depend on variable `wrt`.
-fn depends_on(program: &Program, wrt: usize) -> Vec<bool> {
-    let mut depends: Vec<bool> = Vec::with_capacity(program.nodes.len());
-    for op in &program.nodes {
-        let d = match *op {
-            Op::Variable(v) => v == wrt,
-            _ => op
-                .operands()
-                .any(|a| depends.get(a).copied().unwrap_or(false)),
-        };
-        depends.push(d);
-    }
-    depends
-}
-
 impl Program {
     fn variable_named(&self, name: &str) -> Result<usize> {
         self.variable(name).ok_or_else(|| {
@@ -417,7 +402,7 @@ impl Program {
                 )));
             }
         }
-        let depends = depends_on(self, v);
+        let depends = self.depending_on(&[v]);
         let mut b = Builder::new(self);
         let map = b.map.clone();
         let new = |old: NodeId| map.get(old).copied().unwrap_or(old);

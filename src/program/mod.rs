@@ -332,6 +332,21 @@ impl Program {
         self.variables.iter().position(|v| v.name == name)
     }
 
+    /// For each node, whether it depends on one of `variables` (indices
+    /// into [`Program::variables`]).
+    pub fn depending_on(&self, variables: &[usize]) -> Vec<bool> {
+        let mut depends = vec![false; self.nodes.len()];
+        for (id, op) in self.nodes.iter().enumerate() {
+            depends[id] = match *op {
+                Op::Variable(v) => variables.contains(&v),
+                _ => op
+                    .operands()
+                    .any(|o| depends.get(o).copied().unwrap_or(false)),
+            };
+        }
+        depends
+    }
+
     /// The node that reads variable `index`, or `None` when the output does
     /// not depend on it.
     pub fn variable_node(&self, index: usize) -> Option<NodeId> {
