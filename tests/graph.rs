@@ -315,3 +315,19 @@ fn lowering_errors_say_what_and_where() {
     let m = message("exp + 1", InputOrder::FirstAppearance);
     assert!(m.contains("is a function"), "{m}");
 }
+
+/// The f64 executor is public: a short point, a short gradient slice or a
+/// workspace of another graph give an answer, never a panic.
+#[test]
+fn the_executor_takes_bad_arguments_without_panicking() {
+    let graph = Graph::parse("x * y + sin(x)", InputOrder::FirstAppearance).expect("parses");
+    let (value, gradient) = graph.evaluate(&[1.0]);
+    assert!(value.is_nan(), "y is missing: {value}");
+    assert_eq!(gradient.len(), 2);
+    let other = Graph::parse("exp(a)", InputOrder::FirstAppearance).expect("parses");
+    let mut workspace = other.workspace();
+    let mut short = [0.0];
+    let value = graph.evaluate_into(&[2.0, 3.0], &mut workspace, &mut short);
+    assert!((value - (6.0 + 2f64.sin())).abs() < 1e-12);
+    assert!((short[0] - (3.0 + 2f64.cos())).abs() < 1e-12);
+}

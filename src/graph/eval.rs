@@ -47,20 +47,32 @@ impl Graph {
     /// the losing operand of a selection adds nothing, even where its
     /// tangent is infinite.
     fn term(&self, ws: &Workspace, operand: NodeId, j: usize, partial: f64) -> Option<f64> {
-        self.deps[operand]
-            .binary_search(&j)
-            .ok()
-            .map(|k| chain_mul(partial, ws.tangents[ws.offsets[operand] + k]))
+        let k = self.deps[operand].binary_search(&j).ok()?;
+        let at = ws.offsets.get(operand)? + k;
+        ws.tangents.get(at).map(|&t| chain_mul(partial, t))
     }
 
     /// The value at `point`, with the gradient written to `gradient` (one
     /// entry per input). Forward mode: each node's tangent is the sum over
     /// its operands that depend on each input of partial times tangent, in
     /// operand order, as the generated WGSL computes it.
+    ///
+    /// A missing input reads as NaN, a gradient slice too short keeps the
+    /// entries it has, and a workspace of another graph's size is remade
+    /// (one of the same sizes gives wrong numbers, never a panic).
     pub fn evaluate_into(&self, point: &[f64], ws: &mut Workspace, gradient: &mut [f64]) -> f64 {
+        if ws.values.len() != self.nodes().len()
+            || ws.offsets.len() != self.nodes().len()
+            || ws.tangents.len() != self.tangents
+        {
+            *ws = self.workspace();
+        }
         for (id, node) in self.nodes().iter().enumerate() {
             let (value, partials) = match *node {
-                Op::Variable(i) => (point[i], [(id, 1.0), (id, 0.0)]),
+                Op::Variable(i) => (
+                    point.get(i).copied().unwrap_or(f64::NAN),
+                    [(id, 1.0), (id, 0.0)],
+                ),
                 Op::Unary(op, a) => {
                     let (value, d) = op.value_and_derivative(ws.values[a]);
                     (value, [(a, d), (usize::MAX, 0.0)])
@@ -74,7 +86,7 @@ impl Graph {
                 _ => (f64::NAN, [(id, 0.0), (id, 0.0)]),
             };
             ws.values[id] = value;
-            let start = ws.offsets[id];
+            let start = ws.offsets.get(id).copied().unwrap_or(0);
             for (k, &j) in self.deps[id].iter().enumerate() {
                 let tangent = match *node {
                     Op::Variable(_) => 1.0,
@@ -91,13 +103,18 @@ impl Graph {
                         }
                     }
                 };
-                ws.tangents[start + k] = tangent;
+                if let Some(t) = ws.tangents.get_mut(start + k) {
+                    *t = tangent;
+                }
             }
         }
         gradient.fill(0.0);
         let out = self.output();
         for (k, &j) in self.deps[out].iter().enumerate() {
-            gradient[j] = ws.tangents[ws.offsets[out] + k];
+            let at = ws.offsets.get(out).copied().unwrap_or(0) + k;
+            if let (Some(g), Some(&t)) = (gradient.get_mut(j), ws.tangents.get(at)) {
+                *g = t;
+            }
         }
         ws.values[out]
     }

@@ -25,6 +25,8 @@ pub struct Graph {
     inputs: Vec<String>,
     /// For each node, the inputs it depends on, ascending.
     deps: Vec<Vec<usize>>,
+    /// The tangents of all nodes together: the size of a workspace.
+    tangents: usize,
 }
 
 impl Graph {
@@ -75,10 +77,12 @@ impl Graph {
             d.dedup();
             deps.push(d);
         }
+        let tangents = deps.iter().map(Vec::len).sum();
         Ok(Graph {
             program,
             inputs,
             deps,
+            tangents,
         })
     }
 
