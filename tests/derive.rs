@@ -88,7 +88,6 @@ fn every_unary_derivative_expression_matches_the_reference() {
             .unwrap_or_else(|e| panic!("{text}: {e}"));
         for &x in &xs {
             let want = op.value_and_derivative(x).1;
-            // `x^0` folds to the constant 1, whose program has no `x`.
             let got = run(&gradient, &[vec![x]])[0];
             assert!(
                 agrees(got, want),
