@@ -185,10 +185,11 @@ impl Layout<'_> {
             Op::Variable(v) => {
                 let scalar = self.is_scalar(id);
                 if let Some(k) = self.input_binding[v] {
+                    // Read from the sample's copy that `open_samples` made.
                     if scalar {
-                        format!("in{k}[s]")
+                        format!("x{k}")
                     } else {
-                        format!("in{k}[s * {}u + {i}]", self.size(id))
+                        format!("x{k}[{i}]")
                     }
                 } else {
                     let offset = self.param_offset[v].unwrap_or(0);
@@ -455,7 +456,7 @@ fn compile(
             "{trips} loop iterations a sample leave too few for a batch"
         )));
     }
-    let (mut src, mut binding) = prelude(&inputs, &params);
+    let (mut src, mut binding) = prelude(&layout, &inputs, &params);
     if seeded {
         binding += 1;
         let _ = writeln!(
@@ -473,9 +474,14 @@ fn compile(
     for (k, slot) in gradients.iter().enumerate() {
         if slot.destination == Destination::PerSample {
             binding += 1;
+            let ty = if quad_rows(slot, mode) {
+                "vec4<f32>"
+            } else {
+                "f32"
+            };
             let _ = writeln!(
                 src,
-                "@group(0) @binding({binding}) var<storage, read_write> out_g{k}: array<f32>;"
+                "@group(0) @binding({binding}) var<storage, read_write> out_g{k}: array<{ty}>;"
             );
         }
     }
@@ -488,7 +494,7 @@ fn compile(
             ROUND * WORKGROUP
         );
     }
-    open_samples(&mut src, summed_width);
+    open_samples(&mut src, &layout, &inputs, summed_width);
     match mode {
         Mode::Reverse { seeded } => {
             forward_pass(&mut src, &layout, &needed);
@@ -554,6 +560,15 @@ fn compile(
         match (slot.destination, scalar) {
             (Destination::PerSample, true) => {
                 let _ = writeln!(src, "        out_g{k}[s] = g{node} * params.scale;");
+            }
+            (Destination::PerSample, false) if quad_rows(slot, mode) => {
+                let _ = writeln!(
+                    src,
+                    "        for (var j = 0u; j < {q}u; j = j + 1u) {{\n            \
+                     out_g{k}[s * {q}u + j] = vec4<f32>(g{node}[4u * j], g{node}[4u * j + 1u], \
+                     g{node}[4u * j + 2u], g{node}[4u * j + 3u]) * params.scale;\n        }}",
+                    q = slot.size / 4
+                );
             }
             (Destination::PerSample, false) => {
                 let _ = writeln!(
@@ -622,9 +637,10 @@ fn validate(program: &Program, variables: &[usize]) -> Result<(), NotFused> {
     }
 }
 
-/// Floats of private state one sample keeps: a value per computed node,
-/// a partial per unary node and log-sum-exp on a derivative path, a tangent
-/// or cotangent per node on it; or why the program does not fit.
+/// Floats of private state one sample keeps: each input's row, a value per
+/// computed node, a partial per unary node and log-sum-exp on a derivative
+/// path, a tangent or cotangent per node on it; or why the program does not
+/// fit.
 fn state_floats(program: &Program, needed: &[bool]) -> Result<usize, NotFused> {
     let mut private = 0usize;
     for (id, op) in program.nodes.iter().enumerate() {
@@ -638,8 +654,16 @@ fn state_floats(program: &Program, needed: &[bool]) -> Result<usize, NotFused> {
         if vector > MAX_VECTOR {
             return Err(NotFused(format!("node {id} has {size} elements")));
         }
-        let computed = !matches!(op, Op::Variable(_) | Op::Constant(_));
-        private += size * usize::from(computed);
+        // Computed values, and each input's row copied in once.
+        let held = match op {
+            Op::Constant(_) => false,
+            Op::Variable(v) => program
+                .variables
+                .get(*v)
+                .is_some_and(|v| v.kind == Kind::Input),
+            _ => true,
+        };
+        private += size * usize::from(held);
         private += size * usize::from(needed[id]);
         private += size * usize::from(needed[id] && matches!(op, Op::Unary(..) | Op::LogSumExp(_)));
     }
@@ -718,7 +742,7 @@ fn bind_variables(program: &Program) -> (Layout<'_>, Vec<usize>, Vec<(usize, usi
 
 /// The library, the uniform, and the bindings of inputs and params; the
 /// last binding index used.
-fn prelude(inputs: &[usize], params: &[(usize, usize)]) -> (String, usize) {
+fn prelude(layout: &Layout<'_>, inputs: &[usize], params: &[(usize, usize)]) -> (String, usize) {
     let mut src = shaders::library();
     src.push_str(
         "\nstruct FusedParams {\n    count: u32,\n    scale: f32,\n    per_invocation: u32,\n    pad0: u32,\n}\n\n\
@@ -734,11 +758,16 @@ fn prelude(inputs: &[usize], params: &[(usize, usize)]) -> (String, usize) {
         src,
         "@group(0) @binding({binding}) var<uniform> params: FusedParams;"
     );
-    for (k, _) in inputs.iter().enumerate() {
+    for (k, &v) in inputs.iter().enumerate() {
         binding += 1;
+        let ty = if quads(layout.program.variables[v].shape.size()) {
+            "vec4<f32>"
+        } else {
+            "f32"
+        };
         let _ = writeln!(
             src,
-            "@group(0) @binding({binding}) var<storage, read> in{k}: array<f32>;"
+            "@group(0) @binding({binding}) var<storage, read> in{k}: array<{ty}>;"
         );
     }
     if !params.is_empty() {
@@ -751,9 +780,21 @@ fn prelude(inputs: &[usize], params: &[(usize, usize)]) -> (String, usize) {
     (src, binding)
 }
 
+/// Whether rows of `n` floats are read or written four at a time, as
+/// `vec4<f32>`: software drivers pay per access, not per float.
+fn quads(n: usize) -> bool {
+    n >= 4 && n.is_multiple_of(4)
+}
+
+/// Whether a per-sample gradient's rows are written as quads (not a
+/// Jacobian's, which is written element by element).
+fn quad_rows(slot: &GradientSlot, mode: Mode) -> bool {
+    !matches!(mode, Mode::Jacobian { .. }) && quads(slot.size)
+}
+
 /// The entry point, opened up to the body run for each sample `s` (with
 /// `live` false past the batch); `summed_width` registers accumulate sums.
-fn open_samples(src: &mut String, summed_width: usize) {
+fn open_samples(src: &mut String, layout: &Layout<'_>, inputs: &[usize], summed_width: usize) {
     let _ = write!(
         src,
         "\n@compute @workgroup_size({WORKGROUP})\n\
@@ -774,6 +815,28 @@ fn open_samples(src: &mut String, summed_width: usize) {
          let sample = k * threads + wg * {WORKGROUP}u + lid;\n    \
          let live = sample < params.count;\n    let s = min(sample, params.count - 1u);"
     );
+    // Each input's row is read from memory once, into registers, however
+    // many passes read it after.
+    for (k, &v) in inputs.iter().enumerate() {
+        let n = layout.program.variables[v].shape.size();
+        if layout.program.variables[v].shape == Shape::Scalar {
+            let _ = writeln!(src, "    let x{k} = in{k}[s];");
+        } else if quads(layout.program.variables[v].shape.size()) {
+            let q = n / 4;
+            let _ = writeln!(
+                src,
+                "    var x{k}: array<f32, {n}>;\n    for (var j = 0u; j < {q}u; j = j + 1u) {{\n        \
+                 let q = in{k}[s * {q}u + j];\n        x{k}[4u * j] = q.x;\n        x{k}[4u * j + 1u] = q.y;\n        \
+                 x{k}[4u * j + 2u] = q.z;\n        x{k}[4u * j + 3u] = q.w;\n    }}"
+            );
+        } else {
+            let _ = writeln!(
+                src,
+                "    var x{k}: array<f32, {n}>;\n    for (var i = 0u; i < {n}u; i = i + 1u) {{\n        \
+                 x{k}[i] = in{k}[s * {n}u + i];\n    }}"
+            );
+        }
+    }
 }
 
 mod forward;
