@@ -40,7 +40,8 @@ pub use backend::gpu::{
     AdapterReport, ContextOptions, DeviceLimits, GpuArray, GpuContext, LimitsOverride,
 };
 pub use backend::{
-    Backend, EvalOutput, Gradient, GradientOutput, JacobianOutput, Reduction, UnaryOutput,
+    Backend, EvalOutput, Gradient, GradientOutput, GradientRequest, JacobianOutput, Reduction,
+    UnaryOutput,
 };
 pub use error::{Error, Result};
 /// The ndarray the `*_array` methods take and return, so that callers can

@@ -13,7 +13,7 @@ use crate::backend::cpu_program::{CpuAlgebra, forward};
 use crate::backend::gpu::{BatchLayout, GpuJacobian};
 use crate::backend::selection::CpuJacobian;
 use crate::backend::vector::bind;
-use crate::compile::{self, Destination};
+use crate::compile::{self, Destination, Sweep};
 use crate::error::{Error, Result};
 use crate::jacobian::Jacobian;
 use crate::ops::chain_mul;
@@ -50,6 +50,19 @@ pub struct GradientOutput {
     pub mean: f64,
     /// One per variable asked for, in the order asked.
     pub gradients: Vec<Gradient>,
+}
+
+/// One request of [`Backend::gradients`]: the gradient of the scalar line
+/// `of` (the output's name, or any line the output reads) with respect to
+/// the variables `wrt`, reduced over the batch by `reduction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GradientRequest<'a> {
+    /// The line differentiated.
+    pub of: &'a str,
+    /// The variables, by name.
+    pub wrt: &'a [&'a str],
+    /// Batch mean, or one gradient per sample.
+    pub reduction: Reduction,
 }
 
 /// How one variable's gradient is formed.
@@ -128,18 +141,7 @@ impl Backend {
         variables: &[(&str, &[f32])],
         reduction: Reduction,
     ) -> Result<GradientOutput> {
-        program.check()?;
-        if program.shapes[program.output] != Shape::Scalar {
-            return Err(Error::Shape(format!(
-                "a gradient needs a scalar output, but `{}` is {}; reduce it (sum, mean, mse, cross_entropy) or use jacobian / vjp",
-                program.output_name, program.shapes[program.output]
-            )));
-        }
-        if wrt.is_empty() {
-            return Err(Error::InvalidArgument(
-                "name at least one variable to differentiate".into(),
-            ));
-        }
+        check_request(program, wrt)?;
         // Variables the output reads go through the planner; the others'
         // gradients are zeros, spliced in where they were asked for.
         let unread = |name: &str| {
@@ -177,6 +179,65 @@ impl Backend {
         Ok(out)
     }
 
+    /// Several gradients of one program's lines, each a
+    /// [`GradientRequest`], with the variables' values by name as for
+    /// [`Backend::gradient`]; one [`GradientOutput`] per request, in order,
+    /// each holding its line's values. On the GPU the requests share one
+    /// fused kernel where the program compiles to one: one forward pass, a
+    /// reverse sweep per request, the inputs read once. W3's batch-mean
+    /// gradient of the loss beside each sample's gradient of the
+    /// activation is two requests of one program.
+    ///
+    /// Errors: no request, or any error [`Backend::gradient`] gives for a
+    /// request, with `of` in place of the output; a name that is not a
+    /// line of the program.
+    pub fn gradients(
+        &self,
+        program: &Program,
+        requests: &[GradientRequest<'_>],
+        variables: &[(&str, &[f32])],
+    ) -> Result<Vec<GradientOutput>> {
+        program.check()?;
+        if requests.is_empty() {
+            return Err(Error::InvalidArgument(
+                "ask for at least one gradient".into(),
+            ));
+        }
+        let lines: Vec<Program> = requests
+            .iter()
+            .map(|r| program.with_output(r.of))
+            .collect::<Result<_>>()?;
+        for (request, line) in requests.iter().zip(&lines) {
+            check_request(line, request.wrt)?;
+        }
+        if let Backend::Gpu(context) = self {
+            let (bound, batch) = bind(program, variables)?;
+            let mut sweeps = Vec::new();
+            for request in requests {
+                let Some(of) = program.line(request.of) else {
+                    return Err(Error::InvalidArgument(format!(
+                        "`{}` is not a line of the program",
+                        request.of
+                    )));
+                };
+                let indices: Vec<usize> = request
+                    .wrt
+                    .iter()
+                    .map(|name| variable_index(program, name))
+                    .collect::<Result<_>>()?;
+                sweeps.push((of, indices, request.reduction));
+            }
+            if let Some(outs) = fused(context, program, &sweeps, &bound, batch)? {
+                return Ok(outs);
+            }
+        }
+        requests
+            .iter()
+            .zip(&lines)
+            .map(|(r, line)| self.gradient(line, r.wrt, variables, r.reduction))
+            .collect()
+    }
+
     /// Gradients of variables the output reads (the checks above passed).
     fn gradient_of_read(
         &self,
@@ -187,11 +248,7 @@ impl Backend {
     ) -> Result<GradientOutput> {
         let indices: Vec<usize> = wrt
             .iter()
-            .map(|name| {
-                program.variable(name).ok_or_else(|| {
-                    Error::InvalidArgument(format!("`{name}` is not a variable of the program"))
-                })
-            })
+            .map(|name| variable_index(program, name))
             .collect::<Result<_>>()?;
         let (bound, batch) = bind(program, variables)?;
         let targets: Vec<Target> = indices
@@ -280,7 +337,9 @@ impl Backend {
                 Ok(output(values, gradients))
             }
             Backend::Gpu(context) => {
-                if let Some(out) = fused(context, program, &indices, &bound, batch, reduction)? {
+                let sweep = [(program.output, indices.clone(), reduction)];
+                let fused = fused(context, program, &sweep, &bound, batch)?;
+                if let Some(out) = fused.and_then(|outs| outs.into_iter().next()) {
                     return Ok(out);
                 }
                 let largest = program.shapes.iter().map(|s| s.size()).max().unwrap_or(1);
@@ -519,57 +578,96 @@ impl Backend {
     }
 }
 
-/// The gradient by the program compiler's fused kernel, or `None` when the
-/// program does not compile to one (its per-sample state too large for
-/// registers) and the structured plan should run instead.
+/// Checks one gradient request of `program`'s output: a valid program, a
+/// scalar output, at least one variable.
+fn check_request(program: &Program, wrt: &[&str]) -> Result<()> {
+    program.check()?;
+    if program.shapes[program.output] != Shape::Scalar {
+        return Err(Error::Shape(format!(
+            "a gradient needs a scalar output, but `{}` is {}; reduce it (sum, mean, mse, cross_entropy) or use jacobian / vjp",
+            program.output_name, program.shapes[program.output]
+        )));
+    }
+    if wrt.is_empty() {
+        return Err(Error::InvalidArgument(
+            "name at least one variable to differentiate".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn variable_index(program: &Program, name: &str) -> Result<usize> {
+    program
+        .variable(name)
+        .ok_or_else(|| Error::InvalidArgument(format!("`{name}` is not a variable of the program")))
+}
+
+/// Gradients by the program compiler's fused kernel, a reverse sweep per
+/// request (the node differentiated, the variables by index, the
+/// reduction), or `None` when they do not compile to one (a variable the
+/// node does not read, per-sample state too large for registers) and each
+/// should run by itself.
 fn fused(
     context: &crate::GpuContext,
     program: &Program,
-    indices: &[usize],
+    requests: &[(usize, Vec<usize>, Reduction)],
     bound: &[&[f32]],
     batch: usize,
-    reduction: Reduction,
-) -> Result<Option<GradientOutput>> {
-    let wrt: Vec<(usize, Destination)> = indices
+) -> Result<Option<Vec<GradientOutput>>> {
+    let sweeps: Vec<Sweep> = requests
         .iter()
-        .map(|&v| match (reduction, program.variables[v].kind) {
-            (Reduction::Mean, Kind::Param) => (v, Destination::Summed),
-            _ => (v, Destination::PerSample),
+        .map(|(of, indices, reduction)| Sweep {
+            of: *of,
+            wrt: indices
+                .iter()
+                .map(|&v| match (reduction, program.variables[v].kind) {
+                    (Reduction::Mean, Kind::Param) => (v, Destination::Summed),
+                    (Reduction::Mean, Kind::Input) => (v, Destination::Share),
+                    (Reduction::PerSample, _) => (v, Destination::PerSample),
+                })
+                .collect(),
         })
         .collect();
-    let Ok(plan) = compile::gradient(program, &wrt, true) else {
+    let Ok(plan) = compile::gradients(program, &sweeps, true) else {
         return Ok(None);
     };
     if !context.fits_fused(&plan) {
         return Ok(None);
     }
-    let scale = match reduction {
-        Reduction::Mean => 1.0 / batch as f64,
-        Reduction::PerSample => 1.0,
-    };
+    // Shares are of the batch mean; summed gradients are scaled here.
+    let scale = 1.0 / batch as f64;
     let out = context.fused_gradient(&plan, bound, batch, scale as f32, None)?;
     let mut per_sample = out.per_sample;
-    let gradients = plan
-        .gradients
-        .iter()
-        .enumerate()
-        .map(|(k, slot)| match slot.destination {
-            Destination::PerSample => Gradient {
-                name: program.variables[slot.variable].name.clone(),
-                shape: dims(program, slot.variable, Some(batch)),
-                values: std::mem::take(&mut per_sample[k]),
-            },
-            Destination::Summed => Gradient {
-                name: program.variables[slot.variable].name.clone(),
-                shape: dims(program, slot.variable, None),
-                values: out.summed[slot.offset..slot.offset + slot.size]
-                    .iter()
-                    .map(|&t| (t * scale) as f32)
-                    .collect(),
-            },
-        })
-        .collect();
-    Ok(Some(output(out.values, gradients)))
+    let mut slots = plan.gradients.iter().enumerate();
+    let mut outs = Vec::with_capacity(requests.len());
+    for ((_, indices, reduction), values) in requests.iter().zip(out.values) {
+        let mut gradients = Vec::with_capacity(indices.len());
+        for (k, slot) in slots.by_ref().take(indices.len()) {
+            let name = program.variables[slot.variable].name.clone();
+            gradients.push(if slot.destination.writes_rows() {
+                Gradient {
+                    name,
+                    shape: dims(program, slot.variable, Some(batch)),
+                    values: std::mem::take(&mut per_sample[k]),
+                }
+            } else {
+                let scale = match reduction {
+                    Reduction::Mean => scale,
+                    Reduction::PerSample => 1.0,
+                };
+                Gradient {
+                    name,
+                    shape: dims(program, slot.variable, None),
+                    values: out.summed[slot.offset..slot.offset + slot.size]
+                        .iter()
+                        .map(|&t| (t * scale) as f32)
+                        .collect(),
+                }
+            });
+        }
+        outs.push(output(values, gradients));
+    }
+    Ok(Some(outs))
 }
 
 /// The per-sample rows of a cotangent or outer product, as segments.

@@ -10,7 +10,7 @@ mod gradient;
 mod selection;
 mod vector;
 
-pub use gradient::{Gradient, GradientOutput, Reduction};
+pub use gradient::{Gradient, GradientOutput, GradientRequest, Reduction};
 
 pub use vector::JacobianOutput;
 

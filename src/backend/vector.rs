@@ -332,7 +332,8 @@ fn fused_jacobian(
         return Ok(None);
     }
     let mut out = context.fused_gradient(&plan, bound, batch, 1.0, None)?;
-    Ok(Some((out.per_sample.swap_remove(0), out.values)))
+    let values = out.take_values();
+    Ok(Some((out.per_sample.swap_remove(0), values)))
 }
 
 /// A JVP or VJP by the program compiler's fused kernel, or `None` when the

@@ -10,11 +10,12 @@ use super::jacobians::{Report, Timing, relative_frobenius, uniform};
 use super::{CallTraffic, Ceilings, Settings, median_seconds, traffic_of};
 use crate::backend::Backend;
 use crate::backend::gpu::{FusedResident, GpuArray, GpuContext};
-use crate::compile::{self, Destination, FusedGradient, NotFused};
+use crate::compile::{self, Destination, FusedGradient, NotFused, Sweep};
 use crate::error::{Error, Result};
 use crate::program::Program;
+use crate::{GradientRequest, Reduction};
 
-/// W3's neuron and its loss.
+/// W3's neuron, its activation `a` and its loss.
 pub const LOSS: &str = "input x[16]
 input t
 param w[16] b
@@ -23,17 +24,11 @@ loss = mse(a, t)
 output loss
 ";
 
-/// W3's activation, for each sample's gradient with respect to w.
-pub const ACTIVATION: &str = "input x[16]
-param w[16] b
-a = relu(dot(w, x) + b)
-output a
-";
-
 /// W3: B = 2^20 samples (2^16 when quick): d loss/dw and d loss/db of the
-/// batch mean, and each sample's d a/dw, timed end to end (host slices in
-/// and out) and resident (x, t and the params uploaded once, the program
-/// compiler's kernels leaving their results on the device). The floor moves
+/// batch mean, and each sample's d a/dw, two requests of one program,
+/// timed end to end (host slices in and out) and resident (x, t and the
+/// params uploaded once, the program compiler's one kernel for both
+/// leaving its results on the device). The floor moves
 /// x, t in and the per-sample gradient out: 33 floats a sample over the
 /// copy bandwidth. The error is the worse of the two GPU paths'.
 pub fn run(
@@ -43,19 +38,30 @@ pub fn run(
     mut progress: impl FnMut(&str),
 ) -> Result<Report> {
     let batch = if settings.quick { 1 << 16 } else { 1 << 20 };
-    let loss = Program::parse(LOSS)?;
-    let activation = Program::parse(ACTIVATION)?;
+    let program = Program::parse(LOSS)?;
     let mut rng = StdRng::seed_from_u64(super::w1::SEED + 3);
     let x = uniform(&mut rng, batch * 16, 4.0);
     let t = uniform(&mut rng, batch, 4.0);
     let w = uniform(&mut rng, 16, 0.25);
     let b = uniform(&mut rng, 1, 0.25);
-    let with_t: [(&str, &[f32]); 4] = [("x", &x), ("t", &t), ("w", &w), ("b", &b)];
-    let without_t: [(&str, &[f32]); 3] = [("x", &x), ("w", &w), ("b", &b)];
+    let values: [(&str, &[f32]); 4] = [("x", &x), ("t", &t), ("w", &w), ("b", &b)];
+    let requests = [
+        GradientRequest {
+            of: "loss",
+            wrt: &["w", "b"],
+            reduction: Reduction::Mean,
+        },
+        GradientRequest {
+            of: "a",
+            wrt: &["w"],
+            reduction: Reduction::PerSample,
+        },
+    ];
     let run = |backend: &Backend| -> Result<(Vec<f32>, Vec<f32>)> {
-        let mean = backend.gradient(&loss, &["w", "b"], &with_t, crate::Reduction::Mean)?;
-        let per_sample =
-            backend.gradient(&activation, &["w"], &without_t, crate::Reduction::PerSample)?;
+        let outs = backend.gradients(&program, &requests, &values)?;
+        let [mean, per_sample] = outs.as_slice() else {
+            return Err(Error::Readback("expected two gradients".into()));
+        };
         let mut means = mean.gradients[0].values.clone();
         means.extend(&mean.gradients[1].values);
         Ok((means, per_sample.gradients[0].values.clone()))
@@ -115,7 +121,7 @@ pub fn run(
             .ok_or_else(|| Error::Readback("no result was timed".into()))?;
 
         progress("W3 gpu-resident");
-        let resident = W3Resident::new(context, &loss, &activation, &with_t, batch)?;
+        let resident = W3Resident::new(context, &program, &values, batch)?;
         let mut last = None;
         let seconds = median_seconds(settings.repeats, || {
             last = Some(resident.run()?);
@@ -142,34 +148,34 @@ pub fn run(
 }
 
 /// W3 on arrays already on the device: the loss's batch-summed gradient
-/// and the activation's per-sample gradient, each one fused kernel (and a
-/// reduction) from the program compiler, results left on the device.
+/// and the activation's per-sample gradient, two sweeps of one fused
+/// kernel from the program compiler (and its reduction), results left on
+/// the device.
 struct W3Resident<'a> {
     context: &'a GpuContext,
     batch: usize,
-    loss: Compiled,
-    activation: Compiled,
-}
-
-/// A compiled gradient with its inputs and packed parameters uploaded.
-struct Compiled {
     plan: FusedGradient,
     inputs: Vec<GpuArray>,
     params: Option<GpuArray>,
 }
 
-impl Compiled {
-    /// Compiles `program`'s gradient with respect to `wrt` (by name) and
-    /// uploads what its kernel reads from `values`, in the plan's order.
+impl<'a> W3Resident<'a> {
+    /// Compiles both gradients into one kernel and uploads what it reads
+    /// from `values`, in the plan's order.
     fn new(
-        context: &GpuContext,
+        context: &'a GpuContext,
         program: &Program,
-        wrt: &[(&str, Destination)],
         values: &[(&str, &[f32])],
-    ) -> Result<Compiled> {
+        batch: usize,
+    ) -> Result<Self> {
         let index = |name: &str| {
             program
                 .variable(name)
+                .ok_or_else(|| Error::InvalidArgument(format!("W3's program has no `{name}`")))
+        };
+        let line = |name: &str| {
+            program
+                .line(name)
                 .ok_or_else(|| Error::InvalidArgument(format!("W3's program has no `{name}`")))
         };
         let value = |variable: usize| {
@@ -180,11 +186,20 @@ impl Compiled {
                 .map(|&(_, v)| v)
                 .ok_or_else(|| Error::InvalidArgument(format!("W3 has no values for `{name}`")))
         };
-        let wrt = wrt
-            .iter()
-            .map(|&(name, destination)| Ok((index(name)?, destination)))
-            .collect::<Result<Vec<_>>>()?;
-        let plan = compile::gradient(program, &wrt, false).map_err(|NotFused(why)| {
+        let sweeps = [
+            Sweep {
+                of: line("loss")?,
+                wrt: vec![
+                    (index("w")?, Destination::Summed),
+                    (index("b")?, Destination::Summed),
+                ],
+            },
+            Sweep {
+                of: line("a")?,
+                wrt: vec![(index("w")?, Destination::PerSample)],
+            },
+        ];
+        let plan = compile::gradients(program, &sweeps, false).map_err(|NotFused(why)| {
             Error::InvalidArgument(format!("W3 does not compile to a fused kernel: {why}"))
         })?;
         let inputs = plan
@@ -202,73 +217,40 @@ impl Compiled {
             }
             Some(context.upload(&packed)?)
         };
-        Ok(Compiled {
+        Ok(W3Resident {
+            context,
+            batch,
             plan,
             inputs,
             params,
         })
     }
 
-    fn run(&self, context: &GpuContext, batch: usize) -> Result<FusedResident> {
+    /// One call: both gradients, left on the device.
+    fn run(&self) -> Result<FusedResident> {
         let inputs: Vec<&GpuArray> = self.inputs.iter().collect();
-        context.fused_gradient_resident(&self.plan, &inputs, self.params.as_ref(), batch, 1.0)
-    }
-}
-
-impl<'a> W3Resident<'a> {
-    fn new(
-        context: &'a GpuContext,
-        loss: &Program,
-        activation: &Program,
-        values: &[(&str, &[f32])],
-        batch: usize,
-    ) -> Result<Self> {
-        let summed = [("w", Destination::Summed), ("b", Destination::Summed)];
-        Ok(W3Resident {
-            context,
-            batch,
-            loss: Compiled::new(context, loss, &summed, values)?,
-            activation: Compiled::new(
-                context,
-                activation,
-                &[("w", Destination::PerSample)],
-                values,
-            )?,
-        })
-    }
-
-    /// One call: (the loss's summed gradient, the per-sample gradient).
-    fn run(&self) -> Result<(FusedResident, FusedResident)> {
-        Ok((
-            self.loss.run(self.context, self.batch)?,
-            self.activation.run(self.context, self.batch)?,
-        ))
+        self.context.fused_gradient_resident(
+            &self.plan,
+            &inputs,
+            self.params.as_ref(),
+            self.batch,
+            1.0,
+        )
     }
 
     /// Reads a call's results back as (the batch means of d loss/dw and
     /// d loss/db, each sample's d a/dw), the layout of the end-to-end path.
-    fn download(
-        &self,
-        (loss, activation): &(FusedResident, FusedResident),
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
+    fn download(&self, out: &FusedResident) -> Result<(Vec<f32>, Vec<f32>)> {
         let missing = || Error::Readback("the fused kernel left no result".into());
         let sums = self
             .context
-            .download(loss.summed.as_ref().ok_or_else(missing)?)?;
-        let mut means = Vec::with_capacity(sums.len());
-        for slot in &self.loss.plan.gradients {
-            let scale = 1.0 / self.batch as f64;
-            means.extend(
-                sums[slot.offset..slot.offset + slot.size]
-                    .iter()
-                    .map(|&s| (f64::from(s) * scale) as f32),
-            );
-        }
-        let per_sample = activation
-            .per_sample
-            .first()
-            .and_then(Option::as_ref)
-            .ok_or_else(missing)?;
+            .download(out.summed.as_ref().ok_or_else(missing)?)?;
+        let scale = 1.0 / self.batch as f64;
+        let means = sums
+            .iter()
+            .map(|&s| (f64::from(s) * scale) as f32)
+            .collect();
+        let per_sample = out.per_sample.iter().flatten().next().ok_or_else(missing)?;
         Ok((means, self.context.download(per_sample)?))
     }
 }

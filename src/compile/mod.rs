@@ -53,13 +53,48 @@ pub const MAX_TRIPS: usize = 65_535;
 pub enum Destination {
     /// Each sample's gradient, written as B x size rows.
     PerSample,
+    /// Each sample's gradient times the call's `scale`, written as B x size
+    /// rows: with a scale of 1/B, the sample's share of the gradient of the
+    /// batch mean (an input's gradient of a mean loss).
+    Share,
     /// Summed over the batch (the caller scales it to a mean).
     Summed,
+}
+
+impl Destination {
+    /// Whether the gradient is written as rows, one per sample.
+    pub fn writes_rows(self) -> bool {
+        matches!(self, Destination::PerSample | Destination::Share)
+    }
+}
+
+/// One reverse sweep of a fused gradient kernel: cotangents seeded with 1
+/// at the scalar node `of` (the output, or any node it reads), and the
+/// gradients of `of` they give, with respect to `wrt` (variable index and
+/// destination each). The sweeps of one kernel share its forward pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sweep {
+    /// The node differentiated.
+    pub of: NodeId,
+    /// The variables, each with where its gradient goes.
+    pub wrt: Vec<(usize, Destination)>,
+}
+
+impl Sweep {
+    /// The output's one sweep, per sample, of a VJP, JVP or Jacobian.
+    fn of_output(program: &Program, wrt: usize) -> Sweep {
+        Sweep {
+            of: program.output,
+            wrt: vec![(wrt, Destination::PerSample)],
+        }
+    }
 }
 
 /// One gradient the kernel produces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GradientSlot {
+    /// The node differentiated (the output for a VJP, JVP or Jacobian).
+    pub of: NodeId,
     /// The variable's index in the program.
     pub variable: usize,
     /// Its number of elements.
@@ -75,9 +110,10 @@ pub struct GradientSlot {
 /// Bindings, in order: 0 the uniform `{count, scale}`; then one buffer per
 /// entry of `inputs` (B x size rows of that input); then the parameters,
 /// concatenated in the order of `params` (only when `params` is not empty);
-/// then the seed when `seeded`; then the output's values (B x output size)
-/// when `values`; then one buffer per per-sample gradient in
-/// the order of `gradients`; then the partial sums (one row of
+/// then the seed when `seeded`; then, when `values`, the values of each
+/// sweep's node (B x its size, a buffer each, in the order of
+/// `value_sizes`); then one buffer per gradient written as rows, in the
+/// order of `gradients`; then the partial sums (one row of
 /// `summed_width` per workgroup) when `summed_width > 0`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FusedGradient {
@@ -96,8 +132,11 @@ pub struct FusedGradient {
     pub gradients: Vec<GradientSlot>,
     /// Columns of a partial row: the summed gradients' sizes added up.
     pub summed_width: usize,
-    /// Whether the output's values are written.
+    /// Whether the values of the nodes differentiated are written.
     pub values: bool,
+    /// Elements per sample of each node differentiated, one per sweep (the
+    /// output's size for a VJP, JVP or Jacobian).
+    pub value_sizes: Vec<usize>,
     /// Whether the kernel reads a seed, B x size rows: the output's
     /// cotangent for a VJP, the input's tangent for a JVP.
     pub seeded: bool,
@@ -114,12 +153,16 @@ impl FusedGradient {
         let per_sample = self
             .gradients
             .iter()
-            .filter(|g| g.destination == Destination::PerSample)
+            .filter(|g| g.destination.writes_rows())
             .count();
         self.inputs.len()
             + usize::from(!self.params.is_empty())
             + usize::from(self.seeded)
-            + usize::from(self.values)
+            + if self.values {
+                self.value_sizes.len()
+            } else {
+                0
+            }
             + per_sample
             + usize::from(self.summed_width > 0)
     }
@@ -303,12 +346,46 @@ pub fn gradient(
     wrt: &[(usize, Destination)],
     values: bool,
 ) -> Result<FusedGradient, NotFused> {
-    let variables: Vec<usize> = wrt.iter().map(|&(v, _)| v).collect();
-    validate(program, &variables)?;
-    if program.shapes[program.output] != Shape::Scalar {
-        return Err(NotFused("the output is not a scalar".into()));
+    gradients(
+        program,
+        &[Sweep {
+            of: program.output,
+            wrt: wrt.to_vec(),
+        }],
+        values,
+    )
+}
+
+/// Compiles several gradients of one program into one fused kernel, a
+/// reverse sweep each after one forward pass, so that the inputs are read
+/// once: W3's batch-summed gradient of the loss and each sample's gradient
+/// of the activation, for example. Each sweep's node must be a scalar.
+/// With `values` the kernel also writes each sweep's node's value.
+pub fn gradients(
+    program: &Program,
+    sweeps: &[Sweep],
+    values: bool,
+) -> Result<FusedGradient, NotFused> {
+    validate(program, &[])?;
+    for sweep in sweeps {
+        match program.shapes.get(sweep.of) {
+            Some(Shape::Scalar) => {}
+            Some(shape) => {
+                return Err(NotFused(format!(
+                    "node {} is {shape}, not a scalar",
+                    sweep.of
+                )));
+            }
+            None => {
+                return Err(NotFused(format!(
+                    "node {} is not one of the program's {}",
+                    sweep.of,
+                    program.nodes.len()
+                )));
+            }
+        }
     }
-    compile(program, wrt, values, Mode::Reverse { seeded: false })
+    compile(program, sweeps, values, Mode::Reverse { seeded: false })
 }
 
 /// Compiles a VJP, u^T J per sample, with respect to input `wrt`: the seed
@@ -316,7 +393,7 @@ pub fn gradient(
 pub fn vjp(program: &Program, wrt: usize, values: bool) -> Result<FusedGradient, NotFused> {
     compile(
         program,
-        &[(wrt, Destination::PerSample)],
+        &[Sweep::of_output(program, wrt)],
         values,
         Mode::Reverse { seeded: true },
     )
@@ -328,7 +405,7 @@ pub fn vjp(program: &Program, wrt: usize, values: bool) -> Result<FusedGradient,
 pub fn jvp(program: &Program, wrt: usize, values: bool) -> Result<FusedGradient, NotFused> {
     compile(
         program,
-        &[(wrt, Destination::PerSample)],
+        &[Sweep::of_output(program, wrt)],
         values,
         Mode::Forward,
     )
@@ -372,7 +449,7 @@ pub fn jacobian_any_size(
     );
     compile(
         program,
-        &[(wrt, Destination::PerSample)],
+        &[Sweep::of_output(program, wrt)],
         values,
         Mode::Jacobian { reverse: m < n },
     )
@@ -394,47 +471,81 @@ enum Mode {
 
 fn compile(
     program: &Program,
-    wrt: &[(usize, Destination)],
+    sweeps: &[Sweep],
     values: bool,
     mode: Mode,
 ) -> Result<FusedGradient, NotFused> {
-    validate(program, &wrt.iter().map(|&(v, _)| v).collect::<Vec<_>>())?;
+    let variables: Vec<usize> = sweeps
+        .iter()
+        .flat_map(|s| s.wrt.iter().map(|&(v, _)| v))
+        .collect();
+    validate(program, &variables)?;
+    if sweeps.is_empty() || variables.is_empty() {
+        return Err(NotFused("no gradient was asked for".into()));
+    }
+    if let Some(sweep) = sweeps.iter().find(|s| s.of >= program.nodes.len()) {
+        return Err(NotFused(format!(
+            "node {} is not one of the program's {}",
+            sweep.of,
+            program.nodes.len()
+        )));
+    }
     let seeded = matches!(mode, Mode::Forward | Mode::Reverse { seeded: true });
     let output_size = program.shapes[program.output].size();
-    let variables: Vec<usize> = wrt.iter().map(|&(v, _)| v).collect();
-    let needed = needed(program, &variables);
-    if variables
-        .iter()
-        .any(|&v| program.variable_node(v).is_none())
-    {
-        return Err(NotFused(
-            "a variable asked for does not reach the output".into(),
-        ));
+    // Each sweep's cotangents: the nodes that depend on one of its
+    // variables and that its node depends on. The forward pass keeps the
+    // partials any sweep reads.
+    let mut per_sweep = Vec::with_capacity(sweeps.len());
+    for sweep in sweeps {
+        let vars: Vec<usize> = sweep.wrt.iter().map(|&(v, _)| v).collect();
+        let reaching = program.reaching(sweep.of);
+        if vars
+            .iter()
+            .any(|&v| program.variable_node(v).is_none_or(|node| !reaching[node]))
+        {
+            return Err(NotFused(
+                "a variable asked for does not reach the node differentiated".into(),
+            ));
+        }
+        let depends = needed(program, &vars);
+        per_sweep.push(
+            depends
+                .iter()
+                .zip(&reaching)
+                .map(|(&d, &r)| d && r)
+                .collect::<Vec<bool>>(),
+        );
     }
+    let needed: Vec<bool> = (0..program.nodes.len())
+        .map(|id| per_sweep.iter().any(|n| n[id]))
+        .collect();
 
     let private = state_floats(program, &needed)?;
 
     let (layout, inputs, params, param_floats) = bind_variables(program);
     let mut gradients = Vec::new();
     let mut summed_width = 0usize;
-    for &(variable, destination) in wrt {
-        let size = match mode {
-            Mode::Forward => output_size,
-            Mode::Reverse { .. } => program.variables[variable].shape.size(),
-            Mode::Jacobian { .. } => output_size * program.variables[variable].shape.size(),
-        };
-        let offset = if destination == Destination::Summed {
-            summed_width += size;
-            summed_width - size
-        } else {
-            0
-        };
-        gradients.push(GradientSlot {
-            variable,
-            size,
-            destination,
-            offset,
-        });
+    for sweep in sweeps {
+        for &(variable, destination) in &sweep.wrt {
+            let size = match mode {
+                Mode::Forward => output_size,
+                Mode::Reverse { .. } => program.variables[variable].shape.size(),
+                Mode::Jacobian { .. } => output_size * program.variables[variable].shape.size(),
+            };
+            let offset = if destination == Destination::Summed {
+                summed_width += size;
+                summed_width - size
+            } else {
+                0
+            };
+            gradients.push(GradientSlot {
+                of: sweep.of,
+                variable,
+                size,
+                destination,
+                offset,
+            });
+        }
     }
     if private + summed_width > PRIVATE_FLOATS {
         return Err(NotFused(format!(
@@ -447,9 +558,11 @@ fn compile(
         Mode::Jacobian { reverse: false } => variables
             .first()
             .map_or(1, |&v| program.variables[v].shape.size()),
-        _ => 1,
+        _ => sweeps.len(),
     };
-    let written = output_size + gradients.iter().map(|g| g.size).sum::<usize>();
+    let value_sizes: Vec<usize> = sweeps.iter().map(|s| program.shapes[s.of].size()).collect();
+    let written =
+        value_sizes.iter().sum::<usize>() + gradients.iter().map(|g| g.size).sum::<usize>();
     let trips = loop_trips(program, passes, written);
     if trips.saturating_mul(2) > MAX_TRIPS || trips + sum_trips(summed_width) > MAX_TRIPS {
         return Err(NotFused(format!(
@@ -465,14 +578,16 @@ fn compile(
         );
     }
     if values {
-        binding += 1;
-        let _ = writeln!(
-            src,
-            "@group(0) @binding({binding}) var<storage, read_write> out_value: array<f32>;"
-        );
+        for k in 0..sweeps.len() {
+            binding += 1;
+            let _ = writeln!(
+                src,
+                "@group(0) @binding({binding}) var<storage, read_write> out_v{k}: array<f32>;"
+            );
+        }
     }
     for (k, slot) in gradients.iter().enumerate() {
-        if slot.destination == Destination::PerSample {
+        if slot.destination.writes_rows() {
             binding += 1;
             let ty = if quad_rows(slot, mode) {
                 "vec4<f32>"
@@ -495,108 +610,75 @@ fn compile(
         );
     }
     open_samples(&mut src, &layout, &inputs, summed_width);
-    match mode {
-        Mode::Reverse { seeded } => {
-            forward_pass(&mut src, &layout, &needed);
-            let seed = if seeded { Seed::Buffer } else { Seed::One };
-            reverse_pass(&mut src, &layout, &needed, seed);
-        }
-        Mode::Forward => {
-            forward_pass(&mut src, &layout, &needed);
-            tangent_pass(&mut src, &layout, &needed, variables[0], Seed::Buffer);
-        }
-        Mode::Jacobian { reverse } => {
-            forward_pass(&mut src, &layout, &needed);
-            let wrt = variables[0];
-            let n = program.variables[wrt].shape.size();
-            let m = output_size;
-            let wrt_node = program.variable_node(wrt).unwrap_or(0);
-            if reverse {
-                let _ = writeln!(
-                    src,
-                    "    for (var unit = 0u; unit < {m}u; unit = unit + 1u) {{"
-                );
-                reverse_pass(&mut src, &layout, &needed, Seed::Unit);
-                let _ = writeln!(
-                    src,
-                    "    if (live) {{\n        for (var i = 0u; i < {n}u; i = i + 1u) {{\n            \
-                     out_g0[(s * {m}u + unit) * {n}u + i] = {};\n        }}\n    }}\n    }}",
-                    cot(&layout, wrt_node, "i")
-                );
-            } else {
-                let _ = writeln!(
-                    src,
-                    "    for (var unit = 0u; unit < {n}u; unit = unit + 1u) {{"
-                );
-                tangent_pass(&mut src, &layout, &needed, wrt, Seed::Unit);
-                let _ = writeln!(
-                    src,
-                    "    if (live) {{\n        for (var i = 0u; i < {m}u; i = i + 1u) {{\n            \
-                     out_g0[(s * {m}u + i) * {n}u + unit] = {};\n        }}\n    }}\n    }}",
-                    cot(&layout, program.output, "i")
-                );
+    forward_pass(&mut src, &layout, &needed);
+    let mut first_slot = 0;
+    for (sweep, needed) in sweeps.iter().zip(&per_sweep) {
+        let slots = first_slot..first_slot + sweep.wrt.len();
+        first_slot = slots.end;
+        // A sweep's cotangents live in its own block, so that the next
+        // sweep's may take the same names.
+        src.push_str("    {\n");
+        match mode {
+            Mode::Reverse { seeded } => {
+                let seed = if seeded { Seed::Buffer } else { Seed::One };
+                reverse_pass(&mut src, &layout, needed, seed, sweep.of);
+            }
+            Mode::Forward => {
+                tangent_pass(&mut src, &layout, needed, variables[0], Seed::Buffer);
+            }
+            Mode::Jacobian { reverse } => {
+                let wrt = variables[0];
+                let n = program.variables[wrt].shape.size();
+                let m = output_size;
+                let wrt_node = program.variable_node(wrt).unwrap_or(0);
+                if reverse {
+                    let _ = writeln!(
+                        src,
+                        "    for (var unit = 0u; unit < {m}u; unit = unit + 1u) {{"
+                    );
+                    reverse_pass(&mut src, &layout, needed, Seed::Unit, sweep.of);
+                    let _ = writeln!(
+                        src,
+                        "    if (live) {{\n        for (var i = 0u; i < {n}u; i = i + 1u) {{\n            \
+                         out_g0[(s * {m}u + unit) * {n}u + i] = {};\n        }}\n    }}\n    }}",
+                        cot(&layout, wrt_node, "i")
+                    );
+                } else {
+                    let _ = writeln!(
+                        src,
+                        "    for (var unit = 0u; unit < {n}u; unit = unit + 1u) {{"
+                    );
+                    tangent_pass(&mut src, &layout, needed, wrt, Seed::Unit);
+                    let _ = writeln!(
+                        src,
+                        "    if (live) {{\n        for (var i = 0u; i < {m}u; i = i + 1u) {{\n            \
+                         out_g0[(s * {m}u + i) * {n}u + unit] = {};\n        }}\n    }}\n    }}",
+                        cot(&layout, program.output, "i")
+                    );
+                }
             }
         }
+        src.push_str("    if (live) {\n");
+        for k in slots {
+            write_gradient(&mut src, &layout, mode, k, &gradients[k]);
+        }
+        src.push_str("    }\n    }\n");
     }
 
-    // Outputs.
-    src.push_str("    if (live) {\n");
+    // Values.
     if values {
-        let _ = writeln!(
-            src,
-            "        for (var i = 0u; i < {output_size}u; i = i + 1u) {{\n            \
-             out_value[s * {output_size}u + i] = {};\n        }}",
-            layout.at(program.output, "i")
-        );
-    }
-    for (k, slot) in gradients.iter().enumerate() {
-        let node = match mode {
-            Mode::Forward => program.output,
-            Mode::Reverse { .. } => program.variable_node(slot.variable).unwrap_or(0),
-            // Written column by column (or row by row) above.
-            Mode::Jacobian { .. } => continue,
-        };
-        let scalar = layout.is_scalar(node);
-        match (slot.destination, scalar) {
-            (Destination::PerSample, true) => {
-                let _ = writeln!(src, "        out_g{k}[s] = g{node} * params.scale;");
-            }
-            (Destination::PerSample, false) if quad_rows(slot, mode) => {
-                let _ = writeln!(
-                    src,
-                    "        for (var j = 0u; j < {q}u; j = j + 1u) {{\n            \
-                     out_g{k}[s * {q}u + j] = vec4<f32>(g{node}[4u * j], g{node}[4u * j + 1u], \
-                     g{node}[4u * j + 2u], g{node}[4u * j + 3u]) * params.scale;\n        }}",
-                    q = slot.size / 4
-                );
-            }
-            (Destination::PerSample, false) => {
-                let _ = writeln!(
-                    src,
-                    "        for (var i = 0u; i < {n}u; i = i + 1u) {{\n            \
-                     out_g{k}[s * {n}u + i] = g{node}[i] * params.scale;\n        }}",
-                    n = slot.size
-                );
-            }
-            (Destination::Summed, true) => {
-                let _ = writeln!(
-                    src,
-                    "        acc[{o}u] = acc[{o}u] + g{node};",
-                    o = slot.offset
-                );
-            }
-            (Destination::Summed, false) => {
-                let _ = writeln!(
-                    src,
-                    "        for (var i = 0u; i < {n}u; i = i + 1u) {{\n            \
-                     acc[{o}u + i] = acc[{o}u + i] + g{node}[i];\n        }}",
-                    n = slot.size,
-                    o = slot.offset
-                );
-            }
+        src.push_str("    if (live) {\n");
+        for (k, (sweep, &n)) in sweeps.iter().zip(&value_sizes).enumerate() {
+            let _ = writeln!(
+                src,
+                "        for (var i = 0u; i < {n}u; i = i + 1u) {{\n            \
+                 out_v{k}[s * {n}u + i] = {};\n        }}",
+                layout.at(sweep.of, "i")
+            );
         }
+        src.push_str("    }\n");
     }
-    src.push_str("    }\n    }\n");
+    src.push_str("    }\n");
     if summed_width > 0 {
         workgroup_sums(&mut src, summed_width);
     }
@@ -615,10 +697,73 @@ fn compile(
         gradients,
         summed_width,
         values,
+        value_sizes,
         seeded,
         output_size,
         trips,
     })
+}
+
+/// Writes gradient slot `k` for sample `s` from the cotangent (or, for a
+/// JVP, the output's tangent) its pass left; a Jacobian's slots are written
+/// by their passes.
+fn write_gradient(
+    src: &mut String,
+    layout: &Layout<'_>,
+    mode: Mode,
+    k: usize,
+    slot: &GradientSlot,
+) {
+    let program = layout.program;
+    let node = match mode {
+        Mode::Forward => program.output,
+        Mode::Reverse { .. } => program.variable_node(slot.variable).unwrap_or(0),
+        Mode::Jacobian { .. } => return,
+    };
+    let scale = if slot.destination == Destination::Share {
+        " * params.scale"
+    } else {
+        ""
+    };
+    let scalar = layout.is_scalar(node);
+    match (slot.destination, scalar) {
+        (Destination::PerSample | Destination::Share, true) => {
+            let _ = writeln!(src, "        out_g{k}[s] = g{node}{scale};");
+        }
+        (Destination::PerSample | Destination::Share, false) if quad_rows(slot, mode) => {
+            let _ = writeln!(
+                src,
+                "        for (var j = 0u; j < {q}u; j = j + 1u) {{\n            \
+                 out_g{k}[s * {q}u + j] = vec4<f32>(g{node}[4u * j], g{node}[4u * j + 1u], \
+                 g{node}[4u * j + 2u], g{node}[4u * j + 3u]){scale};\n        }}",
+                q = slot.size / 4
+            );
+        }
+        (Destination::PerSample | Destination::Share, false) => {
+            let _ = writeln!(
+                src,
+                "        for (var i = 0u; i < {n}u; i = i + 1u) {{\n            \
+                 out_g{k}[s * {n}u + i] = g{node}[i]{scale};\n        }}",
+                n = slot.size
+            );
+        }
+        (Destination::Summed, true) => {
+            let _ = writeln!(
+                src,
+                "        acc[{o}u] = acc[{o}u] + g{node};",
+                o = slot.offset
+            );
+        }
+        (Destination::Summed, false) => {
+            let _ = writeln!(
+                src,
+                "        for (var i = 0u; i < {n}u; i = i + 1u) {{\n            \
+                 acc[{o}u + i] = acc[{o}u + i] + g{node}[i];\n        }}",
+                n = slot.size,
+                o = slot.offset
+            );
+        }
+    }
 }
 
 /// A program that has passed [`Program::check`] and variable indices within

@@ -199,7 +199,15 @@ impl Seed {
     }
 }
 
-pub(super) fn reverse_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool], seed: Seed) {
+/// Cotangents from node `from` back, seeded by `seed`, for the nodes
+/// `needed`.
+pub(super) fn reverse_pass(
+    src: &mut String,
+    layout: &Layout<'_>,
+    needed: &[bool],
+    seed: Seed,
+    from: NodeId,
+) {
     let program = layout.program;
     for (id, _) in program.nodes.iter().enumerate() {
         if needed[id] {
@@ -211,7 +219,7 @@ pub(super) fn reverse_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool
             );
         }
     }
-    let out = program.output;
+    let out = from;
     let m = layout.size(out);
     let _ = writeln!(
         src,

@@ -85,3 +85,56 @@ fn a_variable_out_of_range_or_a_broken_program_is_a_reason_not_a_panic() {
     assert!(gradient(&broken, &[(0, Destination::PerSample)], true).is_err());
     assert!(jvp(&broken, 0, true).is_err());
 }
+
+#[test]
+fn sweeps_of_several_lines_share_one_valid_kernel() {
+    let program = Program::parse(
+        "input x[6]\ninput t[3]\nparam W[3,6] c[3]\nh = tanh(W @ x + c)\ns = sum(h * x[0:3])\nloss = mse(h, t) + 0.1 * s\noutput loss",
+    )
+    .expect("parses");
+    let var = |name: &str| program.variable(name).expect("declared");
+    let line = |name: &str| program.line(name).expect("a line");
+    let sweeps = [
+        Sweep {
+            of: line("loss"),
+            wrt: vec![
+                (var("W"), Destination::Summed),
+                (var("c"), Destination::Summed),
+            ],
+        },
+        Sweep {
+            of: line("s"),
+            wrt: vec![
+                (var("x"), Destination::Share),
+                (var("W"), Destination::PerSample),
+            ],
+        },
+    ];
+    let plan = gradients(&program, &sweeps, true).expect("compiles");
+    assert_eq!(plan.summed_width, 21);
+    assert_eq!(plan.value_sizes, [1, 1]);
+    assert_eq!(plan.gradients.len(), 4);
+    assert_eq!(plan.gradients[2].of, line("s"));
+    // Inputs, params, two values, two per-sample gradients, the partials.
+    assert_eq!(plan.storage_bindings(), 2 + 1 + 2 + 2 + 1);
+    validate(&plan.source);
+
+    // A sweep of a vector node, of a node that does not exist, or of a
+    // variable its node does not read, is refused.
+    let h = Sweep {
+        of: line("h"),
+        wrt: vec![(var("c"), Destination::Summed)],
+    };
+    assert!(gradients(&program, &[h], true).is_err());
+    let missing = Sweep {
+        of: program.nodes.len(),
+        wrt: vec![(var("c"), Destination::Summed)],
+    };
+    assert!(gradients(&program, &[missing], true).is_err());
+    let unread = Sweep {
+        of: line("s"),
+        wrt: vec![(var("t"), Destination::PerSample)],
+    };
+    assert!(gradients(&program, &[unread], true).is_err());
+    assert!(gradients(&program, &[], true).is_err());
+}

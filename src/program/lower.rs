@@ -557,22 +557,7 @@ impl<'a> Lowering<'a> {
     /// The program of the nodes `output` depends on, renumbered in order.
     pub(super) fn finish(self, output: NodeId, output_name: String) -> Program {
         let count = self.nodes.len();
-        let mut live = vec![false; count];
-        if let Some(slot) = live.get_mut(output) {
-            *slot = true;
-        }
-        for id in (0..count).rev() {
-            if !live.get(id).copied().unwrap_or(false) {
-                continue;
-            }
-            if let Some(op) = self.nodes.get(id) {
-                for operand in op.operands() {
-                    if let Some(slot) = live.get_mut(operand) {
-                        *slot = true;
-                    }
-                }
-            }
-        }
+        let live = super::reaching(&self.nodes, output);
         let mut renumbered = vec![0; count];
         let mut program = Program {
             variables: self.variables,

@@ -256,6 +256,25 @@ pub enum InputOrder {
     Given(Vec<String>),
 }
 
+/// For each of `nodes` (operands first), whether `node` depends on it,
+/// itself included.
+pub(crate) fn reaching(nodes: &[Op], node: NodeId) -> Vec<bool> {
+    let mut reaches = vec![false; nodes.len()];
+    if let Some(r) = reaches.get_mut(node) {
+        *r = true;
+    }
+    for id in (0..nodes.len()).rev() {
+        if reaches[id] {
+            for o in nodes[id].operands() {
+                if let Some(r) = reaches.get_mut(o) {
+                    *r = true;
+                }
+            }
+        }
+    }
+    reaches
+}
+
 /// A vector function, parsed from the text language.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Program {
@@ -345,6 +364,62 @@ impl Program {
             };
         }
         depends
+    }
+
+    /// The program whose output is the line called `name` (or the output
+    /// itself), without the nodes that line does not read. The variables
+    /// stay as declared, so bindings by name still fit; those the line
+    /// does not read have zero derivatives.
+    pub fn with_output(&self, name: &str) -> Result<Program> {
+        if name == self.output_name {
+            return Ok(self.clone());
+        }
+        let Some(node) = self.line(name) else {
+            let lines: Vec<&str> = self.names.iter().flatten().map(String::as_str).collect();
+            return Err(Error::InvalidArgument(format!(
+                "`{name}` is not a line of the program; its lines are {}",
+                if lines.is_empty() {
+                    format!("only the output `{}`", self.output_name)
+                } else {
+                    format!("{} and the output `{}`", lines.join(", "), self.output_name)
+                }
+            )));
+        };
+        let keep = self.reaching(node);
+        let mut index = vec![0; self.nodes.len()];
+        let mut program = Program {
+            variables: self.variables.clone(),
+            nodes: Vec::new(),
+            shapes: Vec::new(),
+            output: 0,
+            output_name: name.to_string(),
+            names: Vec::new(),
+        };
+        for (id, op) in self.nodes.iter().enumerate() {
+            if keep[id] {
+                index[id] = program.nodes.len();
+                program.nodes.push(op.map_operands(|o| index[o]));
+                program.shapes.push(self.shapes[id]);
+                program.names.push(self.names[id].clone());
+            }
+        }
+        program.output = index[node];
+        program.check()?;
+        Ok(program)
+    }
+
+    /// The node of the line called `name`, or the output's when `name`
+    /// is the output's name.
+    pub fn line(&self, name: &str) -> Option<NodeId> {
+        if name == self.output_name {
+            return Some(self.output);
+        }
+        self.names.iter().position(|n| n.as_deref() == Some(name))
+    }
+
+    /// For each node, whether `node` depends on it (itself included).
+    pub fn reaching(&self, node: NodeId) -> Vec<bool> {
+        reaching(&self.nodes, node)
     }
 
     /// The node that reads variable `index`, or `None` when the output does

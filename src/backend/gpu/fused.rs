@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::array::{F32_BYTES, GpuArray};
 use super::context::{GpuContext, Kernel};
-use crate::compile::{Destination, FusedGradient, MAX_TRIPS, WORKGROUP};
+use crate::compile::{FusedGradient, MAX_TRIPS, WORKGROUP};
 use crate::error::{Error, Result};
 use crate::shaders;
 
@@ -47,18 +47,30 @@ struct ReduceParams {
 
 /// What a compiled gradient returns, before it is shaped per variable.
 pub(crate) struct FusedOutput {
-    /// The output's value per sample.
-    pub(crate) values: Vec<f32>,
+    /// The value per sample of each sweep's node (the output's for a VJP,
+    /// JVP or Jacobian), when the plan writes values.
+    pub(crate) values: Vec<Vec<f32>>,
     /// Per gradient slot: its B x size rows (empty for summed slots).
     pub(crate) per_sample: Vec<Vec<f32>>,
     /// The summed gradients, `summed_width` columns, over the whole batch.
     pub(crate) summed: Vec<f64>,
 }
 
+impl FusedOutput {
+    /// The first sweep's values (the output's, for a one-sweep plan).
+    pub(crate) fn take_values(&mut self) -> Vec<f32> {
+        self.values
+            .first_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+}
+
 /// The same, left on the device.
 pub struct FusedResident {
-    /// The output's value per sample, when the plan writes it.
-    pub values: Option<GpuArray>,
+    /// The value per sample of each sweep's node, when the plan writes
+    /// values (empty otherwise).
+    pub values: Vec<GpuArray>,
     /// Per gradient slot asked for per sample: its B x size rows.
     pub per_sample: Vec<Option<GpuArray>>,
     /// The summed gradients (`summed_width` floats), over the whole batch.
@@ -87,7 +99,7 @@ impl GpuContext {
             .chain(
                 plan.gradients
                     .iter()
-                    .filter(|g| g.destination == Destination::PerSample)
+                    .filter(|g| g.destination.writes_rows())
                     .map(|g| g.size),
             )
             .chain([1])
@@ -152,7 +164,7 @@ impl GpuContext {
         inputs: &[&wgpu::Buffer],
         params: Option<&wgpu::Buffer>,
         seed: Option<&wgpu::Buffer>,
-        values: Option<&wgpu::Buffer>,
+        values: &[&wgpu::Buffer],
         per_sample: &[&wgpu::Buffer],
         sums: Option<(&wgpu::Buffer, usize)>,
     ) -> Result<()> {
@@ -174,7 +186,7 @@ impl GpuContext {
         bound.extend_from_slice(inputs);
         bound.extend(params);
         bound.extend(seed);
-        bound.extend(values);
+        bound.extend_from_slice(values);
         bound.extend_from_slice(per_sample);
         bound.extend(partials.as_ref());
         self.encode_dispatch(
@@ -287,20 +299,21 @@ impl GpuContext {
         let kernels = self.fused_kernels(plan)?;
         let input_sizes = &plan.input_sizes;
         let mut row_sizes = input_sizes.clone();
-        row_sizes.push(plan.output_size);
+        row_sizes.extend(&plan.value_sizes);
         row_sizes.extend(seed.map(|(_, size)| size));
         let rows = self.fused_rows(plan, &row_sizes)?;
         let chunks = batch.div_ceil(rows);
         let params = self.param_buffer(plan, variables);
-        let mut values = crate::backend::reserve_host(
-            batch.saturating_mul(plan.output_size),
-            "the output's values",
-        )?;
+        let mut values: Vec<Vec<f32>> = plan
+            .value_sizes
+            .iter()
+            .map(|&size| crate::backend::reserve_host(batch.saturating_mul(size), "values"))
+            .collect::<Result<_>>()?;
         let mut per_sample: Vec<Vec<f32>> = plan
             .gradients
             .iter()
             .map(|g| {
-                if g.destination == Destination::PerSample {
+                if g.destination.writes_rows() {
                     crate::backend::reserve_host(
                         batch.saturating_mul(g.size),
                         "per-sample gradients",
@@ -339,13 +352,16 @@ impl GpuContext {
                     .write_buffer(&buffer, 0, bytemuck::cast_slice(part));
                 buffer
             });
-            let value_buffer =
-                self.take_buffer((count * plan.output_size) as u64 * F32_BYTES, STORAGE);
+            let value_buffers: Vec<wgpu::Buffer> = plan
+                .value_sizes
+                .iter()
+                .map(|&size| self.take_buffer((count * size) as u64 * F32_BYTES, STORAGE))
+                .collect();
             let outputs: Vec<(usize, wgpu::Buffer)> = plan
                 .gradients
                 .iter()
                 .enumerate()
-                .filter(|(_, g)| g.destination == Destination::PerSample)
+                .filter(|(_, g)| g.destination.writes_rows())
                 .map(|(k, g)| {
                     (
                         k,
@@ -357,6 +373,7 @@ impl GpuContext {
                 .then(|| self.take_buffer(plan.summed_width as u64 * F32_BYTES, STORAGE));
             let input_refs: Vec<&wgpu::Buffer> = inputs.iter().collect();
             let output_refs: Vec<&wgpu::Buffer> = outputs.iter().map(|(_, b)| b).collect();
+            let value_refs: Vec<&wgpu::Buffer> = value_buffers.iter().collect();
             pollster::block_on(self.scoped("fused gradient", || {
                 self.encode_fused_chunk(
                     &mut encoder,
@@ -367,13 +384,17 @@ impl GpuContext {
                     &input_refs,
                     params.as_deref(),
                     seed_buffer.as_ref(),
-                    Some(&value_buffer),
+                    &value_refs,
                     &output_refs,
                     sums.as_ref().map(|s| (s, 0)),
                 )
             }))??;
-            let mut reads: Vec<(&wgpu::Buffer, usize)> =
-                vec![(&value_buffer, count * plan.output_size)];
+            let mut reads: Vec<(&wgpu::Buffer, usize)> = value_buffers
+                .iter()
+                .zip(&plan.value_sizes)
+                .map(|(b, &size)| (b, count * size))
+                .collect();
+            let sweeps = value_buffers.len();
             for (k, buffer) in &outputs {
                 reads.push((buffer, count * plan.gradients[*k].size));
             }
@@ -385,10 +406,10 @@ impl GpuContext {
                 &reads,
                 "fused gradient",
                 |i, floats| {
-                    if i == 0 {
-                        values.extend_from_slice(floats);
-                    } else if i <= outputs.len() {
-                        per_sample[outputs[i - 1].0].extend_from_slice(floats);
+                    if i < sweeps {
+                        values[i].extend_from_slice(floats);
+                    } else if i < sweeps + outputs.len() {
+                        per_sample[outputs[i - sweeps].0].extend_from_slice(floats);
                     } else {
                         for (t, &f) in summed.iter_mut().zip(floats) {
                             *t += f64::from(f);
@@ -399,7 +420,9 @@ impl GpuContext {
             for buffer in inputs {
                 self.recycle(buffer);
             }
-            self.recycle(value_buffer);
+            for buffer in value_buffers {
+                self.recycle(buffer);
+            }
             if let Some(buffer) = seed_buffer {
                 self.recycle(buffer);
             }
@@ -481,16 +504,17 @@ impl GpuContext {
             });
         }
         let kernels = self.fused_kernels(plan)?;
-        let values = if plan.values {
-            Some(pollster::block_on(
-                self.alloc_array("values", batch * plan.output_size),
-            )?)
-        } else {
-            None
-        };
+        let mut values = Vec::new();
+        if plan.values {
+            for &size in &plan.value_sizes {
+                values.push(pollster::block_on(
+                    self.alloc_array("values", batch * size),
+                )?);
+            }
+        }
         let mut per_sample = Vec::with_capacity(plan.gradients.len());
         for g in &plan.gradients {
-            per_sample.push(if g.destination == Destination::PerSample {
+            per_sample.push(if g.destination.writes_rows() {
                 Some(pollster::block_on(
                     self.alloc_array("per-sample gradient", batch * g.size),
                 )?)
@@ -511,7 +535,8 @@ impl GpuContext {
                 .cloned()
                 .ok_or_else(|| Error::InvalidArgument("an empty array".into()))
         };
-        let value_buffer = values.as_ref().map(first).transpose()?;
+        let value_buffers: Vec<Arc<wgpu::Buffer>> =
+            values.iter().map(first).collect::<Result<_>>()?;
         let output_buffers: Vec<Arc<wgpu::Buffer>> = per_sample
             .iter()
             .flatten()
@@ -525,6 +550,7 @@ impl GpuContext {
             });
         let input_refs: Vec<&wgpu::Buffer> = input_buffers.iter().map(|b| b.as_ref()).collect();
         let output_refs: Vec<&wgpu::Buffer> = output_buffers.iter().map(|b| b.as_ref()).collect();
+        let value_refs: Vec<&wgpu::Buffer> = value_buffers.iter().map(|b| b.as_ref()).collect();
         pollster::block_on(self.scoped("fused gradient", || {
             self.encode_fused_chunk(
                 &mut encoder,
@@ -535,7 +561,7 @@ impl GpuContext {
                 &input_refs,
                 param_buffer.as_deref(),
                 None,
-                value_buffer.as_deref(),
+                &value_refs,
                 &output_refs,
                 sums.as_deref().map(|s| (s, 0)),
             )?;
