@@ -20,6 +20,21 @@ const NEURON: &str =
 
 const LAYER: &str = "input x[6]\ninput t[3]\nparam W[3,6] c[3]\nh = tanh(W @ x + c)\ns = sum(h * x[0:3])\nloss = mse(h, t) + 0.1 * s\noutput loss\n";
 
+/// W3's requests: the batch-mean gradient of the loss, each sample's
+/// gradient of the activation.
+const W3: [GradientRequest<'static>; 2] = [
+    GradientRequest {
+        of: "loss",
+        wrt: &["w", "b"],
+        reduction: Reduction::Mean,
+    },
+    GradientRequest {
+        of: "a",
+        wrt: &["w"],
+        reduction: Reduction::PerSample,
+    },
+];
+
 /// Each request's gradients from the f64 oracle: per sample, the row of
 /// the line's Jacobian with respect to each variable, reduced as asked (a
 /// param's mean over the batch, an input's share of it: its row over B).
@@ -141,23 +156,7 @@ fn check(label: &str, text: &str, requests: &[GradientRequest<'_>], data_seed: &
 
 #[test]
 fn the_neuron_s_mean_loss_gradient_and_per_sample_activation_gradient_together() {
-    check(
-        "W3",
-        NEURON,
-        &[
-            GradientRequest {
-                of: "loss",
-                wrt: &["w", "b"],
-                reduction: Reduction::Mean,
-            },
-            GradientRequest {
-                of: "a",
-                wrt: &["w"],
-                reduction: Reduction::PerSample,
-            },
-        ],
-        "neuron",
-    );
+    check("W3", NEURON, &W3, "neuron");
 }
 
 #[test]
@@ -337,18 +336,7 @@ fn one_kernel_serves_every_request_on_the_gpu() {
     let mut rng = rng("one kernel");
     let data = random_values(&program, 1000, (-1.0, 1.0), &mut rng);
     let bound = bind(&program, &data);
-    let requests = [
-        GradientRequest {
-            of: "loss",
-            wrt: &["w", "b"],
-            reduction: Reduction::Mean,
-        },
-        GradientRequest {
-            of: "a",
-            wrt: &["w"],
-            reduction: Reduction::PerSample,
-        },
-    ];
+    let requests = W3;
     let before = context.traffic();
     backend
         .gradients(&program, &requests, &bound)
