@@ -45,12 +45,19 @@ pub(crate) const F32_BYTES: u64 = 4;
 pub(crate) fn bytes_of(elements: usize, what: &str) -> Result<u64> {
     (elements as u64)
         .checked_mul(F32_BYTES)
+        .and_then(|bytes| bytes.checked_next_multiple_of(QUAD_BYTES))
         .ok_or_else(|| Error::TooLarge {
             what: what.to_string(),
             needed: u64::MAX,
             limit: u64::MAX,
         })
 }
+
+/// Every storage buffer is a whole number of `vec4<f32>`: kernels that read
+/// and write four floats at a time (software drivers pay per access, not
+/// per float) then cover a last, partial quad within the buffer, in
+/// padding that no result includes.
+pub(crate) const QUAD_BYTES: u64 = 16;
 
 impl GpuContext {
     /// Elements in one segment of a device array: what one storage binding
@@ -228,7 +235,10 @@ impl GpuContext {
                     .map_err(|e| Error::Readback(format!("{operation}: {e}")))?;
                 let floats: &[f32] = bytemuck::try_cast_slice(&view)
                     .map_err(|e| Error::Readback(format!("{operation}: {e}")))?;
-                sink(index, floats);
+                // The staging buffer is whole quads; the source's values
+                // are its first `elements` floats.
+                let elements = reads.get(index).map_or(0, |&(_, n)| n);
+                sink(index, floats.get(..elements).unwrap_or(floats));
             }
             buffer.unmap();
             self.recycle(buffer);

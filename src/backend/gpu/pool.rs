@@ -42,9 +42,11 @@ impl BufferPool {
 }
 
 impl GpuContext {
-    /// A buffer of exactly `size` bytes and `usage`, from the pool or new.
-    /// Its contents are whatever the last user left; callers overwrite it.
+    /// A buffer of `size` bytes rounded up to whole quads (see
+    /// [`super::array::QUAD_BYTES`]) and `usage`, from the pool or new. Its
+    /// contents are whatever the last user left; callers overwrite it.
     pub(crate) fn take_buffer(&self, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        let size = size.next_multiple_of(super::array::QUAD_BYTES);
         self.pool.take(size, usage).unwrap_or_else(|| {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("chainrule pooled buffer"),

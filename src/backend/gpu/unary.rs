@@ -26,17 +26,17 @@ struct UnaryParams {
 }
 
 impl GpuContext {
-    /// The workgroup grid for `n` elements: 1-D while it fits one dimension,
-    /// 2-D beyond (rows of `x` workgroups).
-    fn grid(&self, n: usize) -> Result<(u32, u32)> {
+    /// The workgroup grid for `n` invocations (each of `per` elements):
+    /// 1-D while it fits one dimension, 2-D beyond (rows of `x` workgroups).
+    fn grid(&self, n: usize, per: usize) -> Result<(u32, u32)> {
         let groups = n.div_ceil(WORKGROUP);
         let max = self.limits.max_workgroups_per_dimension as usize;
         let rows = groups.div_ceil(max);
         if rows > max {
             return Err(Error::TooLarge {
-                what: format!("one dispatch of {n} elements"),
-                needed: n as u64 * F32_BYTES,
-                limit: (max * max * WORKGROUP) as u64 * F32_BYTES,
+                what: format!("one dispatch of {} elements", n * per),
+                needed: (n * per) as u64 * F32_BYTES,
+                limit: (max * max * WORKGROUP * per) as u64 * F32_BYTES,
             });
         }
         let columns = groups.div_ceil(rows.max(1));
@@ -61,9 +61,11 @@ impl GpuContext {
         n: usize,
         buffers: [&wgpu::Buffer; 3],
     ) -> Result<()> {
-        let (columns, rows) = self.grid(n)?;
+        // The kernel takes four elements an invocation (see unary.wgsl).
+        let quads = n.div_ceil(4);
+        let (columns, rows) = self.grid(quads, 4)?;
         let params = UnaryParams {
-            n: n as u32,
+            n: quads as u32,
             row_stride: columns * WORKGROUP as u32,
             parameter: op.parameter().unwrap_or(0.0),
             pad: 0,
