@@ -214,22 +214,48 @@ fn chunked_graph_equals_unchunked() {
     })
     .expect("small context");
     let mut rng = rng("chunked graph");
-    let graph = parse("x*y*z + sin(x)*exp(y) - z^3/(1 + x^2)");
-    let columns: Vec<Vec<f32>> = (0..3)
-        .map(|_| uniform(&mut rng, 10_007, -2.0, 2.0))
-        .collect();
-    let refs: Vec<&[f32]> = columns.iter().map(Vec::as_slice).collect();
+    // Three inputs (a row an invocation) and one (a quad of rows an
+    // invocation, the input bound where it lies), over a last chunk that
+    // ends inside a quad.
+    for (text, k) in [
+        ("x*y*z + sin(x)*exp(y) - z^3/(1 + x^2)", 3),
+        ("sin(x)*exp(x) + x^3/(1 + x^2)", 1),
+    ] {
+        let graph = parse(text);
+        let columns: Vec<Vec<f32>> = (0..k)
+            .map(|_| uniform(&mut rng, 10_007, -2.0, 2.0))
+            .collect();
+        let refs: Vec<&[f32]> = columns.iter().map(Vec::as_slice).collect();
+        chunked_matches(&context, &small, &graph, &columns, &refs);
+    }
+}
+
+fn chunked_matches(
+    context: &GpuContext,
+    small: &GpuContext,
+    graph: &Graph,
+    columns: &[Vec<f32>],
+    refs: &[&[f32]],
+) {
+    let (values, derivatives) = graph.evaluate_columns(refs).expect("reference");
     for fusion in FUSIONS {
-        let whole = context.evaluate(&graph, &refs, fusion).expect("whole");
-        let chunked = small.evaluate(&graph, &refs, fusion).expect("chunked");
+        let whole = context.evaluate(graph, refs, fusion).expect("whole");
+        let chunked = small.evaluate(graph, refs, fusion).expect("chunked");
         assert_eq!(whole, chunked, "{fusion:?}");
+        for (a, e) in whole.values.iter().zip(&values) {
+            assert!((a - e).abs() <= 1e-5 * (1.0 + e.abs()), "value {a} vs {e}");
+        }
+        for (a, e) in whole.derivatives.iter().zip(&derivatives) {
+            let close = (a - e).abs() <= 1e-5 * (1.0 + e.abs());
+            assert!(close, "derivative {a} vs {e}");
+        }
         let arrays: Vec<_> = columns
             .iter()
             .map(|c| small.upload(c).expect("upload"))
             .collect();
         let array_refs: Vec<_> = arrays.iter().collect();
         let (v, d) = small
-            .evaluate_resident(&graph, &array_refs, fusion)
+            .evaluate_resident(graph, &array_refs, fusion)
             .expect("resident");
         assert_eq!(small.download(&v).expect("download"), whole.values);
         assert_eq!(small.download(&d).expect("download"), whole.derivatives);

@@ -35,6 +35,10 @@ pub(crate) enum Binding {
 pub(crate) struct RegionKernel {
     pub(crate) source: String,
     pub(crate) bindings: Vec<Binding>,
+    /// Rows each invocation takes: 4 (read and written as `vec4`, over
+    /// buffers of whole quads) for a graph of at most one input, whose
+    /// rows are contiguous in every buffer; 1 otherwise.
+    pub(crate) rows_per_invocation: usize,
 }
 
 /// An f32 constant as a WGSL literal that round-trips exactly.
@@ -92,6 +96,16 @@ pub(crate) fn region_kernel(graph: &Graph, region: &Region) -> RegionKernel {
         }
     }
 
+    // With at most one input, each invocation takes a quad of rows: one
+    // vec4 access per buffer instead of four (software drivers pay per
+    // access), the body written once per lane.
+    let quads = k <= 1;
+    let lanes: &[(&str, char)] = if quads {
+        &[("_0", 'x'), ("_1", 'y'), ("_2", 'z'), ("_3", 'w')]
+    } else {
+        &[("", ' ')]
+    };
+    let element = if quads { "vec4<f32>" } else { "f32" };
     let mut src = shaders::library();
     src.push_str(
         "\nstruct Params {\n    n: u32,\n    row_stride: u32,\n    pad0: u32,\n    pad1: u32,\n}\n\n",
@@ -99,77 +113,134 @@ pub(crate) fn region_kernel(graph: &Graph, region: &Region) -> RegionKernel {
     for (index, binding) in bindings.iter().enumerate() {
         let declaration = match *binding {
             Binding::Params => "var<uniform> params: Params".to_string(),
-            Binding::Inputs => "var<storage, read> inputs: array<f32>".to_string(),
-            Binding::Values(id) => format!("var<storage, read> in_v{id}: array<f32>"),
-            Binding::Tangents(id) => format!("var<storage, read> in_t{id}: array<f32>"),
-            Binding::OutValues(id) => format!("var<storage, read_write> out_v{id}: array<f32>"),
+            Binding::Inputs => format!("var<storage, read> inputs: array<{element}>"),
+            Binding::Values(id) => format!("var<storage, read> in_v{id}: array<{element}>"),
+            Binding::Tangents(id) => format!("var<storage, read> in_t{id}: array<{element}>"),
+            Binding::OutValues(id) => {
+                format!("var<storage, read_write> out_v{id}: array<{element}>")
+            }
             Binding::OutTangents(id) => {
-                format!("var<storage, read_write> out_t{id}: array<f32>")
+                format!("var<storage, read_write> out_t{id}: array<{element}>")
             }
         };
         let _ = writeln!(src, "@group(0) @binding({index}) {declaration};");
     }
+    // `params.n` counts invocations: rows, or quads of rows.
     src.push_str(
         "\n@compute @workgroup_size(256)\nfn main(@builtin(global_invocation_id) gid: vec3<u32>) {\n    \
          let i = gid.y * params.row_stride + gid.x;\n    if (i >= params.n) {\n        return;\n    }\n",
     );
-    for &id in &needed {
-        let deps = graph.deps(id);
-        match nodes[id] {
-            Op::Variable(j) => {
-                let _ = writeln!(src, "    let v{id} = inputs[{j}u * params.n + i];");
-                let _ = writeln!(src, "    let t{id}_{j} = 1.0;");
-            }
-            Op::Constant(c) => {
-                let _ = writeln!(src, "    let v{id} = {};", literal(c));
-            }
-            _ => {
-                let _ = writeln!(src, "    let v{id} = in_v{id}[i];");
-                for &j in deps {
-                    let _ = writeln!(src, "    let t{id}_{j} = in_t{id}[i * {k}u + {j}u];");
+    if quads {
+        for &id in &needed {
+            match nodes[id] {
+                Op::Variable(_) => {
+                    let _ = writeln!(src, "    let q{id} = inputs[i];");
+                }
+                Op::Constant(_) => {}
+                _ => {
+                    let _ = writeln!(src, "    let q{id} = in_v{id}[i];");
+                    if !graph.deps(id).is_empty() {
+                        let _ = writeln!(src, "    let qt{id} = in_t{id}[i];");
+                    }
                 }
             }
         }
     }
-    for &id in &region.nodes {
-        let deps = graph.deps(id);
-        let (call, operands): (String, Vec<(char, NodeId)>) = match nodes[id] {
-            Op::Unary(op, a) => {
-                let call = match op.parameter() {
-                    Some(p) => format!("{}_vd(v{a}, {})", op.name(), literal(f64::from(p))),
-                    None => format!("{}_vd(v{a})", op.name()),
-                };
-                (call, vec![('y', a)])
+    for &(lane, component) in lanes {
+        for &id in &needed {
+            let deps = graph.deps(id);
+            match nodes[id] {
+                Op::Variable(j) => {
+                    let value = if quads {
+                        format!("q{id}.{component}")
+                    } else {
+                        format!("inputs[{j}u * params.n + i]")
+                    };
+                    let _ = writeln!(src, "    let v{id}{lane} = {value};");
+                    let _ = writeln!(src, "    let t{id}_{j}{lane} = 1.0;");
+                }
+                Op::Constant(c) => {
+                    let _ = writeln!(src, "    let v{id}{lane} = {};", literal(c));
+                }
+                _ => {
+                    let value = if quads {
+                        format!("q{id}.{component}")
+                    } else {
+                        format!("in_v{id}[i]")
+                    };
+                    let _ = writeln!(src, "    let v{id}{lane} = {value};");
+                    for &j in deps {
+                        let tangent = if quads {
+                            format!("qt{id}.{component}")
+                        } else {
+                            format!("in_t{id}[i * {k}u + {j}u]")
+                        };
+                        let _ = writeln!(src, "    let t{id}_{j}{lane} = {tangent};");
+                    }
+                }
             }
-            Op::Binary(op, a, b) => (
-                format!("{}_vdd(v{a}, v{b})", op.name()),
-                vec![('y', a), ('z', b)],
-            ),
-            // Variables and constants; a graph has no other node.
-            _ => continue,
-        };
-        let _ = writeln!(src, "    let d{id} = {call};");
-        let _ = writeln!(src, "    let v{id} = d{id}.x;");
-        for &j in deps {
-            let terms: Vec<String> = operands
-                .iter()
-                .filter(|(_, operand)| graph.deps(*operand).contains(&j))
-                .map(|(component, operand)| format!("chain_mul(d{id}.{component}, t{operand}_{j})"))
-                .collect();
-            let _ = writeln!(src, "    let t{id}_{j} = {};", terms.join(" + "));
+        }
+        for &id in &region.nodes {
+            let deps = graph.deps(id);
+            let (call, operands): (String, Vec<(char, NodeId)>) = match nodes[id] {
+                Op::Unary(op, a) => {
+                    let call = match op.parameter() {
+                        Some(p) => {
+                            format!("{}_vd(v{a}{lane}, {})", op.name(), literal(f64::from(p)))
+                        }
+                        None => format!("{}_vd(v{a}{lane})", op.name()),
+                    };
+                    (call, vec![('y', a)])
+                }
+                Op::Binary(op, a, b) => (
+                    format!("{}_vdd(v{a}{lane}, v{b}{lane})", op.name()),
+                    vec![('y', a), ('z', b)],
+                ),
+                // Variables and constants; a graph has no other node.
+                _ => continue,
+            };
+            let _ = writeln!(src, "    let d{id}{lane} = {call};");
+            let _ = writeln!(src, "    let v{id}{lane} = d{id}{lane}.x;");
+            for &j in deps {
+                let terms: Vec<String> = operands
+                    .iter()
+                    .filter(|(_, operand)| graph.deps(*operand).contains(&j))
+                    .map(|(c, operand)| format!("chain_mul(d{id}{lane}.{c}, t{operand}_{j}{lane})"))
+                    .collect();
+                let _ = writeln!(src, "    let t{id}_{j}{lane} = {};", terms.join(" + "));
+            }
         }
     }
     for &id in &region.outputs {
-        let _ = writeln!(src, "    out_v{id}[i] = v{id};");
-        if k > 0 {
-            let deps = graph.deps(id);
+        let deps = graph.deps(id);
+        let tangent = |j: usize, lane: &str| {
+            if deps.contains(&j) {
+                format!("t{id}_{j}{lane}")
+            } else {
+                "0.0".to_string()
+            }
+        };
+        if quads {
+            let gather = |name: &dyn Fn(&str) -> String| {
+                let parts: Vec<String> = lanes.iter().map(|&(lane, _)| name(lane)).collect();
+                format!("vec4<f32>({})", parts.join(", "))
+            };
+            let _ = writeln!(
+                src,
+                "    out_v{id}[i] = {};",
+                gather(&|lane| format!("v{id}{lane}"))
+            );
+            if k > 0 {
+                let _ = writeln!(
+                    src,
+                    "    out_t{id}[i] = {};",
+                    gather(&|lane| tangent(0, lane))
+                );
+            }
+        } else {
+            let _ = writeln!(src, "    out_v{id}[i] = v{id};");
             for j in 0..k {
-                let tangent = if deps.contains(&j) {
-                    format!("t{id}_{j}")
-                } else {
-                    "0.0".to_string()
-                };
-                let _ = writeln!(src, "    out_t{id}[i * {k}u + {j}u] = {tangent};");
+                let _ = writeln!(src, "    out_t{id}[i * {k}u + {j}u] = {};", tangent(j, ""));
             }
         }
     }
@@ -177,5 +248,6 @@ pub(crate) fn region_kernel(graph: &Graph, region: &Region) -> RegionKernel {
     RegionKernel {
         source: src,
         bindings,
+        rows_per_invocation: if quads { 4 } else { 1 },
     }
 }

@@ -75,12 +75,19 @@ impl GpuContext {
         n: usize,
         buffers: &ChunkBuffers<'_>,
     ) -> Result<()> {
-        let groups = n.div_ceil(WORKGROUP);
+        // Every region of a plan takes the same rows an invocation (they
+        // share the graph's inputs).
+        let per = compiled
+            .regions
+            .first()
+            .map_or(1, |(generated, _)| generated.rows_per_invocation);
+        let invocations = n.div_ceil(per);
+        let groups = invocations.div_ceil(WORKGROUP);
         let max = self.limits.max_workgroups_per_dimension as usize;
         let rows = groups.div_ceil(max).max(1);
         let columns = groups.div_ceil(rows);
         let params = Params {
-            n: n as u32,
+            n: invocations as u32,
             row_stride: (columns * WORKGROUP) as u32,
             pad0: 0,
             pad1: 0,
@@ -307,8 +314,11 @@ impl GpuContext {
         let bytes = |elements: usize| (elements.max(1) as u64) * F32_BYTES;
         let output = graph.output();
         let intermediates = Self::intermediates(&compiled, output);
+        // One input segmented like the chunks is bound where it lies; other
+        // inputs are copied into one block per chunk.
+        let direct = k == 1 && inputs[0].segment_len == rows;
         let inputs_buffer =
-            (k > 0).then(|| self.take_buffer(bytes(rows.min(n_total) * k), storage));
+            (k > 0 && !direct).then(|| self.take_buffer(bytes(rows.min(n_total) * k), storage));
         let mut owned = Vec::new();
         for _ in &intermediates {
             owned.push(self.take_buffer(bytes(rows.min(n_total)), storage));
@@ -329,7 +339,11 @@ impl GpuContext {
                         }
                     }
                     let mut buffers = ChunkBuffers {
-                        inputs: inputs_buffer.as_ref(),
+                        inputs: if direct {
+                            Some(inputs[0].segments[chunk].as_ref())
+                        } else {
+                            inputs_buffer.as_ref()
+                        },
                         values: HashMap::new(),
                         tangents: HashMap::new(),
                     };
