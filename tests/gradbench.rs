@@ -445,10 +445,13 @@ fn numbers(value: &Value) -> Vec<f64> {
 fn assert_ba_close(label: &str, actual: &[f64], expected: &[f64]) {
     assert_eq!(actual.len(), expected.len(), "{label}: length");
     for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
-        // f32 against f64: well inside GradBench's 1e-4, and relative to
-        // each entry's own size where that is large.
+        // f32 against f64: within GradBench's own test (1e-4), and relative
+        // to each entry's own size where that is large. A reprojection
+        // error is w (proj - feat), a difference of numbers of several
+        // hundred: rounding the inputs to f32 alone moves it by up to a few
+        // 1e-5 (3e-5 on one random camera), so 1e-5 would fail at random.
         assert!(
-            gradbench_difference(a, e) <= 1e-5 && (a - e).abs() <= 1e-3 * e.abs().max(1.0),
+            gradbench_difference(a, e) <= 1e-4 && (a - e).abs() <= 1e-3 * e.abs().max(1.0),
             "{label}[{i}]: actual {a:e}, expected {e:e}"
         );
     }
