@@ -169,7 +169,7 @@ fn build(
             "@group(0) @binding({binding}) var<storage, read_write> out{k}: array<f32>;"
         );
     }
-    open_samples(&mut src, &layout, &inputs, 0);
+    open_samples(&mut src, &layout, (&inputs, &params), 0);
     forward_pass(&mut src, &layout, &needed);
     src.push_str("    if (live) {\n");
     for (k, out) in outputs.iter().enumerate() {

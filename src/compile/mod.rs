@@ -234,13 +234,16 @@ impl Layout<'_> {
                     } else {
                         format!("x{k}[{i}]")
                     }
+                } else if hoisted(self.program, v) {
+                    // The invocation's copy, read once before its samples.
+                    if scalar {
+                        format!("p{v}")
+                    } else {
+                        format!("p{v}[{i}]")
+                    }
                 } else {
                     let offset = self.param_offset[v].unwrap_or(0);
-                    if scalar {
-                        format!("prm[{offset}u]")
-                    } else {
-                        format!("prm[{offset}u + {i}]")
-                    }
+                    format!("prm[{offset}u + {i}]")
                 }
             }
             _ if self.is_scalar(id) => format!("v{id}"),
@@ -609,7 +612,7 @@ fn compile(
             ROUND * WORKGROUP
         );
     }
-    open_samples(&mut src, &layout, &inputs, summed_width);
+    open_samples(&mut src, &layout, (&inputs, &params), summed_width);
     forward_pass(&mut src, &layout, &needed);
     let mut first_slot = 0;
     for (sweep, needed) in sweeps.iter().zip(&per_sweep) {
@@ -782,10 +785,10 @@ fn validate(program: &Program, variables: &[usize]) -> Result<(), NotFused> {
     }
 }
 
-/// Floats of private state one sample keeps: each input's row, a value per
-/// computed node, a partial per unary node and log-sum-exp on a derivative
-/// path, a tangent or cotangent per node on it; or why the program does not
-/// fit.
+/// Floats of private state one sample keeps: each input's row and vector
+/// param, a value per computed node, a partial per unary node and
+/// log-sum-exp on a derivative path, a tangent or cotangent per node on it;
+/// or why the program does not fit.
 fn state_floats(program: &Program, needed: &[bool]) -> Result<usize, NotFused> {
     let mut private = 0usize;
     for (id, op) in program.nodes.iter().enumerate() {
@@ -799,13 +802,17 @@ fn state_floats(program: &Program, needed: &[bool]) -> Result<usize, NotFused> {
         if vector > MAX_VECTOR {
             return Err(NotFused(format!("node {id} has {size} elements")));
         }
-        // Computed values, and each input's row copied in once.
+        // Computed values, each input's row copied in once, and the params
+        // read once per invocation.
         let held = match op {
             Op::Constant(_) => false,
-            Op::Variable(v) => program
-                .variables
-                .get(*v)
-                .is_some_and(|v| v.kind == Kind::Input),
+            Op::Variable(v) => {
+                program
+                    .variables
+                    .get(*v)
+                    .is_some_and(|v| v.kind == Kind::Input)
+                    || hoisted(program, *v)
+            }
             _ => true,
         };
         private += size * usize::from(held);
@@ -939,7 +946,22 @@ fn quad_rows(slot: &GradientSlot, mode: Mode) -> bool {
 
 /// The entry point, opened up to the body run for each sample `s` (with
 /// `live` false past the batch); `summed_width` registers accumulate sums.
-fn open_samples(src: &mut String, layout: &Layout<'_>, inputs: &[usize], summed_width: usize) {
+/// Whether variable `v` is a param read once per invocation into
+/// registers (a scalar or vector; a matrix stays in memory): software
+/// drivers pay a per-invocation loop for every storage access, even one
+/// every invocation makes alike.
+fn hoisted(program: &Program, v: usize) -> bool {
+    program.variables.get(v).is_some_and(|variable| {
+        variable.kind == Kind::Param && !matches!(variable.shape, Shape::Matrix(..))
+    })
+}
+
+fn open_samples(
+    src: &mut String,
+    layout: &Layout<'_>,
+    (inputs, params): (&[usize], &[(usize, usize)]),
+    summed_width: usize,
+) {
     let _ = write!(
         src,
         "\n@compute @workgroup_size({WORKGROUP})\n\
@@ -950,6 +972,23 @@ fn open_samples(src: &mut String, layout: &Layout<'_>, inputs: &[usize], summed_
     );
     if summed_width > 0 {
         let _ = writeln!(src, "    var acc: array<f32, {summed_width}>;");
+    }
+    for &(v, offset) in params {
+        if !hoisted(layout.program, v) {
+            continue;
+        }
+        match layout.program.variables[v].shape {
+            Shape::Vector(n) => {
+                let _ = writeln!(
+                    src,
+                    "    var p{v}: array<f32, {n}>;\n    for (var i = 0u; i < {n}u; i = i + 1u) {{\n        \
+                     p{v}[i] = prm[{offset}u + i];\n    }}"
+                );
+            }
+            _ => {
+                let _ = writeln!(src, "    let p{v} = prm[{offset}u];");
+            }
+        }
     }
     // Each invocation takes samples a grid apart, so that neighbours read
     // neighbouring rows and the summed gradients gather in registers before
