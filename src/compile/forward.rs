@@ -162,11 +162,16 @@ fn build(
     }
 
     let (mut src, mut binding) = prelude(&layout, &inputs, &params);
-    for (k, _) in outputs.iter().enumerate() {
+    for (k, out) in outputs.iter().enumerate() {
         binding += 1;
+        let ty = if super::quads(out.size) {
+            "vec4<f32>"
+        } else {
+            "f32"
+        };
         let _ = writeln!(
             src,
-            "@group(0) @binding({binding}) var<storage, read_write> out{k}: array<f32>;"
+            "@group(0) @binding({binding}) var<storage, read_write> out{k}: array<{ty}>;"
         );
     }
     open_samples(&mut src, &layout, (&inputs, &params), 0);
@@ -174,29 +179,44 @@ fn build(
     src.push_str("    if (live) {\n");
     for (k, out) in outputs.iter().enumerate() {
         let n = out.size;
-        let element = match (out.written, program.nodes[out.node]) {
-            (Written::Value, _) => layout.at(out.node, "i"),
-            (Written::Partial(_), Op::LogSumExp(_)) => format!("d{}[i]", out.node),
+        // Element `i` (a WGSL index expression) of what this output holds.
+        let element = |i: &str| match (out.written, program.nodes[out.node]) {
+            (Written::Value, _) => layout.at(out.node, i),
+            (Written::Partial(_), Op::LogSumExp(_)) => format!("d{}[{i}]", out.node),
             (Written::Partial(_), Op::Unary(..)) => {
                 if layout.is_scalar(out.node) {
                     format!("d{}", out.node)
                 } else {
-                    format!("d{}[i]", out.node)
+                    format!("d{}[{i}]", out.node)
                 }
             }
             (Written::Partial(slot), Op::Binary(f, a, b)) => {
                 let component = if slot == 0 { 'y' } else { 'z' };
                 format!(
                     "{}.{component}",
-                    binary_call(f, &layout.at(a, "i"), &layout.at(b, "i"))
+                    binary_call(f, &layout.at(a, i), &layout.at(b, i))
                 )
             }
             _ => "0.0".into(),
         };
-        let _ = writeln!(
-            src,
-            "        for (var i = 0u; i < {n}u; i = i + 1u) {{\n            out{k}[s * {n}u + i] = {element};\n        }}"
-        );
+        if super::quads(n) {
+            // Rows of whole quads are written a vec4 at a time.
+            let parts: Vec<String> = (0..4)
+                .map(|c| element(&format!("(4u * j + {c}u)")))
+                .collect();
+            let _ = writeln!(
+                src,
+                "        for (var j = 0u; j < {q}u; j = j + 1u) {{\n            out{k}[s * {q}u + j] = vec4<f32>({});\n        }}",
+                parts.join(", "),
+                q = n / 4
+            );
+        } else {
+            let _ = writeln!(
+                src,
+                "        for (var i = 0u; i < {n}u; i = i + 1u) {{\n            out{k}[s * {n}u + i] = {};\n        }}",
+                element("i")
+            );
+        }
     }
     src.push_str("    }\n    }\n}\n");
     let trips = forward_trips(program, outputs.iter().map(|o| o.size).sum());
