@@ -91,7 +91,34 @@ fn grad_writes_the_neurons_gradients() {
             npy::read(&per.join("w.npy")).expect("w").shape,
             vec![batch, 4]
         );
+        // The activation's own per-sample gradient: x where w.x + b > 0.
+        let of = dir.join(format!("of{}", extra.len()));
+        let mut flags = vec!["--of", "a", "--wrt", "w", "--per-sample"];
+        flags.extend(extra.iter().copied());
+        let (ok, stdout, stderr) = common::chainrule(&args(&flags, &of));
+        assert!(ok, "{stderr}");
+        assert!(stdout.contains("a = "), "{stdout}");
+        let da = npy::read(&of.join("w.npy")).expect("w");
+        assert_eq!(da.shape, vec![batch, 4]);
+        for i in 0..batch {
+            let z: f64 = (0..4)
+                .map(|j| f64::from(w[j]) * f64::from(x[i * 4 + j]))
+                .sum::<f64>()
+                + f64::from(b[0]);
+            if z.abs() < 1e-5 {
+                continue; // f32 may put it on the other side of the kink
+            }
+            for j in 0..4 {
+                let expected = if z > 0.0 { x[i * 4 + j] } else { 0.0 };
+                assert_eq!(da.data[i * 4 + j], expected, "{extra:?} da/dw[{i}, {j}]");
+            }
+        }
     }
+    let (ok, _, stderr) = common::chainrule(&args(
+        &["--of", "h", "--wrt", "w", "--cpu"],
+        &dir.join("bad"),
+    ));
+    assert!(!ok && stderr.contains("`h` is not a line"), "{stderr}");
     let (ok, _, stderr) = common::chainrule(&args(&["--wrt", "q", "--cpu"], &dir.join("bad")));
     assert!(!ok && stderr.contains("`q` is not a variable"), "{stderr}");
 }

@@ -1,5 +1,6 @@
-//! `chainrule grad`: gradients of a program's scalar output (a loss) with
-//! respect to named inputs and parameters, one .npy file per variable.
+//! `chainrule grad`: gradients of a program's scalar output (a loss), or of
+//! another scalar line (`--of`), with respect to named inputs and
+//! parameters, one .npy file per variable.
 
 use std::path::Path;
 
@@ -9,17 +10,33 @@ use chainrule::{Error, Reduction, npy};
 use crate::backend;
 use crate::jacobian::{load_variables, program_text};
 
+/// What to differentiate: the variables (comma-separated lists), the line
+/// (the output when `None`), and whether per sample.
+pub(crate) struct Request<'a> {
+    pub(crate) wrt: &'a [String],
+    pub(crate) of: Option<&'a str>,
+    pub(crate) per_sample: bool,
+}
+
 pub(crate) fn run(
     text: &str,
-    inputs: &[String],
-    params: &[String],
-    wrt: &[String],
-    per_sample: bool,
+    (inputs, params): (&[String], &[String]),
+    Request {
+        wrt,
+        of,
+        per_sample,
+    }: Request<'_>,
     out_dir: &Path,
     cpu: bool,
 ) -> chainrule::Result<()> {
     let text = program_text(text)?;
     let program = Program::parse(&text)?;
+    // A line's own program keeps every declared variable, so the same
+    // --input and --param files bind it.
+    let program = match of {
+        Some(line) => program.with_output(line)?,
+        None => program,
+    };
     let names: Vec<&str> = wrt
         .iter()
         .flat_map(|w| w.split(','))

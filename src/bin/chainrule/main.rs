@@ -117,6 +117,10 @@ enum Command {
         /// One gradient per sample instead of the gradient of the batch mean.
         #[arg(long)]
         per_sample: bool,
+        /// The scalar line to differentiate instead of the output, e.g.
+        /// `--of a` for a neuron's activation.
+        #[arg(long, value_name = "LINE")]
+        of: Option<String>,
         /// Where to write the .npy files.
         #[arg(long, value_name = "DIR")]
         out_dir: PathBuf,
@@ -230,9 +234,20 @@ fn main() -> ExitCode {
             params,
             wrt,
             per_sample,
+            of,
             out_dir,
             cpu,
-        } => grad::run(&program, &inputs, &params, &wrt, per_sample, &out_dir, cpu),
+        } => grad::run(
+            &program,
+            (&inputs, &params),
+            grad::Request {
+                wrt: &wrt,
+                of: of.as_deref(),
+                per_sample,
+            },
+            &out_dir,
+            cpu,
+        ),
         Command::Explain {
             expression,
             batch,
