@@ -272,7 +272,7 @@ fn bad_requests_are_errors() {
         match unknown {
             Err(Error::InvalidArgument(why)) => {
                 assert!(
-                    why.contains("`z`") && why.contains("a, loss"),
+                    why.contains("`z`") && why.contains("a and the output `loss`"),
                     "{name}: {why}"
                 )
             }
@@ -317,6 +317,10 @@ fn with_output_prunes_to_the_line() {
     let same = program.with_output("loss").expect("the output");
     assert_eq!(same, program);
     assert!(program.with_output("nothing").is_err());
+    // A program edited by hand gets an error, not a panic.
+    let mut broken = program.clone();
+    broken.shapes.truncate(3);
+    assert!(broken.with_output("h").is_err());
     assert_eq!(program.line("loss"), Some(program.output));
     assert!(program.line("h").is_some());
 }

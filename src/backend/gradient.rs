@@ -44,9 +44,10 @@ pub struct Gradient {
 /// The output's values and the gradients asked for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GradientOutput {
-    /// The output for each sample.
+    /// The output (for [`Backend::gradients`], the requested line) for
+    /// each sample.
     pub values: Vec<f32>,
-    /// Their mean, the loss of the batch.
+    /// Their mean over the batch (the batch's loss, for a loss).
     pub mean: f64,
     /// One per variable asked for, in the order asked.
     pub gradients: Vec<Gradient>,
@@ -187,6 +188,11 @@ impl Backend {
     /// reverse sweep per request, the inputs read once. W3's batch-mean
     /// gradient of the loss beside each sample's gradient of the
     /// activation is two requests of one program.
+    ///
+    /// Every declared variable is bound, as for the program's output. A
+    /// request naming a variable its line does not read gets zeros for it,
+    /// and then each request runs by itself (still correct, no longer one
+    /// kernel).
     ///
     /// Errors: no request, or any error [`Backend::gradient`] gives for a
     /// request, with `of` in place of the output; a name that is not a

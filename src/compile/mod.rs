@@ -72,6 +72,8 @@ impl Destination {
 /// at the scalar node `of` (the output, or any node it reads), and the
 /// gradients of `of` they give, with respect to `wrt` (variable index and
 /// destination each). The sweeps of one kernel share its forward pass.
+/// Any destination fits any variable: rows (`PerSample`, `Share`) or sums
+/// over the batch (`Summed`), of an input's or a param's gradient alike.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sweep {
     /// The node differentiated.

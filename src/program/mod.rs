@@ -370,19 +370,32 @@ impl Program {
     /// itself), without the nodes that line does not read. The variables
     /// stay as declared, so bindings by name still fit; those the line
     /// does not read have zero derivatives.
+    ///
+    /// A line whose value is that of an earlier line or of a variable
+    /// (`c = a`, or `c` computing what `a` already computed) shares that
+    /// node and is known by the first name only.
     pub fn with_output(&self, name: &str) -> Result<Program> {
+        self.check()?;
         if name == self.output_name {
             return Ok(self.clone());
         }
         let Some(node) = self.line(name) else {
-            let lines: Vec<&str> = self.names.iter().flatten().map(String::as_str).collect();
+            let lines: Vec<&str> = self
+                .names
+                .iter()
+                .flatten()
+                .map(String::as_str)
+                .filter(|&line| line != self.output_name)
+                .collect();
             return Err(Error::InvalidArgument(format!(
-                "`{name}` is not a line of the program; its lines are {}",
+                "`{name}` is not a line of the program; its lines are {}the output `{}` \
+                 (a line equal to an earlier line or to a variable goes by that first name)",
                 if lines.is_empty() {
-                    format!("only the output `{}`", self.output_name)
+                    String::new()
                 } else {
-                    format!("{} and the output `{}`", lines.join(", "), self.output_name)
-                }
+                    format!("{} and ", lines.join(", "))
+                },
+                self.output_name
             )));
         };
         let keep = self.reaching(node);
