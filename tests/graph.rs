@@ -214,11 +214,12 @@ fn chunked_graph_equals_unchunked() {
     })
     .expect("small context");
     let mut rng = rng("chunked graph");
-    // Three inputs (a row an invocation) and one (a quad of rows an
-    // invocation, the input bound where it lies), over a last chunk that
-    // ends inside a quad.
+    // Three inputs (a row an invocation), one (a quad of rows an
+    // invocation, the input bound where it lies), and one under sin (a row
+    // an invocation again), over a last chunk that ends inside a quad.
     for (text, k) in [
         ("x*y*z + sin(x)*exp(y) - z^3/(1 + x^2)", 3),
+        ("exp(x) * x + x^3/(1 + x^2)", 1),
         ("sin(x)*exp(x) + x^3/(1 + x^2)", 1),
     ] {
         let graph = parse(text);

@@ -75,36 +75,28 @@ impl GpuContext {
         n: usize,
         buffers: &ChunkBuffers<'_>,
     ) -> Result<()> {
-        // Every region of a plan takes the same rows an invocation (they
-        // share the graph's inputs).
-        let per = compiled
-            .regions
-            .first()
-            .map_or(1, |(generated, _)| generated.rows_per_invocation);
-        let invocations = n.div_ceil(per);
-        let groups = invocations.div_ceil(WORKGROUP);
-        let max = self.limits.max_workgroups_per_dimension as usize;
-        let rows = groups.div_ceil(max).max(1);
-        let columns = groups.div_ceil(rows);
-        let params = Params {
-            n: invocations as u32,
-            row_stride: (columns * WORKGROUP) as u32,
-            pad0: 0,
-            pad1: 0,
+        // The grid and uniform of a region taking `per` rows an invocation
+        // (a region with sin, cos or tan takes one, others four).
+        let grid_of = |per: usize| {
+            let invocations = n.div_ceil(per);
+            let groups = invocations.div_ceil(WORKGROUP);
+            let max = self.limits.max_workgroups_per_dimension as usize;
+            let rows = groups.div_ceil(max).max(1);
+            let columns = groups.div_ceil(rows);
+            let params = Params {
+                n: invocations as u32,
+                row_stride: (columns * WORKGROUP) as u32,
+                pad0: 0,
+                pad1: 0,
+            };
+            ((columns, rows), self.uniform(&params))
         };
-        let uniform = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("graph params"),
-            size: std::mem::size_of::<Params>() as u64,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        self.queue
-            .write_buffer(&uniform, 0, bytemuck::bytes_of(&params));
         let missing = |what: &str| Error::Gpu {
             operation: "graph evaluation".into(),
             message: format!("no buffer for {what}"),
         };
         for (generated, kernel) in &compiled.regions {
+            let ((columns, rows), uniform) = grid_of(generated.rows_per_invocation);
             let mut entries = Vec::with_capacity(generated.bindings.len());
             let mut bound: Vec<&wgpu::Buffer> = Vec::with_capacity(generated.bindings.len());
             for (index, binding) in generated.bindings.iter().enumerate() {
