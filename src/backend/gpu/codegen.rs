@@ -38,7 +38,8 @@ pub(crate) struct RegionKernel {
     pub(crate) bindings: Vec<Binding>,
     /// Rows each invocation takes: 4 (read and written as `vec4`, over
     /// buffers of whole quads) for a graph of at most one input, whose
-    /// rows are contiguous in every buffer; 1 otherwise.
+    /// rows are contiguous in every buffer, unless the region has sin, cos
+    /// or tan; 1 otherwise.
     pub(crate) rows_per_invocation: usize,
 }
 
@@ -156,74 +157,69 @@ pub(crate) fn region_kernel(graph: &Graph, region: &Region) -> RegionKernel {
                 }
             }
         }
-    }
-    if quads {
         src.push_str("    for (var c = 0u; c < 4u; c = c + 1u) {\n");
     }
-    let lane = "";
-    {
-        for &id in &needed {
-            let deps = graph.deps(id);
-            match nodes[id] {
-                Op::Variable(j) => {
-                    let value = if quads {
-                        format!("q{id}[c]")
+    for &id in &needed {
+        let deps = graph.deps(id);
+        match nodes[id] {
+            Op::Variable(j) => {
+                let value = if quads {
+                    format!("q{id}[c]")
+                } else {
+                    format!("inputs[{j}u * params.n + i]")
+                };
+                let _ = writeln!(src, "    let v{id} = {value};");
+                let _ = writeln!(src, "    let t{id}_{j} = 1.0;");
+            }
+            Op::Constant(c) => {
+                let _ = writeln!(src, "    let v{id} = {};", literal(c));
+            }
+            _ => {
+                let value = if quads {
+                    format!("q{id}[c]")
+                } else {
+                    format!("in_v{id}[i]")
+                };
+                let _ = writeln!(src, "    let v{id} = {value};");
+                for &j in deps {
+                    let tangent = if quads {
+                        format!("qt{id}[c]")
                     } else {
-                        format!("inputs[{j}u * params.n + i]")
+                        format!("in_t{id}[i * {k}u + {j}u]")
                     };
-                    let _ = writeln!(src, "    let v{id}{lane} = {value};");
-                    let _ = writeln!(src, "    let t{id}_{j}{lane} = 1.0;");
-                }
-                Op::Constant(c) => {
-                    let _ = writeln!(src, "    let v{id}{lane} = {};", literal(c));
-                }
-                _ => {
-                    let value = if quads {
-                        format!("q{id}[c]")
-                    } else {
-                        format!("in_v{id}[i]")
-                    };
-                    let _ = writeln!(src, "    let v{id}{lane} = {value};");
-                    for &j in deps {
-                        let tangent = if quads {
-                            format!("qt{id}[c]")
-                        } else {
-                            format!("in_t{id}[i * {k}u + {j}u]")
-                        };
-                        let _ = writeln!(src, "    let t{id}_{j}{lane} = {tangent};");
-                    }
+                    let _ = writeln!(src, "    let t{id}_{j} = {tangent};");
                 }
             }
         }
-        for &id in &region.nodes {
-            let deps = graph.deps(id);
-            let (call, operands): (String, Vec<(char, NodeId)>) = match nodes[id] {
-                Op::Unary(op, a) => {
-                    let call = match op.parameter() {
-                        Some(p) => {
-                            format!("{}_vd(v{a}{lane}, {})", op.name(), literal(f64::from(p)))
-                        }
-                        None => format!("{}_vd(v{a}{lane})", op.name()),
-                    };
-                    (call, vec![('y', a)])
-                }
-                Op::Binary(op, a, b) => (
-                    format!("{}_vdd(v{a}{lane}, v{b}{lane})", op.name()),
-                    vec![('y', a), ('z', b)],
-                ),
-                // Variables and constants; a graph has no other node.
-                _ => continue,
-            };
-            let _ = writeln!(src, "    let d{id}{lane} = {call};");
-            let _ = writeln!(src, "    let v{id}{lane} = d{id}{lane}.x;");
-            for &j in deps {
-                let terms: Vec<String> = operands
-                    .iter()
-                    .filter(|(_, operand)| graph.deps(*operand).contains(&j))
-                    .map(|(c, operand)| format!("chain_mul(d{id}{lane}.{c}, t{operand}_{j}{lane})"))
-                    .collect();
-                let _ = writeln!(src, "    let t{id}_{j}{lane} = {};", terms.join(" + "));
+    }
+    for &id in &region.nodes {
+        let deps = graph.deps(id);
+        let (call, operands): (String, Vec<(char, NodeId)>) = match nodes[id] {
+            Op::Unary(op, a) => {
+                let call = match op.parameter() {
+                    Some(p) => {
+                        format!("{}_vd(v{a}, {})", op.name(), literal(f64::from(p)))
+                    }
+                    None => format!("{}_vd(v{a})", op.name()),
+                };
+                (call, vec![('y', a)])
             }
+            Op::Binary(op, a, b) => (
+                format!("{}_vdd(v{a}, v{b})", op.name()),
+                vec![('y', a), ('z', b)],
+            ),
+            // Variables and constants; a graph has no other node.
+            _ => continue,
+        };
+        let _ = writeln!(src, "    let d{id} = {call};");
+        let _ = writeln!(src, "    let v{id} = d{id}.x;");
+        for &j in deps {
+            let terms: Vec<String> = operands
+                .iter()
+                .filter(|(_, operand)| graph.deps(*operand).contains(&j))
+                .map(|(c, operand)| format!("chain_mul(d{id}.{c}, t{operand}_{j})"))
+                .collect();
+            let _ = writeln!(src, "    let t{id}_{j} = {};", terms.join(" + "));
         }
     }
     for &id in &region.outputs {
