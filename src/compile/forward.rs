@@ -10,7 +10,7 @@ use std::fmt::Write;
 use super::passes::forward_pass;
 use super::{
     NodeId, NotFused, Op, Program, binary_call, bind_variables, needed, open_samples, prelude,
-    state_floats, unroll_small_loops,
+    quad_of, row_type, state_floats, unroll_small_loops,
 };
 use crate::ops::BinaryOp;
 use crate::program::Kind;
@@ -164,14 +164,10 @@ fn build(
     let (mut src, mut binding) = prelude(&layout, &inputs, &params);
     for (k, out) in outputs.iter().enumerate() {
         binding += 1;
-        let ty = if super::quads(out.size) {
-            "vec4<f32>"
-        } else {
-            "f32"
-        };
         let _ = writeln!(
             src,
-            "@group(0) @binding({binding}) var<storage, read_write> out{k}: array<{ty}>;"
+            "@group(0) @binding({binding}) var<storage, read_write> out{k}: array<{}>;",
+            row_type(out.size)
         );
     }
     open_samples(&mut src, &layout, (&inputs, &params), 0);
@@ -201,13 +197,10 @@ fn build(
         };
         if super::quads(n) {
             // Rows of whole quads are written a vec4 at a time.
-            let parts: Vec<String> = (0..4)
-                .map(|c| element(&format!("(4u * j + {c}u)")))
-                .collect();
             let _ = writeln!(
                 src,
-                "        for (var j = 0u; j < {q}u; j = j + 1u) {{\n            out{k}[s * {q}u + j] = vec4<f32>({});\n        }}",
-                parts.join(", "),
+                "        for (var j = 0u; j < {q}u; j = j + 1u) {{\n            out{k}[s * {q}u + j] = {};\n        }}",
+                quad_of(|i| element(&format!("({i})"))),
                 q = n / 4
             );
         } else {

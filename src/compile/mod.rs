@@ -142,8 +142,6 @@ pub struct FusedGradient {
     /// Whether the kernel reads a seed, B x size rows: the output's
     /// cotangent for a VJP, the input's tangent for a JVP.
     pub seeded: bool,
-    /// Elements of the output per sample.
-    pub output_size: usize,
     /// An upper bound on the loop iterations one sample takes (see
     /// `loop_trips`); the executor sizes samples per invocation by it.
     pub trips: usize,
@@ -371,23 +369,17 @@ pub fn gradients(
     sweeps: &[Sweep],
     values: bool,
 ) -> Result<FusedGradient, NotFused> {
-    validate(program, &[])?;
+    // `compile` checks the program and that each node exists.
     for sweep in sweeps {
-        match program.shapes.get(sweep.of) {
-            Some(Shape::Scalar) => {}
-            Some(shape) => {
-                return Err(NotFused(format!(
-                    "node {} is {shape}, not a scalar",
-                    sweep.of
-                )));
-            }
-            None => {
-                return Err(NotFused(format!(
-                    "node {} is not one of the program's {}",
-                    sweep.of,
-                    program.nodes.len()
-                )));
-            }
+        if let Some(shape) = program
+            .shapes
+            .get(sweep.of)
+            .filter(|&&s| s != Shape::Scalar)
+        {
+            return Err(NotFused(format!(
+                "node {} is {shape}, not a scalar",
+                sweep.of
+            )));
         }
     }
     compile(program, sweeps, values, Mode::Reverse { seeded: false })
@@ -595,7 +587,7 @@ fn compile(
         if slot.destination.writes_rows() {
             binding += 1;
             let ty = if quad_rows(slot, mode) {
-                "vec4<f32>"
+                row_type(slot.size)
             } else {
                 "f32"
             };
@@ -704,7 +696,6 @@ fn compile(
         values,
         value_sizes,
         seeded,
-        output_size,
         trips,
     })
 }
@@ -739,8 +730,8 @@ fn write_gradient(
             let _ = writeln!(
                 src,
                 "        for (var j = 0u; j < {q}u; j = j + 1u) {{\n            \
-                 out_g{k}[s * {q}u + j] = vec4<f32>(g{node}[4u * j], g{node}[4u * j + 1u], \
-                 g{node}[4u * j + 2u], g{node}[4u * j + 3u]){scale};\n        }}",
+                 out_g{k}[s * {q}u + j] = {}{scale};\n        }}",
+                quad_of(|i| format!("g{node}[{i}]")),
                 q = slot.size / 4
             );
         }
@@ -914,11 +905,7 @@ fn prelude(layout: &Layout<'_>, inputs: &[usize], params: &[(usize, usize)]) -> 
     );
     for (k, &v) in inputs.iter().enumerate() {
         binding += 1;
-        let ty = if quads(layout.program.variables[v].shape.size()) {
-            "vec4<f32>"
-        } else {
-            "f32"
-        };
+        let ty = row_type(layout.program.variables[v].shape.size());
         let _ = writeln!(
             src,
             "@group(0) @binding({binding}) var<storage, read> in{k}: array<{ty}>;"
@@ -940,14 +927,24 @@ fn quads(n: usize) -> bool {
     n >= 4 && n.is_multiple_of(4)
 }
 
+/// The element type of a storage array of rows of `n` floats.
+fn row_type(n: usize) -> &'static str {
+    if quads(n) { "vec4<f32>" } else { "f32" }
+}
+
+/// The quad `j` (a WGSL loop index) of a row whose element `i` is
+/// `element(i)`, as a `vec4<f32>` expression.
+fn quad_of(element: impl Fn(&str) -> String) -> String {
+    let parts: Vec<String> = (0..4).map(|c| element(&format!("4u * j + {c}u"))).collect();
+    format!("vec4<f32>({})", parts.join(", "))
+}
+
 /// Whether a per-sample gradient's rows are written as quads (not a
 /// Jacobian's, which is written element by element).
 fn quad_rows(slot: &GradientSlot, mode: Mode) -> bool {
     !matches!(mode, Mode::Jacobian { .. }) && quads(slot.size)
 }
 
-/// The entry point, opened up to the body run for each sample `s` (with
-/// `live` false past the batch); `summed_width` registers accumulate sums.
 /// Whether variable `v` is a param read once per invocation into
 /// registers (a scalar or vector; a matrix stays in memory): software
 /// drivers pay a per-invocation loop for every storage access, even one
@@ -958,6 +955,10 @@ fn hoisted(program: &Program, v: usize) -> bool {
     })
 }
 
+/// The entry point, opened up to the body run for each sample `s` (with
+/// `live` false past the batch); `summed_width` registers accumulate sums.
+/// Params are read once per invocation and each input's row once per
+/// sample, into registers.
 fn open_samples(
     src: &mut String,
     layout: &Layout<'_>,
@@ -1007,7 +1008,7 @@ fn open_samples(
         let n = layout.program.variables[v].shape.size();
         if layout.program.variables[v].shape == Shape::Scalar {
             let _ = writeln!(src, "    let x{k} = in{k}[s];");
-        } else if quads(layout.program.variables[v].shape.size()) {
+        } else if quads(n) {
             let q = n / 4;
             let _ = writeln!(
                 src,

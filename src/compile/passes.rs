@@ -219,12 +219,11 @@ pub(super) fn reverse_pass(
             );
         }
     }
-    let out = from;
-    let m = layout.size(out);
+    let m = layout.size(from);
     let _ = writeln!(
         src,
         "    for (var i = 0u; i < {m}u; i = i + 1u) {{\n        {} = {};\n    }}",
-        cot(layout, out, "i"),
+        cot(layout, from, "i"),
         seed.element(m, "i")
     );
     for id in (0..program.nodes.len()).rev() {
