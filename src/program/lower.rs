@@ -556,32 +556,15 @@ impl<'a> Lowering<'a> {
 
     /// The program of the nodes `output` depends on, renumbered in order.
     pub(super) fn finish(self, output: NodeId, output_name: String) -> Program {
-        let count = self.nodes.len();
-        let live = super::reaching(&self.nodes, output);
-        let mut renumbered = vec![0; count];
-        let mut program = Program {
+        Program {
             variables: self.variables,
-            nodes: Vec::new(),
-            shapes: Vec::new(),
-            output: 0,
+            nodes: self.nodes,
+            shapes: self.shapes,
+            output,
             output_name,
-            names: Vec::new(),
-        };
-        let kept = self.nodes.into_iter().zip(self.shapes).zip(self.names);
-        for (id, ((op, shape), name)) in kept.enumerate() {
-            if !live.get(id).copied().unwrap_or(false) {
-                continue;
-            }
-            let op = op.map_operands(|old| renumbered.get(old).copied().unwrap_or(0));
-            if let Some(slot) = renumbered.get_mut(id) {
-                *slot = program.nodes.len();
-            }
-            program.nodes.push(op);
-            program.shapes.push(shape);
-            program.names.push(name);
+            names: self.names,
         }
-        program.output = renumbered.get(output).copied().unwrap_or(0);
-        program
+        .pruned_to(output)
     }
 }
 

@@ -256,25 +256,6 @@ pub enum InputOrder {
     Given(Vec<String>),
 }
 
-/// For each of `nodes` (operands first), whether `node` depends on it,
-/// itself included.
-pub(crate) fn reaching(nodes: &[Op], node: NodeId) -> Vec<bool> {
-    let mut reaches = vec![false; nodes.len()];
-    if let Some(r) = reaches.get_mut(node) {
-        *r = true;
-    }
-    for id in (0..nodes.len()).rev() {
-        if reaches[id] {
-            for o in nodes[id].operands() {
-                if let Some(r) = reaches.get_mut(o) {
-                    *r = true;
-                }
-            }
-        }
-    }
-    reaches
-}
-
 /// A vector function, parsed from the text language.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Program {
@@ -398,25 +379,8 @@ impl Program {
                 self.output_name
             )));
         };
-        let keep = self.reaching(node);
-        let mut index = vec![0; self.nodes.len()];
-        let mut program = Program {
-            variables: self.variables.clone(),
-            nodes: Vec::new(),
-            shapes: Vec::new(),
-            output: 0,
-            output_name: name.to_string(),
-            names: Vec::new(),
-        };
-        for (id, op) in self.nodes.iter().enumerate() {
-            if keep[id] {
-                index[id] = program.nodes.len();
-                program.nodes.push(op.map_operands(|o| index[o]));
-                program.shapes.push(self.shapes[id]);
-                program.names.push(self.names[id].clone());
-            }
-        }
-        program.output = index[node];
+        let mut program = self.clone().pruned_to(node);
+        program.output_name = name.to_string();
         program.check()?;
         Ok(program)
     }
@@ -432,7 +396,50 @@ impl Program {
 
     /// For each node, whether `node` depends on it (itself included).
     pub fn reaching(&self, node: NodeId) -> Vec<bool> {
-        reaching(&self.nodes, node)
+        let mut reaches = vec![false; self.nodes.len()];
+        if let Some(r) = reaches.get_mut(node) {
+            *r = true;
+        }
+        for id in (0..self.nodes.len()).rev() {
+            if reaches[id] {
+                for o in self.nodes[id].operands() {
+                    if let Some(r) = reaches.get_mut(o) {
+                        *r = true;
+                    }
+                }
+            }
+        }
+        reaches
+    }
+
+    /// The program of the nodes `output` depends on, renumbered in order,
+    /// with `output` its output (the name is kept).
+    pub(crate) fn pruned_to(self, output: NodeId) -> Program {
+        let live = self.reaching(output);
+        let mut renumbered = vec![0; self.nodes.len()];
+        let mut program = Program {
+            variables: self.variables,
+            nodes: Vec::new(),
+            shapes: Vec::new(),
+            output: 0,
+            output_name: self.output_name,
+            names: Vec::new(),
+        };
+        let kept = self.nodes.into_iter().zip(self.shapes).zip(self.names);
+        for (id, ((op, shape), name)) in kept.enumerate() {
+            if !live.get(id).copied().unwrap_or(false) {
+                continue;
+            }
+            let op = op.map_operands(|old| renumbered.get(old).copied().unwrap_or(0));
+            if let Some(slot) = renumbered.get_mut(id) {
+                *slot = program.nodes.len();
+            }
+            program.nodes.push(op);
+            program.shapes.push(shape);
+            program.names.push(name);
+        }
+        program.output = renumbered.get(output).copied().unwrap_or(0);
+        program
     }
 
     /// The node that reads variable `index`, or `None` when the output does
