@@ -640,13 +640,14 @@ fn fused(
     if !context.fits_fused(&plan) {
         return Ok(None);
     }
-    // Shares are of the batch mean; summed gradients are scaled here.
+    // Shares are of the batch mean, and so are summed gradients (only a
+    // mean asks for them), scaled here.
     let scale = 1.0 / batch as f64;
     let out = context.fused_gradient(&plan, bound, batch, scale as f32, None)?;
     let mut per_sample = out.per_sample;
     let mut slots = plan.gradients.iter().enumerate();
     let mut outs = Vec::with_capacity(requests.len());
-    for ((_, indices, reduction), values) in requests.iter().zip(out.values) {
+    for ((_, indices, _), values) in requests.iter().zip(out.values) {
         let mut gradients = Vec::with_capacity(indices.len());
         for (k, slot) in slots.by_ref().take(indices.len()) {
             let name = program.variables[slot.variable].name.clone();
@@ -657,10 +658,6 @@ fn fused(
                     values: std::mem::take(&mut per_sample[k]),
                 }
             } else {
-                let scale = match reduction {
-                    Reduction::Mean => scale,
-                    Reduction::PerSample => 1.0,
-                };
                 Gradient {
                     name,
                     shape: dims(program, slot.variable, None),
