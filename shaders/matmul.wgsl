@@ -115,10 +115,25 @@ fn main(
         // The fused multiply-adds give NaN wherever a zero met an infinite
         // or NaN factor; only there do the chain rule's products differ, so
         // only there is the element summed again, one product at a time.
-        acc0 = chain_repaired(acc0, sample, row0 + local.y, col);
-        acc1 = chain_repaired(acc1, sample, row0 + local.y + 16u, col);
-        acc2 = chain_repaired(acc2, sample, row0 + local.y + 32u, col);
-        acc3 = chain_repaired(acc3, sample, row0 + local.y + 48u, col);
+        // One test of the sum of all sixteen (NaN whenever one is) guards
+        // the repair: a software driver runs a branch's body for every
+        // invocation, masked, so the body must be small and run once.
+        let probe = (acc0 + acc1) + (acc2 + acc3);
+        if (is_nan_f32((probe.x + probe.y) + (probe.z + probe.w))) {
+            var accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+            for (var e = 0u; e < 16u; e = e + 1u) {
+                let r = e / 4u;
+                let q = e % 4u;
+                let row = row0 + local.y + 16u * r;
+                if (row < params.m && col + q < params.n && is_nan_f32(accs[r][q])) {
+                    accs[r][q] = chain_element(sample, row, col + q);
+                }
+            }
+            acc0 = accs[0];
+            acc1 = accs[1];
+            acc2 = accs[2];
+            acc3 = accs[3];
+        }
     }
     var cs = vec4<f32>(1.0);
     if ((params.flags & 4u) != 0u) {
@@ -145,21 +160,6 @@ fn times4(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
         chain_mul(a.z, b.z),
         chain_mul(a.w, b.w),
     );
-}
-
-// The accumulators of a row of C with each NaN among its existing elements
-// summed again by the chain rule's products.
-fn chain_repaired(acc: vec4<f32>, sample: u32, row: u32, col: u32) -> vec4<f32> {
-    var out = acc;
-    if (row >= params.m) {
-        return out;
-    }
-    for (var q = 0u; q < 4u; q = q + 1u) {
-        if (col + q < params.n && is_nan_f32(acc[q])) {
-            out[q] = chain_element(sample, row, col + q);
-        }
-    }
-    return out;
 }
 
 // Element (row, col) of A diag(s) B for `sample`, each product by chain_mul.
