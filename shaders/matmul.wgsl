@@ -40,8 +40,17 @@ struct MatmulParams {
     // X W^T with the samples as rows; bit 5: the products are the chain
     // rule's, where a zero factor gives zero even against an infinite or NaN
     // one (chain_mul, from common.wgsl), as for every Jacobian product; the
-    // values of `W @ x` leave it clear and keep IEEE's 0 * Inf = NaN.
+    // values of `W @ x` leave it clear and keep IEEE's 0 * Inf = NaN;
+    // bit 6: C is a batch of face-split products (face_split.wgsl), each
+    // row one sample's block_rows x block_cols matrix, and the row and
+    // column scalings are per element of that matrix: element (row, q)
+    // takes row_scale[row * block_rows + q / block_cols] and
+    // col_scale[row * block_cols + q % block_cols].
     flags: u32,
+    block_rows: u32,
+    block_cols: u32,
+    pad0: u32,
+    pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: MatmulParams;
@@ -136,7 +145,7 @@ fn main(
         }
     }
     var cs = vec4<f32>(1.0);
-    if ((params.flags & 4u) != 0u) {
+    if ((params.flags & 68u) == 4u) {
         for (var q = 0u; q < 4u; q = q + 1u) {
             if (col + q < n) {
                 cs[q] = col_scale[sample * n + col + q];
@@ -147,6 +156,14 @@ fn main(
     store_row(sample, row0 + local.y + 16u, col, times4(acc1, cs));
     store_row(sample, row0 + local.y + 32u, col, times4(acc2, cs));
     store_row(sample, row0 + local.y + 48u, col, times4(acc3, cs));
+}
+
+// A product of the chain rule when flag bit 5 says so, else IEEE's.
+fn times(a: f32, b: f32) -> f32 {
+    if ((params.flags & 32u) == 0u) {
+        return a * b;
+    }
+    return chain_mul(a, b);
 }
 
 // Element-wise products of the chain rule when flag bit 5 says so, else IEEE's.
@@ -199,7 +216,9 @@ fn store_row(sample: u32, row: u32, col: u32, v: vec4<f32>) {
         return;
     }
     var out = v;
-    if ((params.flags & 1u) != 0u) {
+    if ((params.flags & 64u) != 0u) {
+        out = face_split_scaled(row, col, out);
+    } else if ((params.flags & 1u) != 0u) {
         out = times4(out, vec4<f32>(row_scale[sample * params.m + row]));
     }
     let at = sample * params.c_stride + row * params.n + col;
@@ -215,6 +234,31 @@ fn store_row(sample: u32, row: u32, col: u32, v: vec4<f32>) {
             }
         }
     }
+}
+
+// Elements col .. col + 3 of row `row` of a batch of face-split products
+// (flag bit 6), each scaled by its sample's column and then row scaling.
+fn face_split_scaled(row: u32, col: u32, v: vec4<f32>) -> vec4<f32> {
+    var out = v;
+    // One division a quad: lavapipe has no vector integer division.
+    var i = col / params.block_cols;
+    var j = col - i * params.block_cols;
+    for (var q = 0u; q < 4u; q = q + 1u) {
+        if (col + q < params.n) {
+            if ((params.flags & 4u) != 0u) {
+                out[q] = times(out[q], col_scale[row * params.block_cols + j]);
+            }
+            if ((params.flags & 1u) != 0u) {
+                out[q] = times(out[q], row_scale[row * params.block_rows + i]);
+            }
+        }
+        j = j + 1u;
+        if (j == params.block_cols) {
+            j = 0u;
+            i = i + 1u;
+        }
+    }
+    return out;
 }
 
 // Stages A[row0 .., k0 ..] diag(s) and B[k0 .., col0 ..] in workgroup memory.

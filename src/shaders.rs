@@ -13,6 +13,10 @@ pub const ACTIVATIONS: &str = include_str!("../shaders/activations.wgsl");
 pub const BINARY: &str = include_str!("../shaders/binary.wgsl");
 /// The batched, scaled matrix product of structured Jacobians (after `COMMON`).
 pub const MATMUL: &str = include_str!("../shaders/matmul.wgsl");
+/// The face-splitting product of two shared matrices, which turns a batch
+/// of products that differ only in diagonal scalings into one product
+/// (after `COMMON`).
+pub const FACE_SPLIT: &str = include_str!("../shaders/face_split.wgsl");
 /// The same product for many small matrices, one invocation per element (after `COMMON`).
 pub const MATMUL_SMALL: &str = include_str!("../shaders/matmul_small.wgsl");
 /// Scaling, sums and Hadamard products of structured Jacobians (after `COMMON`).
@@ -32,7 +36,7 @@ pub const UNARY_KERNEL: &str = include_str!("../shaders/unary.wgsl");
 /// in the order a kernel concatenates them; `unary.wgsl` is appended to it;
 /// the rest are complete kernels, validated after `common.wgsl`
 /// ([`with_common`]), which `reduce.wgsl` does not need.
-pub const FILES: [(&str, &str); 11] = [
+pub const FILES: [(&str, &str); 12] = [
     ("common.wgsl", COMMON),
     ("trig.wgsl", TRIG),
     ("activations.wgsl", ACTIVATIONS),
@@ -40,6 +44,7 @@ pub const FILES: [(&str, &str); 11] = [
     ("unary.wgsl", UNARY_KERNEL),
     ("matmul.wgsl", MATMUL),
     ("matmul_small.wgsl", MATMUL_SMALL),
+    ("face_split.wgsl", FACE_SPLIT),
     ("jacobian.wgsl", JACOBIAN),
     ("reduce.wgsl", REDUCE),
     ("rows.wgsl", ROWS),
@@ -55,6 +60,7 @@ pub fn unary_call(op: UnaryOp) -> String {
 }
 
 /// A Jacobian or reduction kernel (`matmul.wgsl`, `matmul_small.wgsl`,
+/// `face_split.wgsl`,
 /// `jacobian.wgsl`, `rows.wgsl`, `rows_finish.wgsl`) after `common.wgsl`, whose bit tests and chain-rule product it uses.
 pub fn with_common(kernel: &str) -> String {
     format!("{COMMON}\n{kernel}")

@@ -445,6 +445,76 @@ fn chains_across_tile_boundaries_match_the_dense_product() {
     }
 }
 
+/// diag(r) A diag(s) B diag(c) with A and B shared and the diagonals per
+/// sample (W2's Jacobian): shapes on both sides of the product kernel's
+/// 64 x 64 tiles, including those it runs as one face-split product over
+/// the batch, against the dense f64 product, with zeros meeting infinite and
+/// NaN factors (the chain rule's products give zero there).
+#[test]
+fn diagonally_scaled_shared_products_match_the_dense_product() {
+    let Some(context) = gpu() else { return };
+    let mut rng = rng("scaled shared products");
+    let cases = [
+        (32, 128, 64, 70),
+        (5, 16, 300, 3),
+        (65, 33, 17, 130),
+        (100, 1, 40, 64),
+        (64, 64, 64, 9),
+        (17, 200, 63, 1),
+    ];
+    for (m, k, n, batch) in cases {
+        let mut factors = vec![
+            random_jacobian(&mut rng, Structure::Diagonal, m, m, batch),
+            random_jacobian(&mut rng, Structure::Shared, m, k, batch),
+            random_jacobian(&mut rng, Structure::Diagonal, k, k, batch),
+            random_jacobian(&mut rng, Structure::Shared, k, n, batch),
+            random_jacobian(&mut rng, Structure::Diagonal, n, n, batch),
+        ];
+        // Column 0 of A is infinite; every sample but the last scales it by
+        // zero. B[k - 1, n - 1] is NaN against a zero in every sample's s.
+        // Sample 0's first row scaling is zero.
+        if let Jacobian::Shared { data, .. } = &mut factors[1] {
+            for i in 0..m {
+                data[i * k] = if i % 2 == 0 {
+                    f64::INFINITY
+                } else {
+                    -f64::INFINITY
+                };
+            }
+        }
+        if let Jacobian::Diagonal { data, .. } = &mut factors[2] {
+            for b in 0..batch {
+                if b + 1 < batch {
+                    data[b * k] = 0.0;
+                }
+                data[b * k + k - 1] = 0.0;
+            }
+        }
+        if let Jacobian::Shared { data, .. } = &mut factors[3] {
+            data[k * n - 1] = f64::NAN;
+        }
+        if let Jacobian::Diagonal { data, .. } = &mut factors[0] {
+            data[0] = 0.0;
+        }
+        let (_, result, expected) = gpu_and_reference_product(&context, &factors, batch);
+        let (got, want) = (result.to_dense(batch), expected.to_dense(batch));
+        assert_eq!(got.len(), want.len());
+        for (e, (g, w)) in got.iter().zip(&want).enumerate() {
+            let ok = if w.is_nan() {
+                g.is_nan()
+            } else if w.is_infinite() {
+                g == w
+            } else {
+                (g - w).abs() <= 1e-5 * (1.0 + w.abs()) * (k as f64).sqrt()
+            };
+            assert!(
+                ok,
+                "{m}x{k}x{n}, batch {batch}, element {e}: {g} against {w}"
+            );
+        }
+    }
+}
+
 /// A network wide enough that the forward pass (samples as rows times W^T)
 /// fills whole blocks of the transposed-operand path.
 #[test]

@@ -27,6 +27,21 @@ struct MatmulParams {
     b_stride: u32,
     c_stride: u32,
     flags: u32,
+    block_rows: u32,
+    block_cols: u32,
+    pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct FaceSplitParams {
+    m: u32,
+    k: u32,
+    n: u32,
+    total: u32,
+    row_stride: u32,
+    flags: u32,
+    pad: [u32; 2],
 }
 
 #[repr(C)]
@@ -47,6 +62,11 @@ struct SmallParams {
 
 /// Flag bit of both product kernels: the products are the chain rule's.
 const CHAIN: u32 = 32;
+/// Flag bit of the tiled kernel: a batch of face-split products.
+const FACE_SPLIT: u32 = 64;
+/// The largest face-splitting product (elements of T, k m n) formed to
+/// turn a batch of scaled products into one: 16 MiB of f32.
+const FACE_SPLIT_MAX: usize = 1 << 22;
 /// Flag bits of both product kernels: row and column scaling.
 const ROW_COL: u32 = 1 | 4;
 
@@ -195,6 +215,9 @@ impl GpuContext {
                 b_stride: 0,
                 c_stride: (m * n) as u32,
                 flags,
+                block_rows: 0,
+                block_cols: 0,
+                pad: [0; 2],
             };
             let uniform = self.uniform(&params);
             let (a0, b0) = (operand(a, 0)?, operand(b, 0)?);
@@ -217,6 +240,13 @@ impl GpuContext {
                 cols: n,
                 buffer: out,
             });
+        }
+        if let (Some(mid), false) = (mid, small_shape) {
+            if let Some(out) =
+                self.face_split_product(row, a, mid, b, col, (m, k, n), layout, flags)?
+            {
+                return Ok(out);
+            }
         }
         // Many small products (a row times a matrix, an outer product): one
         // invocation per element beats 64 x 64 tiles that would sit idle.
@@ -267,6 +297,9 @@ impl GpuContext {
                 b_stride: stride(b),
                 c_stride: (m * n) as u32,
                 flags,
+                block_rows: 0,
+                block_cols: 0,
+                pad: [0; 2],
             };
             let uniform = self.uniform(&params);
             let (a_s, b_s) = (operand(a, s)?, operand(b, s)?);
@@ -288,6 +321,105 @@ impl GpuContext {
             cols: n,
             segments,
         })
+    }
+
+    /// diag(row_b) A diag(mid_b) B diag(col_b) for every sample b, A and B
+    /// shared, as one product over the whole batch: S T, where row b of S
+    /// is mid_b and T (k x m n) is the face-splitting product of A and B
+    /// (shaders/face_split.wgsl), with the row and column scalings in the
+    /// product's epilogue. The same multiply-adds as one product per
+    /// sample, but in tiles that sit full where m or n is smaller than a
+    /// tile (W2's 32 x 64 Jacobians leave half of each 64 x 64 tile idle).
+    /// `None` where the per-sample products waste little or T would be
+    /// large: the caller runs them instead.
+    #[expect(clippy::too_many_arguments, reason = "the kernel's own parameters")]
+    fn face_split_product(
+        &self,
+        row: Option<&Segments>,
+        a: &GpuJacobian,
+        mid: &Segments,
+        b: &GpuJacobian,
+        col: Option<&Segments>,
+        (m, k, n): (usize, usize, usize),
+        layout: BatchLayout,
+        flags: u32,
+    ) -> Result<Option<GpuJacobian>> {
+        let (GpuJacobian::Shared { buffer: a, .. }, GpuJacobian::Shared { buffer: b, .. }) = (a, b)
+        else {
+            return Ok(None);
+        };
+        let padded = m.next_multiple_of(TILE) * n.next_multiple_of(TILE);
+        let wasteful = 8 * padded > 9 * m * n;
+        let max_grid = self.limits.max_workgroups_per_dimension as usize;
+        let total = k * m * n;
+        if !wasteful
+            || total > FACE_SPLIT_MAX.min(self.segment_capacity())
+            || (m * n).div_ceil(TILE) > max_grid
+            || layout.per_segment.div_ceil(TILE) > max_grid
+        {
+            return Ok(None);
+        }
+        let face = self.kernel_sync("jacobian/face_split", crate::shaders::FACE_SPLIT)?;
+        let t = self.pooled(total);
+        let (gx, gy, _) = self.grid_1d(total);
+        let uniform = self.uniform(&FaceSplitParams {
+            m: m as u32,
+            k: k as u32,
+            n: n as u32,
+            total: total as u32,
+            row_stride: gx * WORKGROUP as u32,
+            flags: flags & (8 | CHAIN),
+            pad: [0; 2],
+        });
+        self.dispatch(
+            &face,
+            &[&uniform, a, b, &t],
+            (gx, gy, 1),
+            "face-splitting product",
+        );
+        let kernel = self.kernel_sync("jacobian/matmul", crate::shaders::MATMUL)?;
+        let scale = |d: Option<&Segments>, s: usize| -> Arc<wgpu::Buffer> {
+            d.and_then(|d| d.get(s).cloned())
+                .unwrap_or_else(|| Arc::clone(&self.dummy))
+        };
+        let mut segments = Vec::with_capacity(layout.segments());
+        for s in 0..layout.segments() {
+            let samples = layout.samples_in(s);
+            let out = self.pooled(samples * m * n);
+            let uniform = self.uniform(&MatmulParams {
+                m: samples as u32,
+                k: k as u32,
+                n: (m * n) as u32,
+                samples: 1,
+                a_stride: 0,
+                b_stride: 0,
+                c_stride: 0,
+                flags: (flags & (ROW_COL | CHAIN)) | FACE_SPLIT,
+                block_rows: m as u32,
+                block_cols: n as u32,
+                pad: [0; 2],
+            });
+            let s_rows = mid.get(s).cloned().ok_or_else(|| {
+                Error::Shape("an inner scaling has fewer segments than the layout".into())
+            })?;
+            let (r, c) = (scale(row, s), scale(col, s));
+            self.dispatch(
+                &kernel,
+                &[&uniform, &s_rows, &t, &out, &r, &self.dummy, &c],
+                (
+                    (m * n).div_ceil(TILE) as u32,
+                    samples.div_ceil(TILE) as u32,
+                    1,
+                ),
+                "jacobian face-split matmul",
+            );
+            segments.push(out);
+        }
+        Ok(Some(GpuJacobian::Dense {
+            rows: m,
+            cols: n,
+            segments,
+        }))
     }
 
     /// The product of `scaled_product` split along K: the per-element
