@@ -25,18 +25,21 @@ const trig_PIO2_3: f32 = 7.54979e-8;
 // round(pi/2 * 2^31), for turning a fixed-point fraction of a quadrant into radians.
 const trig_PIO2_FIXED: u32 = 0xc90fdaa2u;
 
-// Bits of 2/pi after the binary point, 32 per word, most significant first. The leading zero
-// word stands for the integer part, so a bit window may start before the binary point.
-const trig_TWO_OVER_PI_BITS = array<u32, 8>(
-    0x00000000u,
-    0xa2f9836eu,
-    0x4e441529u,
-    0xfc2757d1u,
-    0xf534ddc0u,
-    0xdb629599u,
-    0x3c439041u,
-    0xfe5163abu,
-);
+// Word i (0..=7) of the bits of 2/pi after the binary point, 32 per word, most significant
+// first. Word 0 is zero and stands for the integer part, so a bit window may start before the
+// binary point. Chosen by selects rather than by indexing a constant array: a software driver
+// stores such an array per invocation and reads it back one SIMD lane at a time.
+fn trig_two_over_pi_bits(i: u32) -> u32 {
+    var w = 0x00000000u;
+    w = select(w, 0xa2f9836eu, i == 1u);
+    w = select(w, 0x4e441529u, i == 2u);
+    w = select(w, 0xfc2757d1u, i == 3u);
+    w = select(w, 0xf534ddc0u, i == 4u);
+    w = select(w, 0xdb629599u, i == 5u);
+    w = select(w, 0x3c439041u, i == 6u);
+    w = select(w, 0xfe5163abu, i == 7u);
+    return w;
+}
 
 // Taylor coefficients; on [-pi/4, pi/4] the truncation error is below 2e-9 (sin) and 2e-10 (cos).
 const trig_SIN_3: f32 = -1.6666667e-1;
@@ -91,10 +94,10 @@ fn trig_reduce_large(ax: f32) -> trig_Reduced {
     let start = e - 120u;
     let word = start >> 5u;
     let shift = start & 31u;
-    let t0 = trig_TWO_OVER_PI_BITS[word];
-    let t1 = trig_TWO_OVER_PI_BITS[word + 1u];
-    let t2 = trig_TWO_OVER_PI_BITS[word + 2u];
-    let t3 = trig_TWO_OVER_PI_BITS[word + 3u];
+    let t0 = trig_two_over_pi_bits(word);
+    let t1 = trig_two_over_pi_bits(word + 1u);
+    let t2 = trig_two_over_pi_bits(word + 2u);
+    let t3 = trig_two_over_pi_bits(word + 3u);
     let w0 = trig_funnel_shl(t0, t1, shift);
     let w1 = trig_funnel_shl(t1, t2, shift);
     let w2 = trig_funnel_shl(t2, t3, shift);

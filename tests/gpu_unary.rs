@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use chainrule::{ContextOptions, Error, GpuContext, LimitsOverride, UnaryOp};
 use common::{check, edge_inputs, gpu, reference, rng, uniform};
+use rand::Rng;
 
 /// Random inputs over [-20, 20], an odd length so the last workgroup is partial.
 #[test]
@@ -38,6 +39,29 @@ fn every_operation_matches_the_reference_on_random_inputs() {
             d.max_rel
         );
     }
+}
+
+/// sin and cos of large arguments, where the kernel reduces by the bits of
+/// 2/pi (Payne-Hanek): random arguments at every binary exponent from the
+/// end of the Cody-Waite range (4096) to f32::MAX, so that every window of
+/// the table is read, against f64's own reduction of the same f32 value.
+#[test]
+fn sin_and_cos_of_large_arguments_match_f64() {
+    let Some(context) = gpu() else { return };
+    let mut rng = rng("large trig arguments");
+    let mut xs = Vec::new();
+    for exponent in 139u32..=254 {
+        for _ in 0..64 {
+            let mantissa = rng.random_range(0..1u32 << 23);
+            let sign = if rng.random_bool(0.5) { 1u32 << 31 } else { 0 };
+            xs.push(f32::from_bits(sign | exponent << 23 | mantissa));
+        }
+    }
+    let sin = context.unary(UnaryOp::Sin, &xs).expect("sin runs");
+    let expected: Vec<f64> = xs.iter().map(|&x| f64::from(x).sin()).collect();
+    check("sin of large arguments", &xs, &sin.values, &expected);
+    let expected: Vec<f64> = xs.iter().map(|&x| f64::from(x).cos()).collect();
+    check("cos of large arguments", &xs, &sin.derivatives, &expected);
 }
 
 /// Each operation near its own interesting region: the kinks, the saturation
