@@ -103,7 +103,8 @@ pub(crate) fn region_kernel(graph: &Graph, region: &Region) -> RegionKernel {
     // access), the body run once per row of the quad in a loop of four.
     // Measured on lavapipe, that ran W4's x * x^2 about twice as fast, but
     // regions with sin, cos or tan (whose argument reduction dominates)
-    // 5 to 10% slower, so those keep a row an invocation.
+    // 5 to 10% slower, so those keep a row an invocation. (Measured again
+    // once the reduction stopped indexing an array: within the noise.)
     let trig = region.nodes.iter().any(|&id| {
         matches!(
             nodes[id],
