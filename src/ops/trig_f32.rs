@@ -462,10 +462,16 @@ mod tests {
                 .collect()
         };
         assert_eq!(words(shader_literal("trig_PIO2_FIXED")), [PIO2_FIXED]);
-        assert_eq!(
-            words(shader_literal("trig_TWO_OVER_PI_BITS")),
-            TWO_OVER_PI_BITS
-        );
+        // The shader picks word i by selects in `trig_two_over_pi_bits`,
+        // word 0 first and each later word under `i == <its index>u`.
+        let start = SHADER
+            .find("fn trig_two_over_pi_bits")
+            .expect("trig_two_over_pi_bits in trig.wgsl");
+        let body = &SHADER[start..start + SHADER[start..].find("return w;").expect("its end")];
+        assert_eq!(words(body), TWO_OVER_PI_BITS);
+        for i in 1..TWO_OVER_PI_BITS.len() {
+            assert!(body.contains(&format!("i == {i}u")), "word {i} in {body}");
+        }
     }
 
     #[test]
