@@ -347,27 +347,92 @@ fn explain_names_the_selections() {
 }
 
 #[test]
-fn a_selection_too_large_for_the_fused_kernel_is_refused_by_name_on_the_gpu() {
+fn a_selection_too_large_for_the_fused_kernel_runs_op_by_op_on_the_gpu() {
     // 2 x 3000 floats of state per sample exceed the fused kernel's
-    // registers, so the op-by-op device path would run it; it has no
-    // gather kernels and says so. The CPU path runs it.
+    // registers, so the op-by-op device path runs it: the slice's values by
+    // a gather kernel, its local Jacobian as the 0/1 matrix it stands for.
+    // Against the CPU path, which gathers, and the closed form.
     let program = parse("input x[3000]\ny = sin(x[0:2999]) * 2\noutput y");
-    let x = vec![0.5f32; 3000];
+    let mut rng = common::rng("large slice");
+    let batch = 3;
+    let x = common::uniform(&mut rng, batch * 3000, -2.0, 2.0);
     let bound: [(&str, &[f32]); 1] = [("x", &x)];
-    let cotangents = vec![1.0f32; 2999];
-    if let Some(context) = gpu() {
-        match Backend::Gpu(context).vjp(&program, "x", &bound, &cotangents) {
-            Ok(_) => panic!("the structured device path ran a slice"),
-            Err(e) => assert!(
-                e.to_string().contains("slicing `x[a:b]` (Op::Slice)"),
-                "{e}"
-            ),
-        }
-    }
-    let got = Backend::Cpu(CpuBackend)
+    let cotangents = common::uniform(&mut rng, batch * 2999, -1.0, 1.0);
+    let cpu = Backend::Cpu(CpuBackend)
         .vjp(&program, "x", &bound, &cotangents)
         .unwrap_or_else(|e| panic!("{e}"));
-    let expected = 2.0 * 0.5f64.cos();
-    assert!((f64::from(got[0]) - expected).abs() < 1e-6);
-    assert_eq!(got[2999], 0.0);
+    for b in 0..batch {
+        for i in [0, 1, 1500, 2998] {
+            let expected =
+                2.0 * f64::from(x[b * 3000 + i]).cos() * f64::from(cotangents[b * 2999 + i]);
+            assert!(
+                (f64::from(cpu[b * 3000 + i]) - expected).abs() < 1e-5,
+                "cpu {b} {i}"
+            );
+        }
+        assert_eq!(cpu[b * 3000 + 2999], 0.0);
+    }
+    let Some(context) = gpu() else { return };
+    let backend = Backend::Gpu(context);
+    let got = backend
+        .vjp(&program, "x", &bound, &cotangents)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got.len(), cpu.len());
+    for (i, (g, c)) in got.iter().zip(&cpu).enumerate() {
+        assert!(
+            (g - c).abs() <= 1e-5 * (1.0 + c.abs()),
+            "element {i}: {g} against {c}"
+        );
+    }
+    let values = backend
+        .values(&program, &bound)
+        .unwrap_or_else(|e| panic!("{e}"));
+    for b in 0..batch {
+        for i in [0, 2998] {
+            let expected = 2.0 * f64::from(x[b * 3000 + i]).sin();
+            assert!((f64::from(values[b * 2999 + i]) - expected).abs() < 1e-5);
+        }
+    }
+}
+
+/// Slices, indices and assemblies of vectors longer than the fused kernels
+/// keep in registers (so the GPU runs them op by op): values, Jacobian,
+/// JVP and VJP on both paths against the f64 oracle, and the oracle against
+/// central differences.
+#[test]
+fn selections_of_long_vectors_on_every_path() {
+    let mut rng = rng("long selections");
+    check(
+        "long selections",
+        "input x[300] y[300]\nparam w[300]\ns = x[10:290] * y[0:280]\nc = [s, x[0], sum(y)]\n\
+         z = [prod(x[0:5]), dot(w, y), c[3] * c[281], sum(sin(c))]\noutput z",
+        &["x", "y"],
+        &mut rng,
+    );
+}
+
+/// A selection whose 0/1 matrix would pass 64 MiB is refused on the GPU's
+/// op-by-op path with its size and the way out; the CPU path gathers.
+#[test]
+fn a_selection_too_large_to_form_on_the_gpu_is_refused_by_size() {
+    let program = parse("input x[5000]\ny = sin(x[0:4000])\noutput y");
+    let x = vec![0.25f32; 2 * 5000];
+    let bound: [(&str, &[f32]); 1] = [("x", &x)];
+    let cotangents = vec![1.0f32; 2 * 4000];
+    let cpu = Backend::Cpu(CpuBackend)
+        .vjp(&program, "x", &bound, &cotangents)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!((f64::from(cpu[3999]) - 0.25f64.cos()).abs() < 1e-6);
+    assert_eq!(cpu[4000], 0.0);
+    let Some(context) = gpu() else { return };
+    match Backend::Gpu(context).vjp(&program, "x", &bound, &cotangents) {
+        Ok(_) => panic!("a 4000 x 5000 selection was formed"),
+        Err(e) => {
+            let message = e.to_string();
+            assert!(
+                message.contains("4000 x 5000 selection") && message.contains("--cpu"),
+                "{message}"
+            );
+        }
+    }
 }

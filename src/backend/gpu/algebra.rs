@@ -94,9 +94,12 @@ impl JacobianAlgebra for GpuAlgebra<'_> {
                     buffer: Arc::clone(buffer),
                 },
             },
-            Entries::Rows { .. } | Entries::Placed { .. } => {
-                return Err(super::program::selection_refused(program.nodes[node]));
-            }
+            // A selection is the same 0/1 matrix for every sample, formed
+            // once here as a Shared factor: the products of the chain rule
+            // with it are exact (1 x a = a, 0 x anything = 0, one term per
+            // sum), and the planner priced it as that matrix.
+            Entries::Rows { start } => self.selection(rows, cols, |i| (i, start + i), rows)?,
+            Entries::Placed { offset } => self.selection(rows, cols, |j| (offset + j, j), cols)?,
         };
         Ok(Lazy::Ready(jacobian))
     }
@@ -137,6 +140,45 @@ impl JacobianAlgebra for GpuAlgebra<'_> {
         Ok(Lazy::Ready(
             self.context.materialize(value, self.forward.layout)?,
         ))
+    }
+}
+
+/// The largest selection formed as a matrix on the device: 64 MiB of f32.
+const SELECTION_MAX: usize = 1 << 24;
+
+impl GpuAlgebra<'_> {
+    /// The rows x cols matrix with a one at `one(e)` for each e < `ones`,
+    /// zeros elsewhere, shared by the batch.
+    fn selection(
+        &self,
+        rows: usize,
+        cols: usize,
+        one: impl Fn(usize) -> (usize, usize),
+        ones: usize,
+    ) -> Result<GpuJacobian> {
+        let elements = rows.saturating_mul(cols);
+        if elements > SELECTION_MAX {
+            return Err(Error::TooLarge {
+                what: format!(
+                    "the {rows} x {cols} selection matrix of an index, slice or assembly \
+                     on the GPU's op-by-op path (the CPU path gathers instead: `--cpu`)"
+                ),
+                needed: elements as u64 * 4,
+                limit: SELECTION_MAX as u64 * 4,
+            });
+        }
+        let mut data = vec![0f32; elements];
+        for e in 0..ones {
+            let (r, c) = one(e);
+            if let Some(entry) = data.get_mut(r * cols + c) {
+                *entry = 1.0;
+            }
+        }
+        Ok(GpuJacobian::Shared {
+            rows,
+            cols,
+            buffer: self.context.upload_shared(&data),
+        })
     }
 }
 

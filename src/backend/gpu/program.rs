@@ -48,6 +48,60 @@ struct ForwardParams {
     scale: f32,
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SelectParams {
+    total: u32,
+    row_stride: u32,
+    size: u32,
+    a_size: u32,
+    b_size: u32,
+    a_shared: u32,
+    b_shared: u32,
+    start: u32,
+    split: u32,
+    pad: [u32; 3],
+}
+
+/// The values of a selection ([`Op::Slice`], [`Op::Concat`]): element i of
+/// a sample is element `start + i` of `a` below `split`, and element
+/// `i - split` of `b` from there on. One invocation per element.
+const SELECT_SOURCE: &str = "struct SelectParams {
+    total: u32,
+    row_stride: u32,
+    size: u32,
+    a_size: u32,
+    b_size: u32,
+    a_shared: u32,
+    b_shared: u32,
+    start: u32,
+    split: u32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: SelectParams;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out_v: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let e = gid.y * params.row_stride + gid.x;
+    if (e >= params.total) {
+        return;
+    }
+    let sample = e / params.size;
+    let i = e % params.size;
+    if (i < params.split) {
+        out_v[e] = a[select(sample * params.a_size, 0u, params.a_shared == 1u) + params.start + i];
+    } else {
+        out_v[e] = b[select(sample * params.b_size, 0u, params.b_shared == 1u) + i - params.split];
+    }
+}
+";
+
 /// The element-wise forward kernel of `op`: value and partials, with scalar
 /// expansion and shared (parameter) operands.
 fn elementwise_source(call: &str, binary: bool) -> String {
@@ -201,45 +255,12 @@ fn shift_max_source() -> String {
     src
 }
 
-/// The error for a selection ([`Op::Slice`], [`Op::Concat`]) on the
-/// structured device path, which has no gather or scatter kernels: the
-/// program compiler's fused kernels run these programs on the GPU, and the
-/// CPU path runs any size.
-pub(crate) fn selection_refused(op: Op) -> Error {
-    let what = match op {
-        Op::Slice(_, _, crate::program::Shape::Scalar) => "indexing `x[i]` (Op::Slice)",
-        Op::Slice(..) => "slicing `x[a:b]` (Op::Slice)",
-        _ => "assembly `[a, b]` (Op::Concat)",
-    };
-    Error::InvalidArgument(format!(
-        "{what} is not supported on the GPU for a program too large for one fused kernel \
-         (its per-sample state beyond the registers, or its loops beyond what software \
-         drivers run); per-sample matrices, `cross`, `prod`, `max` and `min` of a vector and \
-         indexing all lower to such selections, and so do the derived programs \
-         (`Program::jvp_program`, `vjp_program`, `gradient_program`) of programs that have \
-         them. Use the CPU backend (`Backend::Cpu`, or \
-         `--cpu` on the command line), or split the program"
-    ))
-}
-
-/// Refuses a program with selections before any device work.
-pub(crate) fn refuse_selections(program: &Program) -> Result<()> {
-    match program
-        .nodes
-        .iter()
-        .find(|op| matches!(op, Op::Slice(..) | Op::Concat(..)))
-    {
-        Some(&op) => Err(selection_refused(op)),
-        None => Ok(()),
-    }
-}
-
 impl GpuContext {
-    fn run_kernel(
+    fn run_kernel<P: bytemuck::Pod>(
         &self,
         label: &str,
         source: impl FnOnce() -> String,
-        params: ForwardParams,
+        params: P,
         buffers: &[&wgpu::Buffer],
         grid: (u32, u32),
     ) -> Result<()> {
@@ -275,7 +296,6 @@ impl GpuContext {
         layout: BatchLayout,
         wrt: &[usize],
     ) -> Result<Forward> {
-        refuse_selections(program)?;
         let plan = crate::compile::forward(program, wrt);
         if let Some(mut forward) = self.try_fused_forward(plan, program, variables, layout)? {
             forward.transposed = self.transposed_params(program, variables)?;
@@ -352,10 +372,7 @@ impl GpuContext {
         let plan = crate::compile::values(program);
         let forward = match self.try_fused_forward(plan, program, variables, layout)? {
             Some(forward) => forward,
-            None => {
-                refuse_selections(program)?;
-                self.forward_by_node(program, variables, layout)?
-            }
+            None => self.forward_by_node(program, variables, layout)?,
         };
         self.download_node(
             &forward,
@@ -567,7 +584,20 @@ impl GpuContext {
                             }
                             (NodeValue::PerSample(out), vec![softmax])
                         }
-                        Op::Slice(..) | Op::Concat(..) => return Err(selection_refused(*op)),
+                        Op::Slice(a, start, _) => (
+                            self.select_node(&values, (a, size(a), start), None, n, layout)?,
+                            vec![],
+                        ),
+                        Op::Concat(a, b) => (
+                            self.select_node(
+                                &values,
+                                (a, size(a), 0),
+                                Some((b, size(b))),
+                                n,
+                                layout,
+                            )?,
+                            vec![],
+                        ),
                         Op::Sum(a) | Op::Mean(a) | Op::Dot(a, _) => {
                             let (dot, other) = match *op {
                                 Op::Dot(_, b) => (true, Some(b)),
@@ -646,6 +676,53 @@ impl GpuContext {
             partials,
             transposed,
         })
+    }
+
+    /// The values of a selection, `n` per sample: elements `start..` of
+    /// node `a` (of `a_size` elements), followed, for an assembly, by every
+    /// element of node `b` (of `b_size`) from element `split` on.
+    fn select_node(
+        &self,
+        values: &[NodeValue],
+        (a, a_size, start): (usize, usize, usize),
+        b: Option<(usize, usize)>,
+        n: usize,
+        layout: BatchLayout,
+    ) -> Result<NodeValue> {
+        let split = if b.is_some() { a_size } else { n };
+        let out = self.new_segments(layout, n);
+        for (s, target) in out.iter().enumerate() {
+            let total = layout.samples_in(s) * n;
+            let (xa, a_shared) = segment_of(&values[a], s);
+            let (xb, b_shared, b_size) = match b {
+                Some((b, b_size)) => {
+                    let (xb, shared) = segment_of(&values[b], s);
+                    (xb, shared, b_size)
+                }
+                None => (Arc::clone(&self.dummy), 0, 0),
+            };
+            let (gx, gy, _) = self.grid_1d(total);
+            let params = SelectParams {
+                total: total as u32,
+                row_stride: gx * WORKGROUP as u32,
+                size: n as u32,
+                a_size: a_size as u32,
+                b_size: b_size as u32,
+                a_shared,
+                b_shared,
+                start: start as u32,
+                split: split as u32,
+                pad: [0; 3],
+            };
+            self.run_kernel(
+                "forward/select",
+                || SELECT_SOURCE.to_string(),
+                params,
+                &[&xa, &xb, target],
+                (gx, gy),
+            )?;
+        }
+        Ok(NodeValue::PerSample(out))
     }
 
     #[expect(
