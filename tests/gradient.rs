@@ -1151,3 +1151,43 @@ fn gradients_over_many_segments_match_the_cpu() {
         }
     }
 }
+
+/// A NaN in one element of an input reaches only that element's
+/// derivative, on the GPU's fused kernels as on the CPU path: the `+`
+/// between two sums passes each side's cotangent unchanged (its partial is
+/// 1, as in JAX) rather than the NaN partial of the element-wise rule,
+/// which spread the NaN to every element of the gradient, a JVP and a VJP.
+#[test]
+fn a_nan_element_spoils_only_its_own_derivative() {
+    let program = Program::parse("input x[31]\nloss = sum(sin(x)) + sum(cos(x))\noutput loss")
+        .expect("parses");
+    let mut x: Vec<f32> = (0..2 * 31).map(|i| (i as f32 * 0.37).sin()).collect();
+    x[3] = f32::NAN;
+    x[40] = f32::INFINITY;
+    let vars: [(&str, &[f32]); 1] = [("x", &x)];
+    let mut backends = vec![Backend::Cpu(CpuBackend)];
+    backends.extend(gpu().map(Backend::Gpu));
+    for backend in &backends {
+        let out = backend
+            .gradient(&program, &["x"], &vars, Reduction::PerSample)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let g = &out.gradients[0].values;
+        for (i, (&gi, &xi)) in g.iter().zip(&x).enumerate() {
+            if xi.is_finite() {
+                let expected = f64::from(xi).cos() - f64::from(xi).sin();
+                assert!(
+                    (f64::from(gi) - expected).abs() < 1e-5,
+                    "{i}: {gi} vs {expected}"
+                );
+            } else {
+                assert!(gi.is_nan(), "{i}: {gi} at x = {xi}");
+            }
+        }
+        let cotangents = [1.0f32, 1.0];
+        let vjp = backend
+            .vjp(&program, "x", &vars, &cotangents)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let finite = vjp.iter().filter(|v| v.is_finite()).count();
+        assert_eq!(finite, 60, "{vjp:?}");
+    }
+}

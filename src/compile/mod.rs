@@ -203,6 +203,22 @@ fn binary_call(op: BinaryOp, a: &str, b: &str) -> String {
     format!("{}_vdd({a}, {b})", op.name())
 }
 
+/// The partial of binary node `id` in operand `slot`, as WGSL, where `e`
+/// holds its `_vdd` triple: 1 where the structured plan's local Jacobian is
+/// the identity (`+`, and the first operand of `-`, on equal shapes), so a
+/// NaN in one operand leaves the other's derivative alone there as on the
+/// other paths (and in JAX); elsewhere the element-wise partial.
+fn binary_partial(program: &Program, id: NodeId, slot: usize, e: &str) -> String {
+    let unit = program
+        .local_jacobian(id, slot)
+        .is_ok_and(|local| local.entries == crate::program::Entries::Unit);
+    if unit {
+        "1.0".into()
+    } else {
+        format!("{e}.{}", if slot == 0 { 'y' } else { 'z' })
+    }
+}
+
 /// How the kernel reads each node.
 struct Layout<'a> {
     program: &'a Program,

@@ -5,7 +5,8 @@
 use std::fmt::Write;
 
 use super::{
-    Layout, NodeId, Op, ROUND, WORKGROUP, binary_call, cot, declare, literal, open_loop, unary_call,
+    Layout, NodeId, Op, ROUND, WORKGROUP, binary_call, binary_partial, cot, declare, literal,
+    open_loop, unary_call,
 };
 
 /// Values of every computed node, and the partials the reverse pass reads.
@@ -255,11 +256,12 @@ pub(super) fn reverse_pass(
                     "        let e = {};",
                     binary_call(f, &layout.at(a, "i"), &layout.at(b, "i"))
                 );
-                for (operand, component) in [(a, 'y'), (b, 'z')] {
+                for (slot, operand) in [(0, a), (1, b)] {
                     if needed[operand] {
                         let _ = writeln!(
                             src,
-                            "        {t} = {t} + chain_selected(e.{component}, {g});",
+                            "        {t} = {t} + chain_selected({partial}, {g});",
+                            partial = binary_partial(program, id, slot, "e"),
                             t = cot(layout, operand, "i"),
                             g = cot(layout, id, "i")
                         );
@@ -432,7 +434,10 @@ pub(super) fn tangent_pass(
                     "        let e = {};\n        {} = {};\n    }}",
                     binary_call(f, &layout.at(a, "i"), &layout.at(b, "i")),
                     cot(layout, id, "i"),
-                    sum(vec![term(a, "e.y", "i"), term(b, "e.z", "i")])
+                    sum(vec![
+                        term(a, &binary_partial(layout.program, id, 0, "e"), "i"),
+                        term(b, &binary_partial(layout.program, id, 1, "e"), "i"),
+                    ])
                 );
             }
             Op::MatVec(w, x) | Op::VecMat(w, x) => {
