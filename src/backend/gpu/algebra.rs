@@ -143,8 +143,12 @@ impl JacobianAlgebra for GpuAlgebra<'_> {
     }
 }
 
-/// The largest selection formed as a matrix on the device: 64 MiB of f32.
-const SELECTION_MAX: usize = 1 << 24;
+/// The largest selection formed as a matrix on the device: 8 MiB of f32.
+/// A product with such a matrix costs its rows times its columns times the
+/// other factor's width, so an assembly of two 2000-element halves took
+/// minutes on lavapipe where the CPU path's gathers take a second; past
+/// this size the error sends the program there.
+const SELECTION_MAX: usize = 1 << 21;
 
 impl GpuAlgebra<'_> {
     /// The rows x cols matrix with a one at `one(e)` for each e < `ones`,
