@@ -48,6 +48,7 @@ struct ForwardParams {
     scale: f32,
 }
 
+/// The parameters of shaders/select.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct SelectParams {
@@ -62,45 +63,6 @@ struct SelectParams {
     split: u32,
     pad: [u32; 3],
 }
-
-/// The values of a selection ([`Op::Slice`], [`Op::Concat`]): element i of
-/// a sample is element `start + i` of `a` below `split`, and element
-/// `i - split` of `b` from there on. One invocation per element.
-const SELECT_SOURCE: &str = "struct SelectParams {
-    total: u32,
-    row_stride: u32,
-    size: u32,
-    a_size: u32,
-    b_size: u32,
-    a_shared: u32,
-    b_shared: u32,
-    start: u32,
-    split: u32,
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: SelectParams;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out_v: array<f32>;
-
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let e = gid.y * params.row_stride + gid.x;
-    if (e >= params.total) {
-        return;
-    }
-    let sample = e / params.size;
-    let i = e % params.size;
-    if (i < params.split) {
-        out_v[e] = a[select(sample * params.a_size, 0u, params.a_shared == 1u) + params.start + i];
-    } else {
-        out_v[e] = b[select(sample * params.b_size, 0u, params.b_shared == 1u) + i - params.split];
-    }
-}
-";
 
 /// The element-wise forward kernel of `op`: value and partials, with scalar
 /// expansion and shared (parameter) operands.
@@ -716,7 +678,7 @@ impl GpuContext {
             };
             self.run_kernel(
                 "forward/select",
-                || SELECT_SOURCE.to_string(),
+                || shaders::SELECT.to_string(),
                 params,
                 &[&xa, &xb, target],
                 (gx, gy),
