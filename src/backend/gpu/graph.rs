@@ -79,13 +79,10 @@ impl GpuContext {
         // (a region with sin, cos or tan takes one, others four).
         let grid_of = |per: usize| {
             let invocations = n.div_ceil(per);
-            let groups = invocations.div_ceil(WORKGROUP);
-            let max = self.limits.max_workgroups_per_dimension as usize;
-            let rows = groups.div_ceil(max).max(1);
-            let columns = groups.div_ceil(rows);
+            let (columns, rows, _) = self.grid_1d(invocations);
             let params = Params {
                 n: invocations as u32,
-                row_stride: (columns * WORKGROUP) as u32,
+                row_stride: columns * WORKGROUP as u32,
                 pad0: 0,
                 pad1: 0,
             };
@@ -131,7 +128,7 @@ impl GpuContext {
             });
             pass.set_pipeline(&kernel.pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(columns as u32, rows as u32, 1);
+            pass.dispatch_workgroups(columns, rows, 1);
             self.record_dispatch(super::jacobian::storage_bytes(bound));
         }
         Ok(())
