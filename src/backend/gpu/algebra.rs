@@ -98,8 +98,12 @@ impl JacobianAlgebra for GpuAlgebra<'_> {
             // once here as a Shared factor: the products of the chain rule
             // with it are exact (1 x a = a, 0 x anything = 0, one term per
             // sum), and the planner priced it as that matrix.
-            Entries::Rows { start } => self.selection(rows, cols, |i| (i, start + i), rows)?,
-            Entries::Placed { offset } => self.selection(rows, cols, |j| (offset + j, j), cols)?,
+            Entries::Rows { start } => {
+                self.selection(rows, cols, (0..rows).map(|i| (i, start + i)))?
+            }
+            Entries::Placed { offset } => {
+                self.selection(rows, cols, (0..cols).map(|j| (offset + j, j)))?
+            }
         };
         Ok(Lazy::Ready(jacobian))
     }
@@ -151,14 +155,13 @@ impl JacobianAlgebra for GpuAlgebra<'_> {
 const SELECTION_MAX: usize = 1 << 21;
 
 impl GpuAlgebra<'_> {
-    /// The rows x cols matrix with a one at `one(e)` for each e < `ones`,
+    /// The rows x cols matrix with a one at each of `ones` (row, column),
     /// zeros elsewhere, shared by the batch.
     fn selection(
         &self,
         rows: usize,
         cols: usize,
-        one: impl Fn(usize) -> (usize, usize),
-        ones: usize,
+        ones: impl Iterator<Item = (usize, usize)>,
     ) -> Result<GpuJacobian> {
         let elements = rows.saturating_mul(cols);
         if elements > SELECTION_MAX {
@@ -172,8 +175,7 @@ impl GpuAlgebra<'_> {
             });
         }
         let mut data = vec![0f32; elements];
-        for e in 0..ones {
-            let (r, c) = one(e);
+        for (r, c) in ones {
             if let Some(entry) = data.get_mut(r * cols + c) {
                 *entry = 1.0;
             }
