@@ -63,8 +63,8 @@ pub fn unary_call(op: UnaryOp) -> String {
 }
 
 /// A Jacobian or reduction kernel (`matmul.wgsl`, `matmul_small.wgsl`,
-/// `face_split.wgsl`,
-/// `jacobian.wgsl`, `rows.wgsl`, `rows_finish.wgsl`) after `common.wgsl`, whose bit tests and chain-rule product it uses.
+/// `face_split.wgsl`, `jacobian.wgsl`, `rows.wgsl`, `rows_finish.wgsl`)
+/// after `common.wgsl`, whose bit tests and chain-rule product it uses.
 pub fn with_common(kernel: &str) -> String {
     format!("{COMMON}\n{kernel}")
 }
