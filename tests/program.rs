@@ -6,7 +6,7 @@
 use chainrule::Error;
 use chainrule::graph::{Graph, InputOrder};
 use chainrule::lang::ParseError;
-use chainrule::ops::{BinaryOp, UnaryOp};
+use chainrule::ops::{BinaryOp, ReduceOp, UnaryOp};
 use chainrule::program::{Kind, Op, Program, Shape, Variable};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -217,14 +217,24 @@ fn scalars_meet_every_element() {
 #[test]
 fn reductions() {
     let p = parsed("input x[5]\noutput sum(x)");
-    assert_eq!(p.nodes, vec![Op::Variable(0), Op::Sum(0)]);
+    assert_eq!(
+        p.nodes,
+        vec![Op::Variable(0), Op::Reduce(ReduceOp::Sum, 0, None)]
+    );
     assert_eq!(p.shapes, vec![Shape::Vector(5), Shape::Scalar]);
     let p = parsed("input x[5]\noutput mean(x^2)");
-    assert!(matches!(p.nodes.get(p.output), Some(Op::Mean(_))));
+    assert!(matches!(
+        p.nodes.get(p.output),
+        Some(Op::Reduce(ReduceOp::Mean, _, None))
+    ));
     let p = parsed("input w[5] x[5]\noutput dot(w, x)");
     assert_eq!(
         p.nodes,
-        vec![Op::Variable(0), Op::Variable(1), Op::Dot(0, 1)]
+        vec![
+            Op::Variable(0),
+            Op::Variable(1),
+            Op::Reduce(ReduceOp::Dot, 0, Some(1))
+        ]
     );
     assert_eq!(p.shapes.get(2), Some(&Shape::Scalar));
     // Functions of the element-wise language apply element-wise.

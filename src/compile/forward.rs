@@ -12,7 +12,7 @@ use super::{
     NodeId, NotFused, Op, Program, binary_call, bind_variables, needed, open_samples, prelude,
     quad_of, row_type, state_floats, unroll_small_loops,
 };
-use crate::ops::BinaryOp;
+use crate::ops::{BinaryOp, RowPartial};
 use crate::program::Kind;
 
 /// What one output buffer of the kernel holds, per sample.
@@ -119,7 +119,8 @@ fn build(
         }
         match *op {
             Op::MatVec(_, v) | Op::VecMat(_, v) => value(v, &mut outputs),
-            Op::Dot(a, b) => {
+            // A bilinear reduction's local Jacobians are its operands.
+            Op::Reduce(r, a, Some(b)) if r.partial() == RowPartial::Other => {
                 value(a, &mut outputs);
                 value(b, &mut outputs);
             }
@@ -134,7 +135,7 @@ fn build(
         // Jacobian is the identity (a + b, a - b in a, equal sizes).
         let slots: Vec<(usize, usize)> = match *op {
             Op::Unary(_, a) => vec![(0, a)],
-            Op::LogSumExp(a) => vec![(0, a)],
+            Op::Reduce(r, a, _) if r.partial() == RowPartial::Softmax => vec![(0, a)],
             Op::Binary(f, a, b) => [(0, a), (1, b)]
                 .into_iter()
                 .filter(|&(slot, operand)| {
@@ -150,7 +151,7 @@ fn build(
                 continue;
             }
             let slot_size = match op {
-                Op::LogSumExp(a) => program.shapes[*a].size(),
+                Op::Reduce(_, a, _) => program.shapes[*a].size(),
                 _ => size,
             };
             outputs.push(ForwardOutput {
@@ -178,7 +179,7 @@ fn build(
         // Element `i` (a WGSL index expression) of what this output holds.
         let element = |i: &str| match (out.written, program.nodes[out.node]) {
             (Written::Value, _) => layout.at(out.node, i),
-            (Written::Partial(_), Op::LogSumExp(_)) => format!("d{}[{i}]", out.node),
+            (Written::Partial(_), Op::Reduce(..)) => format!("d{}[{i}]", out.node),
             (Written::Partial(_), Op::Unary(..)) => {
                 if layout.is_scalar(out.node) {
                     format!("d{}", out.node)

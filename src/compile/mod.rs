@@ -25,7 +25,7 @@
 
 use std::fmt::Write;
 
-use crate::ops::{BinaryOp, UnaryOp};
+use crate::ops::{BinaryOp, RowPartial, UnaryOp};
 use crate::program::{Kind, NodeId, Op, Program, Shape};
 use crate::shaders;
 
@@ -827,7 +827,14 @@ fn state_floats(program: &Program, needed: &[bool]) -> Result<usize, NotFused> {
         };
         private += size * usize::from(held);
         private += size * usize::from(needed[id]);
-        private += size * usize::from(needed[id] && matches!(op, Op::Unary(..) | Op::LogSumExp(_)));
+        // The partials kept for the derivative passes: an element-wise
+        // function's, and softmax over a log-sum-exp's operand.
+        let kept = match *op {
+            Op::Unary(..) => size,
+            Op::Reduce(r, a, _) if r.partial() == RowPartial::Softmax => program.shapes[a].size(),
+            _ => 0,
+        };
+        private += kept * usize::from(needed[id]);
     }
     if private > PRIVATE_FLOATS {
         return Err(NotFused(format!(
@@ -855,8 +862,9 @@ fn loop_trips(program: &Program, passes: usize, written: usize) -> usize {
                 _ => size(id),
             },
             Op::MatVec(_, x) | Op::VecMat(_, x) => 2 * (size(id) * size(x) + size(id)),
-            Op::LogSumExp(a) | Op::ShiftMax(a) => 4 * size(a),
-            Op::Sum(a) | Op::Mean(a) | Op::Dot(a, _) => 2 * size(a),
+            Op::ShiftMax(a) => 4 * size(a),
+            Op::Reduce(r, a, _) if r.partial() == RowPartial::Softmax => 4 * size(a),
+            Op::Reduce(_, a, _) => 2 * size(a),
             _ => 2 * size(id),
         };
     }

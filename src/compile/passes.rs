@@ -4,6 +4,8 @@
 
 use std::fmt::Write;
 
+use crate::ops::RowPartial;
+
 use super::{
     Layout, NodeId, Op, ROUND, WORKGROUP, binary_call, binary_partial, cot, declare, literal,
     open_loop, unary_call,
@@ -70,32 +72,27 @@ pub(super) fn forward_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool
                     layout.at(id, "r")
                 );
             }
-            Op::Sum(a) | Op::Mean(a) => {
+            // Linear and bilinear reductions: `weight` times the sum of
+            // the operands' products.
+            Op::Reduce(r, a, b) if r.partial() != RowPartial::Softmax => {
                 let len = layout.size(a);
+                let product: Vec<String> = [Some(a), b]
+                    .into_iter()
+                    .flatten()
+                    .map(|o| layout.at(o, "i"))
+                    .collect();
                 let _ = writeln!(
                     src,
                     "    var v{id} = 0.0;\n    for (var i = 0u; i < {len}u; i = i + 1u) {{\n        \
                      v{id} = v{id} + {};\n    }}",
-                    layout.at(a, "i")
+                    product.join(" * ")
                 );
-                if matches!(op, Op::Mean(_)) {
-                    let _ = writeln!(src, "    v{id} = v{id} / {};", literal(len as f64));
-                }
+                weigh(src, &format!("v{id}"), r.weight(len));
             }
-            Op::Dot(a, b) => {
-                let len = layout.size(a);
-                let _ = writeln!(
-                    src,
-                    "    var v{id} = 0.0;\n    for (var i = 0u; i < {len}u; i = i + 1u) {{\n        \
-                     v{id} = v{id} + {} * {};\n    }}",
-                    layout.at(a, "i"),
-                    layout.at(b, "i")
-                );
-            }
-            Op::LogSumExp(a) => {
-                // The maximum first, so that no exponential overflows. The
+            Op::Reduce(_, a, _) => {
+                // log-sum-exp: the maximum first, so that no exponential overflows. The
                 // limits at an infinite maximum are those of the f64
-                // reference (`log_sum_exp`, `softmax` in src/program/eval.rs):
+                // reference (`log_sum_exp`, `softmax` in src/ops/reduce.rs):
                 // lse is that infinity; softmax is one-hot where one element
                 // holds it and NaN where several do; NaN anywhere gives NaN.
                 let len = layout.size(a);
@@ -297,43 +294,25 @@ pub(super) fn reverse_pass(
                     );
                 }
             }
-            Op::Sum(a) | Op::Mean(a) => {
+            Op::Reduce(r, a, b) => {
                 let len = layout.size(a);
-                let share = if matches!(program.nodes[id], Op::Mean(_)) {
-                    format!("g{id} / {}", literal(len as f64))
-                } else {
-                    format!("g{id}")
+                let operands: Vec<NodeId> = [Some(a), b].into_iter().flatten().collect();
+                let share = match r.weight(len) {
+                    1.0 => format!("g{id}"),
+                    weight => format!("g{id} * {}", literal(weight)),
                 };
                 open_loop(src, len, layout.is_scalar(a));
-                let _ = writeln!(
-                    src,
-                    "        {t} = {t} + {share};\n    }}",
-                    t = cot(layout, a, "i")
-                );
-            }
-            Op::Dot(a, b) => {
-                let len = layout.size(a);
-                open_loop(src, len, layout.is_scalar(a));
-                for (operand, other) in [(a, b), (b, a)] {
+                for (slot, &operand) in operands.iter().enumerate() {
                     if needed[operand] {
                         let _ = writeln!(
                             src,
-                            "        {t} = {t} + chain_selected({}, g{id});",
-                            layout.at(other, "i"),
+                            "        {t} = {t} + chain_selected({}, {share});",
+                            row_partial(layout, id, &operands, slot),
                             t = cot(layout, operand, "i")
                         );
                     }
                 }
                 src.push_str("    }\n");
-            }
-            Op::LogSumExp(a) => {
-                let len = layout.size(a);
-                open_loop(src, len, layout.is_scalar(a));
-                let _ = writeln!(
-                    src,
-                    "        {t} = {t} + chain_selected(d{id}[i], g{id});\n    }}",
-                    t = cot(layout, a, "i")
-                );
             }
             Op::ShiftMax(a) => {
                 open_loop(src, n, scalar);
@@ -489,25 +468,49 @@ pub(super) fn tangent_pass(
                     }
                 }
             }
-            Op::Sum(a) | Op::Mean(a) | Op::Dot(a, _) | Op::LogSumExp(a) => {
+            Op::Reduce(r, a, b) => {
                 let len = layout.size(a);
-                let contribution = match op {
-                    Op::Dot(a, b) => sum(vec![
-                        term(a, &layout.at(b, "i"), "i"),
-                        term(b, &layout.at(a, "i"), "i"),
-                    ]),
-                    Op::LogSumExp(_) => sum(vec![term(a, &format!("d{id}[i]"), "i")]),
-                    _ => sum(vec![term(a, "1.0", "i")]),
-                };
+                let operands: Vec<NodeId> = [Some(a), b].into_iter().flatten().collect();
+                let terms = (0..operands.len())
+                    .map(|slot| {
+                        term(
+                            operands[slot],
+                            &row_partial(layout, id, &operands, slot),
+                            "i",
+                        )
+                    })
+                    .collect();
                 let _ = writeln!(
                     src,
-                    "    for (var i = 0u; i < {len}u; i = i + 1u) {{\n        g{id} = g{id} + {contribution};\n    }}"
+                    "    for (var i = 0u; i < {len}u; i = i + 1u) {{\n        g{id} = g{id} + {};\n    }}",
+                    sum(terms)
                 );
-                if matches!(op, Op::Mean(_)) {
-                    let _ = writeln!(src, "    g{id} = g{id} / {};", literal(len as f64));
-                }
+                weigh(src, &format!("g{id}"), r.weight(len));
             }
         }
+    }
+}
+
+/// `target = target * weight`, unless the weight is 1.
+fn weigh(src: &mut String, target: &str, weight: f64) {
+    if weight != 1.0 {
+        let _ = writeln!(src, "    {target} = {target} * {};", literal(weight));
+    }
+}
+
+/// Element `i` of the local Jacobian row of reduction node `id` with
+/// respect to operand `slot`, before the reduction's weight, as the op
+/// table's structure says: 1 for a linear reduction, the other operand's
+/// element for a bilinear one, the softmax the forward pass kept for
+/// log-sum-exp.
+fn row_partial(layout: &Layout<'_>, id: NodeId, operands: &[NodeId], slot: usize) -> String {
+    let Op::Reduce(r, ..) = layout.program.nodes[id] else {
+        return "0.0".into();
+    };
+    match r.partial() {
+        RowPartial::Uniform => "1.0".into(),
+        RowPartial::Other => layout.at(operands[1 - slot.min(1)], "i"),
+        RowPartial::Softmax => format!("d{id}[i]"),
     }
 }
 

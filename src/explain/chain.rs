@@ -70,14 +70,14 @@ fn label(program: &Program, id: usize, depth: usize) -> String {
         }
         Op::MatVec(w, v) => format!("{} @ {}", sub(w), sub(v)),
         Op::VecMat(w, v) => format!("{} @ {}", sub(v), sub(w)),
-        Op::Sum(a) => format!("sum({})", label(program, a, depth - 1)),
-        Op::Mean(a) => format!("mean({})", label(program, a, depth - 1)),
-        Op::Dot(a, b) => format!(
-            "dot({}, {})",
-            label(program, a, depth - 1),
-            label(program, b, depth - 1)
-        ),
-        Op::LogSumExp(a) => format!("logsumexp({})", label(program, a, depth - 1)),
+        Op::Reduce(r, a, b) => {
+            let operands: Vec<String> = [Some(a), b]
+                .into_iter()
+                .flatten()
+                .map(|o| label(program, o, depth - 1))
+                .collect();
+            format!("{r}({})", operands.join(", "))
+        }
         Op::ShiftMax(a) => format!("{} - max({})", sub(a), label(program, a, depth - 1)),
         Op::Slice(a, start, shape) => match shape {
             Shape::Scalar => format!("{}[{start}]", sub(a)),
@@ -128,8 +128,22 @@ fn factor_name(program: &Program, factor: Factor, wrt: &str) -> String {
                     }
                 },
             );
+            // A reduction's row, written from the op table.
+            let row = match program.nodes[node] {
+                Op::Reduce(r, a, b) => {
+                    let names: Vec<String> = [Some(a), b]
+                        .into_iter()
+                        .flatten()
+                        .map(|o| wrapped(program, o))
+                        .collect();
+                    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                    let n = program.shapes[a].size();
+                    format!(" = {}", r.symbolic_partial(&names, slot, Some(n)))
+                }
+                _ => String::new(),
+            };
             format!(
-                "d{}/d{} [{shape}]",
+                "d{}/d{} [{shape}]{row}",
                 wrapped(program, node),
                 wrapped(program, operand)
             )

@@ -3,12 +3,15 @@
 //! against) and the name of its WGSL mirror in `shaders/`.
 
 mod binary;
+mod reduce;
 mod special;
 #[cfg(test)]
 mod trig_f32;
 mod unary;
 
 pub use binary::BinaryOp;
+pub use reduce::{ReduceOp, RowPartial};
+pub(crate) use reduce::{row_max, softmax};
 pub use unary::UnaryOp;
 
 /// Every element-wise function of the text language, for suggestions and

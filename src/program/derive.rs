@@ -23,7 +23,7 @@ use super::lower::{Lowering, Value};
 use super::{Kind, NodeId, Op, Program, Shape, Variable};
 use crate::error::{Error, Result};
 use crate::lang::{Span, parse_expression};
-use crate::ops::{BinaryOp, UnaryOp};
+use crate::ops::{BinaryOp, ReduceOp, RowPartial, UnaryOp};
 
 /// The most nodes a transformation makes (16 times the most one construct
 /// of the language may add).
@@ -122,7 +122,7 @@ impl Builder {
                 let zeros = self.zeros_like(like);
                 self.binary(BinaryOp::Add, value, zeros)
             }
-            (_, Shape::Scalar) => self.add(Op::Sum(value), Shape::Scalar),
+            (_, Shape::Scalar) => self.add(Op::Reduce(ReduceOp::Sum, value, None), Shape::Scalar),
             _ => value,
         }
     }
@@ -325,19 +325,31 @@ impl Program {
                     let along_w = t(w).map(|tw| b.add(rebuild(tw, new(x)), shape));
                     b.plus(along_x, along_w)
                 }
-                Op::Sum(a) => t(a).map(|ta| b.add(Op::Sum(ta), Shape::Scalar)),
-                Op::Mean(a) => t(a).map(|ta| b.add(Op::Mean(ta), Shape::Scalar)),
-                Op::Dot(x, y) => {
-                    let left = t(x).map(|tx| b.add(Op::Dot(tx, new(y)), Shape::Scalar));
-                    let right = t(y).map(|ty| b.add(Op::Dot(new(x), ty), Shape::Scalar));
-                    b.plus(left, right)
-                }
-                Op::LogSumExp(z) => match t(z) {
-                    Some(tz) => {
-                        let softmax = b.softmax(new(z))?;
-                        Some(b.add(Op::Dot(softmax, tz), Shape::Scalar))
+                Op::Reduce(r, x, y) => match r.partial() {
+                    // Linear and bilinear: the reductions with each operand
+                    // in turn replaced by its tangent, added.
+                    RowPartial::Uniform | RowPartial::Other => {
+                        let mut sum = None;
+                        for (slot, operand) in [Some(x), y].into_iter().flatten().enumerate() {
+                            if let Some(to) = t(operand) {
+                                let (nx, ny) = (new(x), y.map(new));
+                                let reduced = match slot {
+                                    0 => Op::Reduce(r, to, ny),
+                                    _ => Op::Reduce(r, nx, Some(to)),
+                                };
+                                let term = b.add(reduced, Shape::Scalar);
+                                sum = b.plus(sum, Some(term));
+                            }
+                        }
+                        sum
                     }
-                    None => None,
+                    RowPartial::Softmax => match t(x) {
+                        Some(tx) => {
+                            let softmax = b.softmax(new(x))?;
+                            Some(b.add(Op::Reduce(ReduceOp::Dot, softmax, Some(tx)), Shape::Scalar))
+                        }
+                        None => None,
+                    },
                 },
                 // The maximum is held constant under differentiation.
                 Op::ShiftMax(z) => t(z),
@@ -465,23 +477,28 @@ impl Program {
                         shares.push((x, b.add(back, shape)));
                     }
                 }
-                Op::Sum(a) => shares.push((a, c)),
-                Op::Mean(a) => {
-                    let n = self.shapes[a].size().max(1);
-                    let scale = b.constant(1.0 / n as f64);
-                    shares.push((a, b.binary(BinaryOp::Mul, c, scale)));
-                }
-                Op::Dot(x, y) => {
-                    if wanted(x) {
-                        shares.push((x, b.chain(c, new(y))));
+                Op::Reduce(r, x, y) => {
+                    let operands: Vec<NodeId> = [Some(x), y].into_iter().flatten().collect();
+                    for (slot, &operand) in operands.iter().enumerate() {
+                        if !wanted(operand) {
+                            continue;
+                        }
+                        let share = match r.partial() {
+                            RowPartial::Uniform => match r.weight(self.shapes[operand].size()) {
+                                1.0 => c,
+                                weight => {
+                                    let weight = b.constant(weight);
+                                    b.binary(BinaryOp::Mul, c, weight)
+                                }
+                            },
+                            RowPartial::Other => b.chain(c, new(operands[1 - slot])),
+                            RowPartial::Softmax => {
+                                let softmax = b.softmax(new(operand))?;
+                                b.chain(c, softmax)
+                            }
+                        };
+                        shares.push((operand, share));
                     }
-                    if wanted(y) {
-                        shares.push((y, b.chain(c, new(x))));
-                    }
-                }
-                Op::LogSumExp(z) => {
-                    let softmax = b.softmax(new(z))?;
-                    shares.push((z, b.chain(c, softmax)));
                 }
                 Op::ShiftMax(z) => shares.push((z, c)),
                 // Gathered per operand and placed once, when the operand's

@@ -9,7 +9,7 @@
 
 use super::{NodeId, Op, Program, Shape};
 use crate::error::{Error, Result};
-use crate::ops::chain_mul;
+use crate::ops::{chain_mul, row_max};
 
 /// The most elements a tangent may have in [`jacobian_dense`] (1 GiB of
 /// f64): it is a test oracle, not a tool for workload sizes.
@@ -158,13 +158,18 @@ fn shape_of(program: &Program, op: Op) -> Result<Shape> {
             }
             (sa, sb) => Ok(Shape::Vector(sa.size() + sb.size())),
         },
-        Op::Sum(a) | Op::Mean(a) | Op::LogSumExp(a) => match shape(a) {
-            Shape::Vector(_) => Ok(Shape::Scalar),
-            other => mismatch("a reduction", other, Shape::Scalar),
-        },
-        Op::Dot(a, b) => match (shape(a), shape(b)) {
-            (Shape::Vector(m), Shape::Vector(n)) if m == n => Ok(Shape::Scalar),
-            (sa, sb) => mismatch("a dot product", sa, sb),
+        Op::Reduce(r, a, b) => match (r.arity(), shape(a), b.map(shape)) {
+            (1, Shape::Vector(_), None) => Ok(Shape::Scalar),
+            (2, Shape::Vector(m), Some(Shape::Vector(n))) if m == n => Ok(Shape::Scalar),
+            (arity, sa, sb) => Err(Error::Shape(format!(
+                "`{r}` reduces {}, not {sa}{}",
+                if arity == 1 {
+                    "one vector"
+                } else {
+                    "two vectors of one length"
+                },
+                sb.map_or_else(String::new, |sb| format!(" and {sb}"))
+            ))),
         },
     }
 }
@@ -243,22 +248,17 @@ pub(super) fn forward(program: &Program, values: &[&[f64]]) -> Result<Vec<Vec<f6
                     })
                     .collect()
             }
-            Op::Sum(a) => vec![at(&out, a).iter().sum()],
-            Op::LogSumExp(a) => vec![log_sum_exp(at(&out, a))],
+            Op::Reduce(r, a, b) => {
+                let operands: Vec<&[f64]> = [Some(a), b]
+                    .into_iter()
+                    .flatten()
+                    .map(|o| at(&out, o))
+                    .collect();
+                vec![r.value(&operands)]
+            }
             Op::ShiftMax(a) => shift_max(at(&out, a)),
             Op::Slice(a, start, _) => at(&out, a).iter().skip(start).take(size).copied().collect(),
             Op::Concat(a, b) => [at(&out, a), at(&out, b)].concat(),
-            Op::Mean(a) => {
-                let a = at(&out, a);
-                vec![a.iter().sum::<f64>() / a.len() as f64]
-            }
-            Op::Dot(a, b) => vec![
-                at(&out, a)
-                    .iter()
-                    .zip(at(&out, b))
-                    .map(|(a, b)| a * b)
-                    .sum(),
-            ],
         };
         out.push(value);
     }
@@ -386,26 +386,18 @@ pub(super) fn jacobian_dense(program: &Program, values: &[&[f64]], wrt: usize) -
                 }
                 any = tangent(w).is_some() || tangent(x).is_some();
             }
-            Op::Sum(a) | Op::Mean(a) => {
-                if let Some(ta) = tangent(a) {
-                    let n = value(a).len();
-                    let weight = if matches!(op, Op::Sum(_)) {
-                        1.0
-                    } else {
-                        1.0 / n as f64
-                    };
-                    for i in 0..n {
-                        axpy(&mut out, weight, row(ta, i, cols));
+            Op::Reduce(r, a, b) => {
+                // The sum over operands and elements of partial times the
+                // element's tangent row, the partials from the op table.
+                let operands: Vec<NodeId> = [Some(a), b].into_iter().flatten().collect();
+                let values: Vec<&[f64]> = operands.iter().map(|&o| value(o)).collect();
+                for (slot, &operand) in operands.iter().enumerate() {
+                    if let Some(t) = tangent(operand) {
+                        for (i, p) in r.partials(&values, slot).into_iter().enumerate() {
+                            axpy(&mut out, p, row(t, i, cols));
+                        }
+                        any = true;
                     }
-                    any = true;
-                }
-            }
-            Op::LogSumExp(a) => {
-                if let Some(ta) = tangent(a) {
-                    for (i, s) in softmax(value(a)).into_iter().enumerate() {
-                        axpy(&mut out, s, row(ta, i, cols));
-                    }
-                    any = true;
                 }
             }
             Op::ShiftMax(a) => {
@@ -438,18 +430,6 @@ pub(super) fn jacobian_dense(program: &Program, values: &[&[f64]], wrt: usize) -
                 }
                 any = tangent(a).is_some() || tangent(b).is_some();
             }
-            Op::Dot(a, b) => {
-                let (va, vb) = (value(a), value(b));
-                for (i, (&ai, &bi)) in va.iter().zip(vb).enumerate() {
-                    if let Some(ta) = tangent(a) {
-                        axpy(&mut out, bi, row(ta, i, cols));
-                    }
-                    if let Some(tb) = tangent(b) {
-                        axpy(&mut out, ai, row(tb, i, cols));
-                    }
-                }
-                any = tangent(a).is_some() || tangent(b).is_some();
-            }
         }
         tangents.push(any.then_some(out));
     }
@@ -458,33 +438,6 @@ pub(super) fn jacobian_dense(program: &Program, values: &[&[f64]], wrt: usize) -
         .cloned()
         .flatten()
         .unwrap_or_else(|| vec![0.0; rows * cols]))
-}
-
-/// The maximum of a vector (NaN elements aside), how many elements equal
-/// it, and whether any is NaN.
-struct RowMax {
-    max: f64,
-    ties: usize,
-    nan: bool,
-}
-
-fn row_max(z: &[f64]) -> RowMax {
-    let mut row = RowMax {
-        max: f64::NEG_INFINITY,
-        ties: 0,
-        nan: false,
-    };
-    for &v in z {
-        if v.is_nan() {
-            row.nan = true;
-        } else if v > row.max {
-            row.max = v;
-            row.ties = 1;
-        } else if v == row.max {
-            row.ties += 1;
-        }
-    }
-    row
 }
 
 /// z - max(z), [`Op::ShiftMax`]; the f64 mirror of the `shift_max` kernel.
@@ -506,36 +459,4 @@ pub(crate) fn shift_max(z: &[f64]) -> Vec<f64> {
             }
         })
         .collect()
-}
-
-/// ln(sum(exp(z))) with the maximum subtracted: finite for any finite z,
-/// +Inf with a +Inf element, -Inf when every element is -Inf, NaN with a NaN.
-pub(crate) fn log_sum_exp(z: &[f64]) -> f64 {
-    let row = row_max(z);
-    if row.nan {
-        return f64::NAN;
-    }
-    if row.max.is_infinite() {
-        return row.max;
-    }
-    row.max + z.iter().map(|&v| (v - row.max).exp()).sum::<f64>().ln()
-}
-
-/// softmax(z) = exp(z - max) / sum(exp(z - max)), the gradient of
-/// logsumexp. An infinite maximum held by one element gives the one-hot
-/// limit; held by several (or all -Inf, with more than one element), NaN.
-pub(crate) fn softmax(z: &[f64]) -> Vec<f64> {
-    let row = row_max(z);
-    if row.nan || (row.max.is_infinite() && row.ties > 1) {
-        return vec![f64::NAN; z.len()];
-    }
-    if row.max.is_infinite() {
-        return z
-            .iter()
-            .map(|&v| if v == row.max { 1.0 } else { 0.0 })
-            .collect();
-    }
-    let exps: Vec<f64> = z.iter().map(|&v| (v - row.max).exp()).collect();
-    let total: f64 = exps.iter().sum();
-    exps.into_iter().map(|e| e / total).collect()
 }

@@ -11,7 +11,7 @@
 use super::{NodeId, Op, Program};
 use crate::error::{Error, Result};
 use crate::jacobian::{JacShape, Structure};
-use crate::ops::BinaryOp;
+use crate::ops::{BinaryOp, RowPartial};
 
 /// Where a local Jacobian's entries come from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -125,13 +125,14 @@ impl Program {
                 let offset = if slot == 0 { 0 } else { size(a) };
                 local(Structure::Shared, Entries::Placed { offset })
             }
-            Op::Sum(_) => local(Structure::Shared, Entries::Constant(1.0)),
-            Op::Mean(_) => local(Structure::Shared, Entries::Constant(1.0 / cols as f64)),
-            Op::Dot(a, b) => local(
-                Structure::Dense,
-                Entries::Values(if slot == 0 { b } else { a }),
-            ),
-            Op::LogSumExp(_) => local(Structure::Dense, Entries::Softmax),
+            Op::Reduce(r, a, b) => match r.partial() {
+                RowPartial::Uniform => local(Structure::Shared, Entries::Constant(r.weight(cols))),
+                RowPartial::Other => {
+                    let other = if slot == 0 { b.unwrap_or(a) } else { a };
+                    local(Structure::Dense, Entries::Values(other))
+                }
+                RowPartial::Softmax => local(Structure::Dense, Entries::Softmax),
+            },
             Op::Variable(_) | Op::Constant(_) => {
                 return Err(Error::Shape("leaves have no local Jacobian".into()));
             }

@@ -11,30 +11,30 @@ use std::collections::HashMap;
 
 use super::{Kind, MAX_ELEMENTS, NodeId, Op, Program, Shape, Variable};
 use crate::lang::{Expr, ExprKind, ParseError, Span, suggest};
-use crate::ops::BinaryOp;
-use crate::ops::functions;
+use crate::ops::{BinaryOp, ReduceOp, functions};
 
 /// Words that begin statements, so never names.
 pub(super) const KEYWORDS: [&str; 3] = ["input", "param", "output"];
 
-/// The functions programs add to those of element-wise expressions
-/// (`max` and `min` of one argument are reductions too; of two, they are
-/// element-wise).
-pub(super) const REDUCTIONS: [&str; 13] = [
-    "sum",
-    "mean",
-    "dot",
-    "logsumexp",
-    "softmax",
-    "log_softmax",
-    "mse",
-    "cross_entropy",
-    "norm",
-    "prod",
-    "cross",
-    "outer",
-    "transpose",
-];
+/// The functions programs add to those of element-wise expressions: the
+/// reductions of the op table ([`ReduceOp`]) and the constructs lowered
+/// into them (`max` and `min` of one argument are reductions too; of two,
+/// they are element-wise).
+pub(super) fn vector_functions() -> Vec<&'static str> {
+    let composites = [
+        "softmax",
+        "log_softmax",
+        "mse",
+        "cross_entropy",
+        "norm",
+        "prod",
+        "cross",
+        "outer",
+        "transpose",
+    ];
+    let reductions = ReduceOp::catalogue().into_iter().map(ReduceOp::name);
+    reductions.chain(composites).collect()
+}
 
 pub(super) type Parsed<T> = Result<T, ParseError>;
 
@@ -63,10 +63,7 @@ enum Key {
     Binary(BinaryOp, NodeId, NodeId),
     MatVec(NodeId, NodeId),
     VecMat(NodeId, NodeId),
-    Sum(NodeId),
-    Mean(NodeId),
-    Dot(NodeId, NodeId),
-    LogSumExp(NodeId),
+    Reduce(ReduceOp, NodeId, Option<NodeId>),
     ShiftMax(NodeId),
     /// The operand, the first element, the length, and whether a scalar.
     Slice(NodeId, usize, usize, bool),
@@ -82,10 +79,7 @@ impl Key {
             Op::Binary(op, a, b) => Key::Binary(op, a, b),
             Op::MatVec(w, x) => Key::MatVec(w, x),
             Op::VecMat(w, x) => Key::VecMat(w, x),
-            Op::Sum(a) => Key::Sum(a),
-            Op::Mean(a) => Key::Mean(a),
-            Op::Dot(a, b) => Key::Dot(a, b),
-            Op::LogSumExp(a) => Key::LogSumExp(a),
+            Op::Reduce(r, a, b) => Key::Reduce(r, a, b),
             Op::ShiftMax(a) => Key::ShiftMax(a),
             Op::Slice(a, start, shape) => {
                 Key::Slice(a, start, shape.size(), shape == Shape::Scalar)
@@ -244,7 +238,7 @@ impl<'a> Lowering<'a> {
     pub(super) fn check_new_name(&self, name: &str, span: Span) -> Parsed<()> {
         let what = if KEYWORDS.contains(&name) {
             "a keyword"
-        } else if functions().contains(&name) || REDUCTIONS.contains(&name) {
+        } else if functions().contains(&name) || vector_functions().contains(&name) {
             "a function"
         } else if name == "pi" {
             "a constant"
@@ -504,7 +498,7 @@ impl<'a> Lowering<'a> {
         if let Some(&value) = self.values.get(name) {
             return Ok(value);
         }
-        if functions().contains(&name) || REDUCTIONS.contains(&name) {
+        if functions().contains(&name) || vector_functions().contains(&name) {
             return Err(self
                 .error(span, format!("`{name}` is a function, not a variable"))
                 .with_help(format!("call it: {name}(x)")));

@@ -16,7 +16,7 @@
 use super::lower::{Lowered, Lowering, Parsed, Value};
 use super::{NodeId, Op, Shape};
 use crate::lang::{BinOp, Expr, Span};
-use crate::ops::{BinaryOp, UnaryOp};
+use crate::ops::{BinaryOp, ReduceOp, UnaryOp};
 
 /// The most nodes one matrix construct, `prod` or `max` may add.
 pub const MAX_EXPANSION: usize = 1 << 16;
@@ -173,7 +173,7 @@ impl Lowering<'_> {
                 let mut parts = Vec::with_capacity(rows);
                 for i in 0..rows {
                     let row = self.row(node, cols, i);
-                    parts.push(self.add(Op::Dot(row, x), Shape::Scalar));
+                    parts.push(self.add(Op::Reduce(ReduceOp::Dot, row, Some(x)), Shape::Scalar));
                 }
                 Ok(Value::Node(self.join(&parts)))
             }
@@ -294,7 +294,7 @@ impl Lowering<'_> {
                 let (sx, sy) = (self.shape(x), self.shape(y));
                 match (sx, sy) {
                     (Shape::Vector(m), Shape::Vector(n)) if m == n => {
-                        Ok(Value::Node(self.add(Op::Dot(x, y), Shape::Scalar)))
+                        Ok(Value::Node(self.add(Op::Reduce(ReduceOp::Dot, x, Some(y)), Shape::Scalar)))
                     }
                     _ => Err(self
                         .error(
@@ -535,10 +535,12 @@ impl Lowering<'_> {
             }
             _ => {}
         }
-        let reduces = matches!(
-            (name, values.len()),
-            ("sum" | "mean" | "norm" | "prod" | "logsumexp", 1) | ("max" | "min", 1) | ("mse", 2)
-        );
+        let reduces = ReduceOp::from_name(name).is_some_and(|r| r.arity() == 1)
+            && values.len() == 1
+            || matches!(
+                (name, values.len()),
+                ("norm" | "prod" | "max" | "min", 1) | ("mse", 2)
+            );
         let mut nodes = Vec::with_capacity(values.len());
         if reduces {
             for (&value, arg) in values.iter().zip(args) {
@@ -612,12 +614,12 @@ impl Lowering<'_> {
     /// [1, 0, 0], not 0 with an infinite one. Each branch's derivative is
     /// that of the norm; `where` keeps the others out of it.
     fn norm(&mut self, x: NodeId) -> NodeId {
-        let squares = self.add(Op::Dot(x, x), Shape::Scalar);
+        let squares = self.add(Op::Reduce(ReduceOp::Dot, x, Some(x)), Shape::Scalar);
         let plain = self.unary(UnaryOp::Sqrt, squares);
         let scaled = |this: &mut Self, factor: f64| {
             let up = this.constant(factor);
             let moved = this.apply(BinaryOp::Mul, up, x);
-            let squares = this.add(Op::Dot(moved, moved), Shape::Scalar);
+            let squares = this.add(Op::Reduce(ReduceOp::Dot, moved, Some(moved)), Shape::Scalar);
             let root = this.unary(UnaryOp::Sqrt, squares);
             this.apply(BinaryOp::Div, root, up)
         };
@@ -656,14 +658,14 @@ impl Lowering<'_> {
         let half = self.constant(0.5);
         let count = |this: &mut Self, mask: NodeId| {
             let ones = this.apply(BinaryOp::WhereA, mask, one);
-            this.add(Op::Sum(ones), Shape::Scalar)
+            this.add(Op::Reduce(ReduceOp::Sum, ones, None), Shape::Scalar)
         };
         // The kept elements, each divided by their count before they are
         // added, so that tied values near f32's largest cannot overflow.
         let kept = |this: &mut Self, mask: NodeId, count: NodeId| {
             let shared = this.apply(BinaryOp::Div, x, count);
             let taken = this.apply(BinaryOp::WhereA, mask, shared);
-            this.add(Op::Sum(taken), Shape::Scalar)
+            this.add(Op::Reduce(ReduceOp::Sum, taken, None), Shape::Scalar)
         };
         let shifted = self.add(Op::ShiftMax(x), Shape::Vector(n));
         let ties = self.apply(BinaryOp::Ge, shifted, zero);
@@ -678,15 +680,15 @@ impl Lowering<'_> {
         let above = self.apply(BinaryOp::Ge, x, lowest);
         let below = self.apply(BinaryOp::Lt, x, lowest);
         let ordered = self.apply(BinaryOp::Add, above, below);
-        let ordered = self.add(Op::Sum(ordered), Shape::Scalar);
+        let ordered = self.add(Op::Reduce(ReduceOp::Sum, ordered, None), Shape::Scalar);
         let count_n = self.constant(n as f64);
         let nans = self.apply(BinaryOp::Sub, count_n, ordered);
-        let mean = self.add(Op::Mean(x), Shape::Scalar);
+        let mean = self.add(Op::Reduce(ReduceOp::Mean, x, None), Shape::Scalar);
         let any_infinity = self.apply(BinaryOp::Gt, infinities, half);
         let limit = self.select_value(any_infinity, infinity, mean);
         // With a NaN element, NaN for the value and every partial (as
         // JAX): sum(x)^2 is NaN, and so is its derivative 2 sum(x).
-        let total = self.add(Op::Sum(x), Shape::Scalar);
+        let total = self.add(Op::Reduce(ReduceOp::Sum, x, None), Shape::Scalar);
         let poisoned = self.unary(UnaryOp::Square, total);
         let any_nan = self.apply(BinaryOp::Gt, nans, half);
         let limit = self.select_value(any_nan, poisoned, limit);

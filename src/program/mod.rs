@@ -49,7 +49,7 @@ mod parse;
 mod rules;
 mod select;
 
-pub(crate) use eval::softmax;
+pub(crate) use crate::ops::softmax;
 
 use std::fmt;
 
@@ -57,7 +57,7 @@ pub use builder::{Handle, ProgramBuilder};
 pub use local::{Entries, LocalJacobian};
 
 use crate::error::{Error, Result};
-use crate::ops::{BinaryOp, UnaryOp};
+use crate::ops::{BinaryOp, ReduceOp, UnaryOp};
 
 /// The most elements one variable may have: beyond what any device binds,
 /// and small enough that sizes and their products never overflow.
@@ -162,18 +162,10 @@ pub enum Op {
     /// are in `MatVec`'s order, the matrix (a param's `Variable` node)
     /// first.
     VecMat(NodeId, NodeId),
-    /// The sum of a vector's elements.
-    Sum(NodeId),
-    /// The mean of a vector's elements.
-    Mean(NodeId),
-    /// The dot product of two vectors of one length.
-    Dot(NodeId, NodeId),
-    /// ln(sum(exp(z))) of a vector, computed with the maximum subtracted so
-    /// that it never overflows; its gradient is softmax(z). With an infinite
-    /// maximum it takes the limit: +Inf for any +Inf element, -Inf when all
-    /// are -Inf, and softmax is one-hot where one element is the maximum
-    /// (NaN where several infinite elements tie, which has no limit).
-    LogSumExp(NodeId),
+    /// A reduction of a vector (or, for [`ReduceOp::Dot`], of two of one
+    /// length) to a scalar, from the table in [`crate::ops::ReduceOp`]:
+    /// the second operand is there exactly when the arity is 2.
+    Reduce(ReduceOp, NodeId, Option<NodeId>),
     /// z - max(z): a vector shifted so that its largest element is 0, from
     /// which `log_softmax`, `softmax` and `cross_entropy` are computed, so
     /// that no value depends on how large the elements are. The maximum is
@@ -201,17 +193,11 @@ impl Op {
     pub fn operands(&self) -> impl Iterator<Item = NodeId> + use<> {
         let (a, b) = match *self {
             Op::Variable(_) | Op::Constant(_) => (None, None),
-            Op::Unary(_, a)
-            | Op::Sum(a)
-            | Op::Mean(a)
-            | Op::LogSumExp(a)
-            | Op::ShiftMax(a)
-            | Op::Slice(a, ..) => (Some(a), None),
-            Op::Binary(_, a, b)
-            | Op::MatVec(a, b)
-            | Op::VecMat(a, b)
-            | Op::Dot(a, b)
-            | Op::Concat(a, b) => (Some(a), Some(b)),
+            Op::Unary(_, a) | Op::ShiftMax(a) | Op::Slice(a, ..) => (Some(a), None),
+            Op::Reduce(_, a, b) => (Some(a), b),
+            Op::Binary(_, a, b) | Op::MatVec(a, b) | Op::VecMat(a, b) | Op::Concat(a, b) => {
+                (Some(a), Some(b))
+            }
         };
         a.into_iter().chain(b)
     }
@@ -224,10 +210,7 @@ impl Op {
             Op::Binary(b, x, y) => Op::Binary(b, f(x), f(y)),
             Op::MatVec(w, x) => Op::MatVec(f(w), f(x)),
             Op::VecMat(w, x) => Op::VecMat(f(w), f(x)),
-            Op::Sum(a) => Op::Sum(f(a)),
-            Op::Mean(a) => Op::Mean(f(a)),
-            Op::Dot(a, b) => Op::Dot(f(a), f(b)),
-            Op::LogSumExp(a) => Op::LogSumExp(f(a)),
+            Op::Reduce(r, a, b) => Op::Reduce(r, f(a), b.map(&mut f)),
             Op::ShiftMax(a) => Op::ShiftMax(f(a)),
             Op::Slice(a, start, shape) => Op::Slice(f(a), start, shape),
             Op::Concat(a, b) => Op::Concat(f(a), f(b)),

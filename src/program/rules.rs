@@ -3,11 +3,11 @@
 //! `@` on a matrix param and a vector, the reductions, and the functions,
 //! each rejecting shapes that disagree with a message naming both.
 
-use super::lower::{Lowered, Lowering, Parsed, REDUCTIONS, Value};
+use super::lower::{Lowered, Lowering, Parsed, Value, vector_functions};
 use super::{NodeId, Op, Shape};
 use crate::lang::{BinOp, Expr, ParseError, Span, suggest};
 use crate::ops::functions;
-use crate::ops::{BinaryOp, UnaryOp};
+use crate::ops::{BinaryOp, ReduceOp, UnaryOp};
 
 impl Lowering<'_> {
     /// `op` on two scalar nodes, for the factors of a scaled matrix.
@@ -289,7 +289,10 @@ impl Lowering<'_> {
     /// depend on it, so its Jacobian I - 1 softmax(z)^T is exact.
     pub(super) fn log_softmax(&mut self, z: NodeId, at: Span, span: Span) -> Parsed<NodeId> {
         let shifted = self.add(Op::ShiftMax(z), self.shape(z));
-        let lse = self.add(Op::LogSumExp(shifted), Shape::Scalar);
+        let lse = self.add(
+            Op::Reduce(ReduceOp::LogSumExp, shifted, None),
+            Shape::Scalar,
+        );
         self.elementwise(BinaryOp::Sub, (shifted, at), (lse, at), span)
     }
 
@@ -310,9 +313,9 @@ impl Lowering<'_> {
         span: Span,
     ) -> Parsed<()> {
         let internal = self.binary_call(name).is_some();
-        if !functions().contains(&name) && !REDUCTIONS.contains(&name) && !internal {
+        if !functions().contains(&name) && !vector_functions().contains(&name) && !internal {
             let mut known: Vec<&str> = functions();
-            known.extend(REDUCTIONS);
+            known.extend(vector_functions());
             let help = match suggest(name, &known) {
                 Some(near) => format!("did you mean `{near}`?"),
                 None => format!("known functions: {}", known.join(", ")),
@@ -322,7 +325,10 @@ impl Lowering<'_> {
                 .with_help(help));
         }
         let (wanted, fits) = match name {
-            "dot" | "mse" | "cross_entropy" | "cross" | "outer" => ("two arguments", count == 2),
+            _ if ReduceOp::from_name(name).is_some_and(|r| r.arity() == 2) => {
+                ("two arguments", count == 2)
+            }
+            "mse" | "cross_entropy" | "cross" | "outer" => ("two arguments", count == 2),
             "max" | "min" => ("one or two arguments", count == 1 || count == 2),
             _ if self.binary_call(name).is_some() => ("two arguments", count == 2),
             "leaky_relu" | "elu" => ("one or two arguments", count == 1 || count == 2),
@@ -349,6 +355,72 @@ impl Lowering<'_> {
         }
     }
 
+    /// A reduction of the op table applied to its lowered operands, with
+    /// their spans: one vector, or two of one length. `Err(None)` for the
+    /// wrong number of operands.
+    fn reduction(
+        &mut self,
+        r: ReduceOp,
+        operands: &[(NodeId, Span)],
+        span: Span,
+    ) -> Result<NodeId, Option<ParseError>> {
+        let name = r.name();
+        match (r.arity(), operands) {
+            (1, &[(x, at)]) => {
+                let shape = self.shape(x);
+                if !matches!(shape, Shape::Vector(_)) {
+                    return Err(Some(
+                        self.error(
+                            at,
+                            format!("`{name}` needs a vector, but {} is {shape}", self.text(at)),
+                        )
+                        .with_help(format!("`{name}` reduces a vector to a scalar")),
+                    ));
+                }
+                Ok(self.add(Op::Reduce(r, x, None), Shape::Scalar))
+            }
+            (2, &[(a, lhs), (b, rhs)]) => {
+                let (sa, sb) = (self.shape(a), self.shape(b));
+                match (sa, sb) {
+                    (Shape::Vector(m), Shape::Vector(n)) if m == n => {
+                        Ok(self.add(Op::Reduce(r, a, Some(b)), Shape::Scalar))
+                    }
+                    (Shape::Vector(_), Shape::Vector(_)) => Err(Some(
+                        self.error(
+                            span,
+                            format!(
+                                "`{}`: {} is {sa} but {} is {sb}",
+                                self.text(span),
+                                self.text(lhs),
+                                self.text(rhs)
+                            ),
+                        )
+                        .with_help(format!("`{name}` needs two vectors of one length")),
+                    )),
+                    _ => {
+                        let (at, shape) = if sa == Shape::Scalar {
+                            (lhs, sa)
+                        } else {
+                            (rhs, sb)
+                        };
+                        Err(Some(
+                            self.error(
+                                span,
+                                format!(
+                                    "`{}`: `{name}` needs two vectors, but {} is {shape}",
+                                    self.text(span),
+                                    self.text(at)
+                                ),
+                            )
+                            .with_help("multiply by a scalar with `*`"),
+                        ))
+                    }
+                }
+            }
+            _ => Err(None),
+        }
+    }
+
     /// A function of scalars and vectors.
     pub(super) fn vector_call(
         &mut self,
@@ -365,71 +437,20 @@ impl Lowering<'_> {
         if let (Some(op), &[a, b]) = (self.binary_call(name), nodes.as_slice()) {
             return self.elementwise(op, a, b, span);
         }
+        if let Some(r) = ReduceOp::from_name(name) {
+            return self
+                .reduction(r, &nodes, span)
+                .map_err(|e| e.unwrap_or_else(arity));
+        }
         match (name, nodes.as_slice()) {
             ("where", &[c, a, b]) => self.select(c, a, b, span),
-            ("sum" | "mean", &[(x, at)]) => {
-                let shape = self.shape(x);
-                if !matches!(shape, Shape::Vector(_)) {
-                    return Err(self
-                        .error(
-                            at,
-                            format!("`{name}` needs a vector, but {} is {shape}", self.text(at)),
-                        )
-                        .with_help(format!("`{name}` reduces a vector to a scalar")));
-                }
-                let op = if name == "sum" {
-                    Op::Sum(x)
-                } else {
-                    Op::Mean(x)
-                };
-                Ok(self.add(op, Shape::Scalar))
-            }
-            ("dot", &[(a, lhs), (b, rhs)]) => {
-                let (sa, sb) = (self.shape(a), self.shape(b));
-                match (sa, sb) {
-                    (Shape::Vector(m), Shape::Vector(n)) if m == n => {
-                        Ok(self.add(Op::Dot(a, b), Shape::Scalar))
-                    }
-                    (Shape::Vector(_), Shape::Vector(_)) => Err(self
-                        .error(
-                            span,
-                            format!(
-                                "`{}`: {} is {sa} but {} is {sb}",
-                                self.text(span),
-                                self.text(lhs),
-                                self.text(rhs)
-                            ),
-                        )
-                        .with_help("`dot` needs two vectors of one length")),
-                    _ => {
-                        let (at, shape) = if sa == Shape::Scalar {
-                            (lhs, sa)
-                        } else {
-                            (rhs, sb)
-                        };
-                        Err(self
-                            .error(
-                                span,
-                                format!(
-                                    "`{}`: `dot` needs two vectors, but {} is {shape}",
-                                    self.text(span),
-                                    self.text(at)
-                                ),
-                            )
-                            .with_help("multiply by a scalar with `*`"))
-                    }
-                }
-            }
-            ("logsumexp" | "softmax" | "log_softmax", &[(z, at)]) => {
+            ("softmax" | "log_softmax", &[(z, at)]) => {
                 let shape = self.shape(z);
                 if !matches!(shape, Shape::Vector(_)) {
                     return Err(self.error(
                         at,
                         format!("`{name}` needs a vector, but {} is {shape}", self.text(at)),
                     ));
-                }
-                if name == "logsumexp" {
-                    return Ok(self.add(Op::LogSumExp(z), Shape::Scalar));
                 }
                 let log_softmax = self.log_softmax(z, at, span)?;
                 if name == "log_softmax" {
@@ -442,7 +463,9 @@ impl Lowering<'_> {
                 let difference = self.elementwise(BinaryOp::Sub, (y, ys), (t, ts), span)?;
                 let squared = self.unary(UnaryOp::Square, difference);
                 match self.shape(squared) {
-                    Shape::Vector(_) => Ok(self.add(Op::Mean(squared), Shape::Scalar)),
+                    Shape::Vector(_) => {
+                        Ok(self.add(Op::Reduce(ReduceOp::Mean, squared, None), Shape::Scalar))
+                    }
                     _ => Ok(squared),
                 }
             }
@@ -466,7 +489,7 @@ impl Lowering<'_> {
                 let log_softmax = self.log_softmax(z, zs, span)?;
                 let weighted =
                     self.elementwise(BinaryOp::StrongMul, (t, ts), (log_softmax, zs), span)?;
-                let total = self.add(Op::Sum(weighted), Shape::Scalar);
+                let total = self.add(Op::Reduce(ReduceOp::Sum, weighted, None), Shape::Scalar);
                 // 0 - total rather than -1 * total: a loss of 0 is +0.
                 let zero = self.constant(0.0);
                 self.elementwise(BinaryOp::Sub, (zero, span), (total, span), span)

@@ -10,6 +10,7 @@ use super::context::GpuContext;
 use super::jacobian::{BatchLayout, GpuJacobian, Segments};
 use super::rows::{LOOP_UP_TO, RowOp, RowOperand};
 use crate::error::{Error, Result};
+use crate::ops::RowPartial;
 use crate::program::{Kind, Op, Program};
 use crate::shaders;
 
@@ -510,7 +511,7 @@ impl GpuContext {
                             }
                             (NodeValue::PerSample(out), vec![])
                         }
-                        Op::LogSumExp(a) => {
+                        Op::Reduce(r, a, _) if r.partial() == RowPartial::Softmax => {
                             let n_a = size(a);
                             let out = self.new_segments(layout, 1);
                             let softmax = self.new_segments(layout, n_a);
@@ -560,16 +561,11 @@ impl GpuContext {
                             )?,
                             vec![],
                         ),
-                        Op::Sum(a) | Op::Mean(a) | Op::Dot(a, _) => {
-                            let (dot, other) = match *op {
-                                Op::Dot(_, b) => (true, Some(b)),
-                                _ => (false, None),
-                            };
-                            let scale = if matches!(op, Op::Mean(_)) {
-                                1.0 / size(a) as f32
-                            } else {
-                                1.0
-                            };
+                        // Linear and bilinear reductions: `weight` times the
+                        // sum of the operands' products.
+                        Op::Reduce(r, a, other) => {
+                            let dot = other.is_some();
+                            let scale = r.weight(size(a)) as f32;
                             let out = self.new_segments(layout, 1);
                             for (s, target) in out.iter().enumerate() {
                                 let samples = layout.samples_in(s);

@@ -3,6 +3,7 @@
 use chainrule::ContextOptions;
 use chainrule::UnaryOp;
 use chainrule::backend::gpu::{self, ADAPTER_NAME_VARIABLE, BACKEND_VARIABLE};
+use chainrule::ops::ReduceOp;
 
 pub(crate) fn info() -> chainrule::Result<()> {
     let options = ContextOptions::default();
@@ -55,5 +56,22 @@ pub(crate) fn ops() {
     println!("{:<18} derivative", "operation");
     for op in UnaryOp::catalogue() {
         println!("{:<18} {}", op.to_string(), op.derivative_formula());
+    }
+    println!(
+        "\n{:<18} local Jacobian row, of a vector of length n (Parr and Howard 4.6)",
+        "reduction"
+    );
+    for r in ReduceOp::catalogue() {
+        let names: &[&str] = if r.arity() == 2 { &["a", "b"] } else { &["x"] };
+        let row = r.symbolic_partial(names, 0, None);
+        let with_respect_to = if r.arity() == 2 {
+            format!(" with respect to {}", names[0])
+        } else {
+            String::new()
+        };
+        println!(
+            "{:<18} {row}{with_respect_to}",
+            format!("{r}({})", names.join(", "))
+        );
     }
 }

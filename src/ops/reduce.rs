@@ -1,0 +1,275 @@
+//! Reductions: one sample's vector, or two of one length, to one number.
+//!
+//! Each reduction is defined here once: its name in the text language, its
+//! arity, its f64 value and local partials (the reference the GPU is checked
+//! against), the structure of its local Jacobian (a row, Parr and Howard
+//! section 4.6) and that row written symbolically for `explain`. The program
+//! layers (lowering, the Jacobian planner, the JVP and VJP transformations,
+//! the kernel generators and both backends) read a reduction through
+//! [`ReduceOp::partial`], never by its name.
+
+use std::fmt;
+
+/// A reduction of a vector (or two, of one length) to a scalar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReduceOp {
+    /// sum_i a_i.
+    Sum,
+    /// (1/n) sum_i a_i.
+    Mean,
+    /// sum_i a_i b_i, of two vectors of one length.
+    Dot,
+    /// ln(sum_i exp(z_i)), computed with the maximum subtracted so that it
+    /// never overflows; its gradient is softmax(z). With an infinite
+    /// maximum it takes the limit: +Inf for any +Inf element, -Inf when all
+    /// are -Inf, and softmax is one-hot where one element is the maximum
+    /// (NaN where several infinite elements tie, which has no limit).
+    LogSumExp,
+}
+
+/// The structure of a reduction's local Jacobian with respect to one
+/// operand: a row of the operand's length, per sample. The layers after
+/// the table act on this, so a new reduction with one of these structures
+/// is one entry in [`ReduceOp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowPartial {
+    /// Every entry [`ReduceOp::weight`] of the operand's length, the same
+    /// for every sample (sum: 1, mean: 1/n). The reduction is linear, so
+    /// its value is `weight` times the sum of the elements and its tangent
+    /// is the same reduction of the tangent.
+    Uniform,
+    /// The other operand's elements (dot: d(a.b)/da = b^T). The reduction
+    /// is bilinear: its value is `weight` times the sum of the operands'
+    /// products, and its tangent is the sum of the reductions with each
+    /// operand replaced by its tangent.
+    Other,
+    /// softmax(z) of the operand, computed with the value and kept per
+    /// sample (logsumexp).
+    Softmax,
+}
+
+impl ReduceOp {
+    /// Every reduction, in the order tables list them.
+    pub fn catalogue() -> [ReduceOp; 4] {
+        [
+            ReduceOp::Sum,
+            ReduceOp::Mean,
+            ReduceOp::Dot,
+            ReduceOp::LogSumExp,
+        ]
+    }
+
+    /// The name in the text language.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReduceOp::Sum => "sum",
+            ReduceOp::Mean => "mean",
+            ReduceOp::Dot => "dot",
+            ReduceOp::LogSumExp => "logsumexp",
+        }
+    }
+
+    /// The reduction called `name` in the text language.
+    pub fn from_name(name: &str) -> Option<ReduceOp> {
+        ReduceOp::catalogue().into_iter().find(|r| r.name() == name)
+    }
+
+    /// How many vectors it reads: 1, or 2 of one length.
+    pub fn arity(self) -> usize {
+        match self {
+            ReduceOp::Dot => 2,
+            _ => 1,
+        }
+    }
+
+    /// The structure of its local Jacobian with respect to each operand.
+    pub fn partial(self) -> RowPartial {
+        match self {
+            ReduceOp::Sum | ReduceOp::Mean => RowPartial::Uniform,
+            ReduceOp::Dot => RowPartial::Other,
+            ReduceOp::LogSumExp => RowPartial::Softmax,
+        }
+    }
+
+    /// The factor on the (products') sum for operands of `n` elements:
+    /// 1/n for the mean, 1 for the others.
+    pub fn weight(self, n: usize) -> f64 {
+        match self {
+            ReduceOp::Mean => 1.0 / n.max(1) as f64,
+            _ => 1.0,
+        }
+    }
+
+    /// The value in f64 at one sample; `operands` holds `arity` slices of
+    /// one length.
+    pub fn value(self, operands: &[&[f64]]) -> f64 {
+        let a = operands.first().copied().unwrap_or(&[]);
+        match self {
+            ReduceOp::Sum => a.iter().sum(),
+            ReduceOp::Mean => a.iter().sum::<f64>() / a.len() as f64,
+            ReduceOp::Dot => {
+                let b = operands.get(1).copied().unwrap_or(&[]);
+                a.iter().zip(b).map(|(a, b)| a * b).sum()
+            }
+            ReduceOp::LogSumExp => log_sum_exp(a),
+        }
+    }
+
+    /// The local partials in f64 at one sample: the derivative of the
+    /// value with respect to each element of operand `slot`.
+    pub fn partials(self, operands: &[&[f64]], slot: usize) -> Vec<f64> {
+        let a = operands.first().copied().unwrap_or(&[]);
+        match self {
+            ReduceOp::Sum | ReduceOp::Mean => vec![self.weight(a.len()); a.len()],
+            ReduceOp::Dot => {
+                let other = if slot == 0 { 1 } else { 0 };
+                operands.get(other).copied().unwrap_or(&[]).to_vec()
+            }
+            ReduceOp::LogSumExp => softmax(a),
+        }
+    }
+
+    /// The row of partials with respect to operand `slot`, written with the
+    /// operands' names and their length (`n` where `None`), for
+    /// explanations and `chainrule ops`: `1^T`, `(1/n) 1^T`, `b^T`,
+    /// `softmax(z)^T`.
+    pub fn symbolic_partial(self, names: &[&str], slot: usize, n: Option<usize>) -> String {
+        let name = |k: usize| names.get(k).copied().unwrap_or("?");
+        match self.partial() {
+            RowPartial::Uniform => match self.weight(n.unwrap_or(2)) {
+                1.0 => "1^T".to_string(),
+                _ => format!(
+                    "(1/{}) 1^T",
+                    n.map_or_else(|| "n".to_string(), |n| n.to_string())
+                ),
+            },
+            RowPartial::Other => format!("{}^T", name(1 - slot.min(1))),
+            RowPartial::Softmax => format!("softmax({})^T", name(0)),
+        }
+    }
+}
+
+impl fmt::Display for ReduceOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The maximum of a vector (NaN elements aside), how many elements equal
+/// it, and whether any is NaN.
+pub(crate) struct RowMax {
+    pub max: f64,
+    pub ties: usize,
+    pub nan: bool,
+}
+
+pub(crate) fn row_max(z: &[f64]) -> RowMax {
+    let mut row = RowMax {
+        max: f64::NEG_INFINITY,
+        ties: 0,
+        nan: false,
+    };
+    for &v in z {
+        if v.is_nan() {
+            row.nan = true;
+        } else if v > row.max {
+            row.max = v;
+            row.ties = 1;
+        } else if v == row.max {
+            row.ties += 1;
+        }
+    }
+    row
+}
+
+/// ln(sum(exp(z))) with the maximum subtracted; at an infinite maximum,
+/// that infinity; NaN anywhere gives NaN.
+fn log_sum_exp(z: &[f64]) -> f64 {
+    let row = row_max(z);
+    if row.nan {
+        return f64::NAN;
+    }
+    if row.max.is_infinite() {
+        return row.max;
+    }
+    row.max + z.iter().map(|&v| (v - row.max).exp()).sum::<f64>().ln()
+}
+
+/// softmax(z) = exp(z - max) / sum(exp(z - max)), the gradient of
+/// logsumexp. An infinite maximum held by one element gives the one-hot
+/// limit; held by several (or all -Inf, with more than one element), NaN.
+pub(crate) fn softmax(z: &[f64]) -> Vec<f64> {
+    let row = row_max(z);
+    if row.nan || (row.max.is_infinite() && row.ties > 1) {
+        return vec![f64::NAN; z.len()];
+    }
+    if row.max.is_infinite() {
+        return z
+            .iter()
+            .map(|&v| if v == row.max { 1.0 } else { 0.0 })
+            .collect();
+    }
+    let exps: Vec<f64> = z.iter().map(|&v| (v - row.max).exp()).collect();
+    let total: f64 = exps.iter().sum();
+    exps.into_iter().map(|e| e / total).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each reduction's partials against central differences of its value,
+    /// and against what its structure says they are.
+    #[test]
+    fn partials_match_differences_and_structure() {
+        let a = [0.3, -1.2, 2.5, 0.7];
+        let b = [1.1, 0.4, -0.6, 2.0];
+        for r in ReduceOp::catalogue() {
+            let operands: Vec<&[f64]> = [&a[..], &b[..]][..r.arity()].to_vec();
+            for slot in 0..r.arity() {
+                let partials = r.partials(&operands, slot);
+                for i in 0..a.len() {
+                    let h = 1e-6;
+                    let mut moved: Vec<Vec<f64>> = operands.iter().map(|o| o.to_vec()).collect();
+                    moved[slot][i] += h;
+                    let up = r.value(&moved.iter().map(Vec::as_slice).collect::<Vec<_>>());
+                    moved[slot][i] -= 2.0 * h;
+                    let down = r.value(&moved.iter().map(Vec::as_slice).collect::<Vec<_>>());
+                    let difference = (up - down) / (2.0 * h);
+                    assert!(
+                        (partials[i] - difference).abs() < 1e-6,
+                        "{r} slot {slot} element {i}: {} vs {difference}",
+                        partials[i]
+                    );
+                }
+                let expected = match r.partial() {
+                    RowPartial::Uniform => vec![r.weight(a.len()); a.len()],
+                    RowPartial::Other => operands[1 - slot].to_vec(),
+                    RowPartial::Softmax => softmax(operands[0]),
+                };
+                assert_eq!(partials, expected, "{r} slot {slot}");
+            }
+            // Linear and bilinear reductions are `weight` times the sum of
+            // the operands' products, which the kernels compute.
+            if r.partial() != RowPartial::Softmax {
+                let products: f64 = (0..a.len())
+                    .map(|i| operands.iter().map(|o| o[i]).product::<f64>())
+                    .sum();
+                let value = r.value(&operands);
+                assert!((value - r.weight(a.len()) * products).abs() < 1e-12, "{r}");
+            }
+            assert_eq!(ReduceOp::from_name(r.name()), Some(r));
+        }
+    }
+
+    #[test]
+    fn log_sum_exp_limits() {
+        assert_eq!(log_sum_exp(&[1.0, f64::INFINITY]), f64::INFINITY);
+        assert_eq!(log_sum_exp(&[f64::NEG_INFINITY; 2]), f64::NEG_INFINITY);
+        assert!(log_sum_exp(&[1.0, f64::NAN]).is_nan());
+        assert!((log_sum_exp(&[1000.0, 1000.0]) - (1000.0 + 2f64.ln())).abs() < 1e-9);
+        assert_eq!(softmax(&[0.0, f64::INFINITY]), vec![0.0, 1.0]);
+        assert!(softmax(&[f64::INFINITY, f64::INFINITY])[0].is_nan());
+    }
+}
