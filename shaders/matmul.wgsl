@@ -263,17 +263,25 @@ fn store_row(sample: u32, row: u32, col: u32, v: vec4<f32>) {
     }
     let at = sample * params.c_stride + row * params.n + col;
     if (col + 4u <= params.n) {
-        c[at] = out.x;
-        c[at + 1u] = out.y;
-        c[at + 2u] = out.z;
-        c[at + 3u] = out.w;
+        store(at, col, out.x);
+        store(at + 1u, col + 1u, out.y);
+        store(at + 2u, col + 2u, out.z);
+        store(at + 3u, col + 3u, out.w);
     } else {
         for (var q = 0u; q < 4u; q = q + 1u) {
             if (col + q < params.n) {
-                c[at + q] = out[q];
+                store(at + q, col + q, out[q]);
             }
         }
     }
+}
+
+// The epilogue: what is stored for element `at` of C, in column `col`.
+// The forward pass's products of a layer (src/backend/gpu/products.rs,
+// `epilogue_source`) replace this function with one that adds a bias and
+// applies an activation, storing its derivative beside the value.
+fn store(at: u32, col: u32, v: f32) {
+    c[at] = v;
 }
 
 // Elements col .. col + 3 of row `row` of a batch of face-split products

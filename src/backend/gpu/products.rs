@@ -10,6 +10,7 @@ use super::context::GpuContext;
 use super::jacobian::{BatchLayout, GpuJacobian, Segments, WORKGROUP, shape_error};
 use super::rows::{RowOp, RowOperand};
 use crate::error::{Error, Result};
+use crate::ops::UnaryOp;
 
 /// Rows and columns of C per matmul workgroup (shaders/matmul.wgsl).
 const TILE: usize = 64;
@@ -62,6 +63,8 @@ struct SmallParams {
 
 /// Flag bit of both product kernels: the products are the chain rule's.
 const CHAIN: u32 = 32;
+/// Flag bit 3 of shaders/matmul.wgsl: B is stored transposed.
+const TRANSPOSED_B: u32 = 8;
 /// Flag bit of the tiled kernel: a batch of face-split products.
 const FACE_SPLIT: u32 = 64;
 /// The largest face-splitting product (elements of T, k m n) formed to
@@ -127,6 +130,84 @@ impl GpuContext {
         self.scaled_product(None, a, None, b, None, transpose_b, layout, 0)
     }
 
+    /// Whether [`GpuContext::layer_product`] takes a layer of `samples`
+    /// rows, `k` inputs and `m` outputs in one tiled kernel: no split of K
+    /// (the epilogue must follow the whole sum) and a grid within limits.
+    pub(crate) fn layer_fits(&self, samples: usize, k: usize, m: usize) -> bool {
+        let max_grid = self.limits.max_workgroups_per_dimension as usize;
+        split_plan(samples, k, m, true).is_none()
+            && samples.div_ceil(TILE) <= max_grid
+            && m.div_ceil(TILE) <= max_grid
+    }
+
+    /// A layer of the forward pass as one product with its epilogue:
+    /// f(X W^T + 1 bias^T) for X the samples' rows (`samples` x k, in `x`)
+    /// and W^T stored as `weights` (m x k, the layout the tiled kernel reads
+    /// for `W @ x`), with `bias` (m values) added by column where given and
+    /// the activation f applied where given, its derivative f' written
+    /// beside the values (the local Jacobian the plan reads). The products
+    /// are IEEE's, as in the value of `W @ x` by node, so the results are
+    /// those of the three nodes run one by one, without two of them going
+    /// through memory. The caller checks [`GpuContext::layer_fits`].
+    pub(crate) fn layer_product(
+        &self,
+        x: &Arc<wgpu::Buffer>,
+        (samples, k, m): (usize, usize, usize),
+        weights: &Arc<wgpu::Buffer>,
+        bias: Option<&Arc<wgpu::Buffer>>,
+        activation: Option<UnaryOp>,
+    ) -> Result<(Arc<wgpu::Buffer>, Option<Arc<wgpu::Buffer>>)> {
+        if !self.layer_fits(samples, k, m) {
+            return Err(Error::TooLarge {
+                what: format!("a layer of {samples} x {k} by {k} x {m} in one kernel"),
+                needed: (samples * m) as u64 * F32_BYTES,
+                limit: u64::from(self.limits.max_workgroups_per_dimension).pow(2)
+                    * (TILE * TILE) as u64
+                    * F32_BYTES,
+            });
+        }
+        let label = format!(
+            "forward/layer{}{}",
+            if bias.is_some() { "+bias" } else { "" },
+            activation.map_or_else(String::new, |f| format!("+{f}"))
+        );
+        let source = epilogue_source(bias.is_some(), activation)?;
+        let kernel = pollster::block_on(self.kernel(&label, || source))?;
+        let out = self.pooled(samples * m);
+        let derivative = activation.map(|_| self.pooled(samples * m));
+        let params = MatmulParams {
+            m: samples as u32,
+            k: k as u32,
+            n: m as u32,
+            samples: 1,
+            a_stride: 0,
+            b_stride: 0,
+            c_stride: (samples * m) as u32,
+            flags: TRANSPOSED_B,
+            block_rows: 0,
+            block_cols: 0,
+            pad: [0; 2],
+        };
+        let uniform = self.uniform(&params);
+        let mut bound: Vec<&wgpu::Buffer> = vec![
+            &uniform,
+            x,
+            weights,
+            &out,
+            &self.dummy,
+            &self.dummy,
+            bias.unwrap_or(&self.dummy),
+        ];
+        bound.extend(derivative.as_deref());
+        self.dispatch(
+            &kernel,
+            &bound,
+            (m.div_ceil(TILE) as u32, samples.div_ceil(TILE) as u32, 1),
+            &label,
+        );
+        Ok((out, derivative))
+    }
+
     #[expect(clippy::too_many_arguments, reason = "the kernel's own parameters")]
     fn scaled_product(
         &self,
@@ -171,7 +252,7 @@ impl GpuContext {
         let flags = u32::from(row.is_some())
             | (u32::from(mid.is_some()) << 1)
             | (u32::from(col.is_some()) << 2)
-            | (u32::from(transpose_b) << 3)
+            | if transpose_b { TRANSPOSED_B } else { 0 }
             | chain;
         let operand = |j: &GpuJacobian, s: usize| -> Result<Arc<wgpu::Buffer>> {
             match j {
@@ -582,4 +663,39 @@ impl GpuContext {
         );
         Ok(out)
     }
+}
+
+/// The epilogue of shaders/matmul.wgsl's default `store`, which
+/// [`epilogue_source`] replaces.
+const PLAIN_STORE: &str = "fn store(at: u32, col: u32, v: f32) {\n    c[at] = v;\n}\n";
+
+/// The tiled product with a layer's epilogue: the bias (in the column
+/// scaling's binding) added by column and the activation's value and
+/// derivative (binding 7) stored, from the op table's WGSL functions.
+fn epilogue_source(bias: bool, activation: Option<UnaryOp>) -> Result<String> {
+    if !crate::shaders::MATMUL.contains(PLAIN_STORE) {
+        return Err(Error::InvalidArgument(
+            "matmul.wgsl has no plain `store` for a layer's epilogue".into(),
+        ));
+    }
+    let z = if bias { "v + col_scale[col]" } else { "v" };
+    let store = match activation {
+        Some(f) => {
+            let call = match f.parameter() {
+                Some(p) => format!("{}_vd({z}, {p:?})", f.name()),
+                None => format!("{}_vd({z})", f.name()),
+            };
+            format!(
+                "@group(0) @binding(7) var<storage, read_write> derivative: array<f32>;\n\n\
+                 fn store(at: u32, col: u32, v: f32) {{\n    let e = {call};\n    \
+                 c[at] = e.x;\n    derivative[at] = e.y;\n}}\n"
+            )
+        }
+        None => format!("fn store(at: u32, col: u32, v: f32) {{\n    c[at] = {z};\n}}\n"),
+    };
+    Ok(format!(
+        "{}\n{}",
+        crate::shaders::library(),
+        crate::shaders::MATMUL.replace(PLAIN_STORE, &store)
+    ))
 }

@@ -3,6 +3,7 @@
 //! diagonals of their local Jacobians), and the algebra that runs a Jacobian
 //! plan on structured device Jacobians.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::array::F32_BYTES;
@@ -10,8 +11,8 @@ use super::context::GpuContext;
 use super::jacobian::{BatchLayout, GpuJacobian, Segments};
 use super::rows::{LOOP_UP_TO, RowOp, RowOperand};
 use crate::error::{Error, Result};
-use crate::ops::RowPartial;
-use crate::program::{Kind, Op, Program};
+use crate::ops::{BinaryOp, RowPartial, UnaryOp};
+use crate::program::{Kind, NodeId, Op, Program};
 use crate::shaders;
 
 const WORKGROUP: usize = 256;
@@ -356,7 +357,57 @@ impl GpuContext {
         let transposed = self.transposed_params(program, variables)?;
         let mut values: Vec<NodeValue> = Vec::with_capacity(program.nodes.len());
         let mut partials: Vec<Vec<Segments>> = Vec::with_capacity(program.nodes.len());
+        let layers = layers(program);
+        // The values and partials of nodes a layer's epilogue computed
+        // ahead of their turn (placeholders for those it made unneeded).
+        let mut ready: HashMap<NodeId, (NodeValue, Vec<Segments>)> = HashMap::new();
         for (id, op) in program.nodes.iter().enumerate() {
+            if let Some((value, node_partials)) = ready.remove(&id) {
+                values.push(value);
+                partials.push(node_partials);
+                continue;
+            }
+            if let Some(layer) = &layers[id] {
+                let weights = transposed[id]
+                    .clone()
+                    .or_else(|| match &values[layer.matrix] {
+                        NodeValue::Shared(buffer) => Some(Arc::clone(buffer)),
+                        NodeValue::PerSample(_) => None,
+                    });
+                let operands = (&values[layer.vector], weights);
+                if let (NodeValue::PerSample(x), Some(weights)) = operands {
+                    let scoped = format!("forward pass, layer at node {id}");
+                    // The bias, a param, may come after the product in
+                    // the node order: then it is uploaded now, for its turn.
+                    let bias = match layer.bias {
+                        Some((_, b)) if b < id => Some(values[b].clone()),
+                        Some((_, b)) => {
+                            let Op::Variable(v) = program.nodes[b] else {
+                                return Err(Error::Shape(format!("node {b} is not a bias")));
+                            };
+                            let data = variables.get(v).copied().unwrap_or(&[]);
+                            let value = NodeValue::Shared(self.upload_shared(data));
+                            ready.insert(b, (value.clone(), Vec::new()));
+                            Some(value)
+                        }
+                        None => None,
+                    };
+                    let done = pollster::block_on(self.scoped(&scoped, || {
+                        self.run_layer(layer, program, (x, &weights, bias.as_ref()), layout)
+                    }))??;
+                    if let Some(done) = done {
+                        // Nothing reads the product or the sum but the next
+                        // node of the layer, so neither is kept.
+                        values.push(NodeValue::PerSample(Vec::new()));
+                        partials.push(Vec::new());
+                        if let (Some((add, _)), Some(_)) = (layer.bias, layer.activation) {
+                            ready.insert(add, (NodeValue::PerSample(Vec::new()), Vec::new()));
+                        }
+                        ready.insert(layer.last, done);
+                        continue;
+                    }
+                }
+            }
             let n = size(id);
             let scoped = format!("forward pass, node {id}");
             let (value, node_partials) = pollster::block_on(self.scoped(
@@ -746,6 +797,118 @@ impl GpuContext {
             partials.push(out_db);
         }
         Ok((NodeValue::PerSample(out_v), partials))
+    }
+}
+
+/// A layer the forward pass by node runs as one product with its
+/// epilogue: `W @ x` (or `x @ W`), then `+ b` with b a param of the
+/// product's shape, then an element-wise activation, each node the only
+/// reader of the one before and none of them the output but the last.
+#[derive(Debug, Clone, Copy)]
+struct Layer {
+    /// The matrix's node and the vector's.
+    matrix: NodeId,
+    vector: NodeId,
+    /// The sum's node and the bias's.
+    bias: Option<(NodeId, NodeId)>,
+    /// The activation's node and function.
+    activation: Option<(NodeId, UnaryOp)>,
+    /// The layer's last node: its value is what the epilogue writes.
+    last: NodeId,
+}
+
+/// For each product node that starts a layer with a bias or an activation,
+/// the layer.
+fn layers(program: &Program) -> Vec<Option<Layer>> {
+    let mut readers: Vec<Vec<NodeId>> = vec![Vec::new(); program.nodes.len()];
+    for (id, op) in program.nodes.iter().enumerate() {
+        for operand in op.operands() {
+            if let Some(r) = readers.get_mut(operand) {
+                r.push(id);
+            }
+        }
+    }
+    // The one node that reads `id`, when `id` is not the output.
+    let only_reader = |id: NodeId| match readers[id].as_slice() {
+        &[reader] if id != program.output => Some(reader),
+        _ => None,
+    };
+    let is_bias = |id: NodeId, like: NodeId| {
+        matches!(program.nodes[id], Op::Variable(v)
+            if program.variables.get(v).is_some_and(|v| v.kind == Kind::Param))
+            && program.shapes[id] == program.shapes[like]
+    };
+    (0..program.nodes.len())
+        .map(|id| {
+            let (matrix, vector, _) = program.nodes[id].matrix_product()?;
+            let mut layer = Layer {
+                matrix,
+                vector,
+                bias: None,
+                activation: None,
+                last: id,
+            };
+            if let Some(reader) = only_reader(id)
+                && let Op::Binary(BinaryOp::Add, a, b) = program.nodes[reader]
+            {
+                let other = if a == id { b } else { a };
+                if (a == id) != (b == id) && is_bias(other, id) {
+                    layer.bias = Some((reader, other));
+                    layer.last = reader;
+                }
+            }
+            if let Some(reader) = only_reader(layer.last)
+                && let Op::Unary(f, _) = program.nodes[reader]
+            {
+                layer.activation = Some((reader, f));
+                layer.last = reader;
+            }
+            (layer.last != id).then_some(layer)
+        })
+        .collect()
+}
+
+impl GpuContext {
+    /// The value of a layer's last node, and its partial where it is an
+    /// activation, over every segment: one product with its epilogue each.
+    /// `None` where a segment's product would need a split of K; the nodes
+    /// then run one by one.
+    fn run_layer(
+        &self,
+        layer: &Layer,
+        program: &Program,
+        (x, weights, bias): (&Segments, &Arc<wgpu::Buffer>, Option<&NodeValue>),
+        layout: BatchLayout,
+    ) -> Result<Option<(NodeValue, Vec<Segments>)>> {
+        let (k, m) = (
+            program.shapes[layer.vector].size(),
+            program.shapes[layer.last].size(),
+        );
+        let fits = (0..layout.segments()).all(|s| self.layer_fits(layout.samples_in(s), k, m));
+        let bias = match bias {
+            Some(NodeValue::Shared(buffer)) => Some(buffer),
+            Some(NodeValue::PerSample(_)) => return Ok(None),
+            None => None,
+        };
+        if !fits || x.len() != layout.segments() {
+            return Ok(None);
+        }
+        let activation = layer.activation.map(|(_, f)| f);
+        let mut values = Vec::with_capacity(x.len());
+        let mut derivatives = Vec::with_capacity(x.len());
+        for (s, segment) in x.iter().enumerate() {
+            let samples = layout.samples_in(s);
+            let (value, derivative) =
+                self.layer_product(segment, (samples, k, m), weights, bias, activation)?;
+            values.push(value);
+            derivatives.extend(derivative);
+        }
+        let partials = if activation.is_some() {
+            vec![derivatives]
+        } else {
+            Vec::new()
+        };
+        Ok(Some((NodeValue::PerSample(values), partials)))
     }
 }
 
