@@ -31,14 +31,17 @@ pub const ROWS: &str = include_str!("../shaders/rows.wgsl");
 pub const ROWS_FINISH: &str = include_str!("../shaders/rows_finish.wgsl");
 /// The values of an index, slice or assembly on the op-by-op path (standalone).
 pub const SELECT: &str = include_str!("../shaders/select.wgsl");
+/// Products with a selection as gathers (`src/backend/gpu/lazy.rs`).
+pub const GATHER: &str = include_str!("../shaders/gather.wgsl");
 /// The bulk unary kernel's entry point.
 pub const UNARY_KERNEL: &str = include_str!("../shaders/unary.wgsl");
 
 /// Every file with its name. The first four form the element-wise library,
 /// in the order a kernel concatenates them; `unary.wgsl` is appended to it;
 /// the rest are complete kernels, validated after `common.wgsl`
-/// ([`with_common`]), which `reduce.wgsl` and `select.wgsl` do not need.
-pub const FILES: [(&str, &str); 13] = [
+/// ([`with_common`]), which `reduce.wgsl`, `select.wgsl` and `gather.wgsl` do
+/// not need.
+pub const FILES: [(&str, &str); 14] = [
     ("common.wgsl", COMMON),
     ("trig.wgsl", TRIG),
     ("activations.wgsl", ACTIVATIONS),
@@ -52,6 +55,7 @@ pub const FILES: [(&str, &str); 13] = [
     ("rows.wgsl", ROWS),
     ("rows_finish.wgsl", ROWS_FINISH),
     ("select.wgsl", SELECT),
+    ("gather.wgsl", GATHER),
 ];
 
 /// The WGSL call that evaluates `op` at `x`, with `p` its parameter.

@@ -533,8 +533,8 @@ fn a_layer_written_x_at_w() {
 /// Per-sample matrix programs on the GPU run in the fused kernels at any
 /// Jacobian size their budgets allow (a 5 x 5 product's 25 x 25 Jacobian,
 /// past the 16 passes other programs get before the structured plan takes
-/// over); past the budgets (8 x 8) they run op by op, selections as the
-/// 0/1 matrices they stand for. Both against the CPU path.
+/// over); past the budgets (8 x 8) they run op by op, the products with
+/// selections as gathers. Both against the CPU path.
 #[test]
 fn matrix_jacobians_on_the_gpu_within_and_past_the_fused_budget() {
     for k in [5usize, 8] {

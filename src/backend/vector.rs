@@ -318,9 +318,9 @@ fn fused_jacobian(
     batch: usize,
     selects: bool,
 ) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
-    // With selections the structured plan runs op by op on the device, each
-    // selection a 0/1 matrix, so the fused kernel takes any size its budgets
-    // allow.
+    // With selections the structured plan runs op by op on the device, a
+    // kernel per node and a gather per product with a selection, so the
+    // fused kernel takes any size its budgets allow.
     let plan = if selects {
         crate::compile::jacobian_any_size(program, wrt, true)
     } else {

@@ -448,9 +448,9 @@ pub fn jacobian(program: &Program, wrt: usize, values: bool) -> Result<FusedGrad
 }
 
 /// [`jacobian`] without its limits on passes and elements, for programs
-/// the structured plan runs slowly on the device (selections, each a 0/1
-/// matrix there): bounded only by the state and loop budgets every fused
-/// kernel keeps.
+/// the structured plan runs slowly on the device (selections: a kernel per
+/// node and a gather per product with one): bounded only by the state and
+/// loop budgets every fused kernel keeps.
 pub fn jacobian_any_size(
     program: &Program,
     wrt: usize,

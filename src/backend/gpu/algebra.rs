@@ -10,6 +10,7 @@ use super::jacobian::{GpuJacobian, Segments};
 use super::lazy::Lazy;
 use super::program::{Forward, NodeValue};
 use crate::backend::chain::JacobianAlgebra;
+use crate::backend::selection::Selection;
 use crate::error::{Error, Result};
 use crate::jacobian::{JacShape, Structure};
 use crate::program::{Entries, Program};
@@ -94,15 +95,14 @@ impl JacobianAlgebra for GpuAlgebra<'_> {
                     buffer: Arc::clone(buffer),
                 },
             },
-            // A selection is the same 0/1 matrix for every sample, formed
-            // once here as a Shared factor: the products of the chain rule
-            // with it are exact (1 x a = a, 0 x anything = 0, one term per
-            // sum), and the planner priced it as that matrix.
+            // A selection stays one: its products are gathers (lazy.rs).
             Entries::Rows { start } => {
-                self.selection(rows, cols, (0..rows).map(|i| (i, start + i)))?
+                return Ok(Lazy::Selection(Selection::rows_of_identity(
+                    start, rows, cols,
+                )));
             }
             Entries::Placed { offset } => {
-                self.selection(rows, cols, (0..cols).map(|j| (offset + j, j)))?
+                return Ok(Lazy::Selection(Selection::placed(offset, cols, rows)));
             }
         };
         Ok(Lazy::Ready(jacobian))
@@ -141,50 +141,13 @@ impl JacobianAlgebra for GpuAlgebra<'_> {
     }
 
     fn finish(&mut self, value: Lazy) -> Result<Lazy> {
+        // A selection stays one, for the gathers of the products it meets.
+        if let Lazy::Selection(_) = value {
+            return Ok(value);
+        }
         Ok(Lazy::Ready(
             self.context.materialize(value, self.forward.layout)?,
         ))
-    }
-}
-
-/// The largest selection formed as a matrix on the device: 8 MiB of f32.
-/// A product with such a matrix costs its rows times its columns times the
-/// other factor's width, so an assembly of two 2000-element halves took
-/// minutes on lavapipe where the CPU path's gathers take a second; past
-/// this size the error sends the program there.
-const SELECTION_MAX: usize = 1 << 21;
-
-impl GpuAlgebra<'_> {
-    /// The rows x cols matrix with a one at each of `ones` (row, column),
-    /// zeros elsewhere, shared by the batch.
-    fn selection(
-        &self,
-        rows: usize,
-        cols: usize,
-        ones: impl Iterator<Item = (usize, usize)>,
-    ) -> Result<GpuJacobian> {
-        let elements = rows.saturating_mul(cols);
-        if elements > SELECTION_MAX {
-            return Err(Error::TooLarge {
-                what: format!(
-                    "the {rows} x {cols} selection matrix of an index, slice or assembly \
-                     on the GPU's op-by-op path (the CPU path gathers instead: `--cpu`)"
-                ),
-                needed: elements as u64 * 4,
-                limit: SELECTION_MAX as u64 * 4,
-            });
-        }
-        let mut data = vec![0f32; elements];
-        for (r, c) in ones {
-            if let Some(entry) = data.get_mut(r * cols + c) {
-                *entry = 1.0;
-            }
-        }
-        Ok(GpuJacobian::Shared {
-            rows,
-            cols,
-            buffer: self.context.upload_shared(&data),
-        })
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::context::GpuContext;
 use super::jacobian::{BatchLayout, GpuJacobian, Segments, WORKGROUP, shape_error};
+use crate::backend::selection::Selection;
 use crate::error::{Error, Result};
 
 /// A product not yet (fully) computed: diag(row) * core * diag(col).
@@ -14,6 +15,10 @@ use crate::error::{Error, Result};
 pub(crate) enum Lazy {
     /// A finished Jacobian.
     Ready(GpuJacobian),
+    /// A selection (an index's, a slice's or an assembly's local
+    /// Jacobian, or a product of them), the same for every sample: its
+    /// products with other factors are gathers, never matrix products.
+    Selection(Selection),
     /// A scaled core; at least one of the parts is pending.
     Scaled {
         row: Option<Segments>,
@@ -316,6 +321,7 @@ impl GpuContext {
     pub(crate) fn materialize(&self, lazy: Lazy, layout: BatchLayout) -> Result<GpuJacobian> {
         match lazy {
             Lazy::Ready(j) => Ok(j),
+            Lazy::Selection(s) => self.selection_matrix(&s),
             Lazy::Scaled {
                 row,
                 core,
@@ -363,6 +369,7 @@ impl GpuContext {
     ) -> Result<Lazy> {
         let dims = |l: &Lazy| match l {
             Lazy::Ready(j) => j.dims(),
+            Lazy::Selection(s) => (s.pick.len(), s.cols),
             Lazy::Scaled { rows, cols, .. } => (*rows, *cols),
         };
         let (m, k) = dims(&left);
@@ -374,6 +381,47 @@ impl GpuContext {
         match (left, right) {
             (Lazy::Ready(GpuJacobian::Identity { .. }), other)
             | (other, Lazy::Ready(GpuJacobian::Identity { .. })) => Ok(other),
+            (Lazy::Selection(l), Lazy::Selection(r)) => {
+                let pick = l
+                    .pick
+                    .iter()
+                    .map(|c| c.and_then(|c| r.pick.get(c).copied().flatten()))
+                    .collect();
+                Ok(Lazy::Selection(Selection { cols: r.cols, pick }))
+            }
+            // S X: the rows of X that S picks.
+            (Lazy::Selection(s), other) => {
+                let x = self.materialize(other, layout)?;
+                let rows = self.index_map(s.pick.iter().copied())?;
+                Ok(Lazy::Ready(self.gather(
+                    &x,
+                    (Some(&rows), None),
+                    (m, n),
+                    layout,
+                )?))
+            }
+            // X S: the columns of X moved to where S places them, each
+            // picked once (an index's, slice's or assembly's are).
+            (other, Lazy::Selection(s)) => {
+                let x = self.materialize(other, layout)?;
+                let mut inverse = vec![None; n];
+                for (i, c) in s.pick.iter().enumerate() {
+                    if let Some(slot) = c.and_then(|c| inverse.get_mut(c)) {
+                        if slot.is_some() {
+                            let matrix = Lazy::Ready(self.selection_matrix(&s)?);
+                            return self.lazy_product(Lazy::Ready(x), matrix, layout);
+                        }
+                        *slot = Some(i);
+                    }
+                }
+                let cols = self.index_map(inverse.into_iter())?;
+                Ok(Lazy::Ready(self.gather(
+                    &x,
+                    (None, Some(&cols)),
+                    (m, n),
+                    layout,
+                )?))
+            }
             (
                 Lazy::Ready(GpuJacobian::Diagonal { segments: a, .. }),
                 Lazy::Ready(GpuJacobian::Diagonal { segments: b, .. }),
@@ -435,8 +483,8 @@ impl GpuContext {
             Lazy::Ready(j @ (GpuJacobian::Shared { .. } | GpuJacobian::Dense { .. })) => {
                 Ok((None, Core::Matrix(j), None))
             }
-            Lazy::Ready(_) => Err(Error::Shape(
-                "identity and diagonal factors are handled before this point".into(),
+            Lazy::Ready(_) | Lazy::Selection(_) => Err(Error::Shape(
+                "identity, diagonal and selection factors are handled before this point".into(),
             )),
             Lazy::Scaled { row, core, col, .. } => Ok((row, core, col)),
         }
@@ -449,5 +497,126 @@ impl GpuContext {
                 self.matmul(None, &a, mid.as_ref(), &b, None, false, layout)
             }
         }
+    }
+
+    /// The selection as the matrix of zeros and ones it stands for, shared
+    /// by the batch: where it is a result, or meets a sum.
+    fn selection_matrix(&self, s: &Selection) -> Result<GpuJacobian> {
+        let (rows, cols) = (s.pick.len(), s.cols);
+        let what = format!("the {rows} x {cols} matrix of a selection");
+        let mut data = crate::backend::host_vec(rows.saturating_mul(cols), &what)?;
+        for (r, c) in s.pick.iter().enumerate() {
+            if let Some(one) = c.and_then(|c| data.get_mut(r * cols + c)) {
+                *one = 1.0;
+            }
+        }
+        Ok(GpuJacobian::Shared {
+            rows,
+            cols,
+            buffer: self.upload_shared(&data),
+        })
+    }
+
+    /// Element (rows[i], cols[j]) of `x` at (i, j) of a `shape` result,
+    /// zero where a map holds [`NONE`]; an absent map reads as it is
+    /// (shaders/gather.wgsl). Shared when `x` is, per sample otherwise.
+    fn gather(
+        &self,
+        x: &GpuJacobian,
+        (rows, cols): (Option<&Arc<wgpu::Buffer>>, Option<&Arc<wgpu::Buffer>>),
+        shape: (usize, usize),
+        layout: BatchLayout,
+    ) -> Result<GpuJacobian> {
+        let kernel = pollster::block_on(
+            self.kernel("jacobian/gather", || crate::shaders::GATHER.to_string()),
+        )?;
+        let (x_rows, x_cols) = x.dims();
+        let shared = matches!(x, GpuJacobian::Identity { .. } | GpuJacobian::Shared { .. });
+        let segments = if shared { 1 } else { layout.segments() };
+        let mut out = Vec::with_capacity(segments);
+        for s in 0..segments {
+            let samples = if shared { 1 } else { layout.samples_in(s) };
+            let total = samples * shape.0 * shape.1;
+            let buffer = self.pooled(total);
+            let grid = self.grid_1d(total);
+            let source = match x {
+                GpuJacobian::Identity { .. } => Arc::clone(&self.dummy),
+                GpuJacobian::Shared { buffer, .. } => Arc::clone(buffer),
+                GpuJacobian::Diagonal { segments, .. } | GpuJacobian::Dense { segments, .. } => {
+                    segments.get(s).cloned().ok_or_else(|| {
+                        Error::Shape(
+                            "a per-sample factor has fewer segments than the layout".into(),
+                        )
+                    })?
+                }
+            };
+            let params = GatherParams {
+                total: total as u32,
+                row_stride: grid.0 * WORKGROUP as u32,
+                rows: shape.0 as u32,
+                cols: shape.1 as u32,
+                x_rows: x_rows as u32,
+                x_cols: x_cols as u32,
+                kind: kind_code(x),
+                flags: u32::from(rows.is_some()) | (u32::from(cols.is_some()) << 1),
+            };
+            let uniform = self.uniform(&params);
+            let row_map = rows.map_or_else(|| Arc::clone(&self.dummy), Arc::clone);
+            let col_map = cols.map_or_else(|| Arc::clone(&self.dummy), Arc::clone);
+            self.dispatch(
+                &kernel,
+                &[&uniform, &source, &row_map, &col_map, &buffer],
+                grid,
+                "jacobian gather",
+            );
+            out.push(buffer);
+        }
+        let (rows, cols) = shape;
+        Ok(if shared {
+            let buffer = out
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| Arc::clone(&self.dummy));
+            GpuJacobian::Shared { rows, cols, buffer }
+        } else {
+            GpuJacobian::Dense {
+                rows,
+                cols,
+                segments: out,
+            }
+        })
+    }
+}
+
+/// shaders/gather.wgsl's mark for "no element": a zero row or column.
+const NONE: u32 = u32::MAX;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct GatherParams {
+    total: u32,
+    row_stride: u32,
+    rows: u32,
+    cols: u32,
+    x_rows: u32,
+    x_cols: u32,
+    kind: u32,
+    flags: u32,
+}
+
+impl GpuContext {
+    /// An index map for shaders/gather.wgsl on the device.
+    fn index_map(&self, map: impl Iterator<Item = Option<usize>>) -> Result<Arc<wgpu::Buffer>> {
+        let mut words: Vec<u32> = Vec::new();
+        for index in map {
+            words.push(match index {
+                Some(i) => u32::try_from(i).map_err(|_| {
+                    Error::Shape(format!("a selection index {i} past what u32 holds"))
+                })?,
+                None => NONE,
+            });
+        }
+        // Stored as the bytes they are: the kernel reads u32.
+        Ok(self.upload_shared(bytemuck::cast_slice(&words)))
     }
 }
