@@ -51,6 +51,15 @@ fn random_jacobian(
         Structure::Dense => {
             Jacobian::dense(batch, rows, cols, values(rng, batch * rows * cols)).unwrap()
         }
+        // Stored as the matrix of zeros and ones it stands for.
+        Structure::Selection => Jacobian::shared(
+            rows,
+            cols,
+            (0..rows * cols)
+                .map(|e| f64::from(u8::from(e % cols == (e / cols) % cols)))
+                .collect(),
+        )
+        .unwrap(),
     }
 }
 
@@ -116,7 +125,64 @@ fn elements(shape: JacShape, batch: usize) -> f64 {
         Structure::Diagonal => b * n,
         Structure::Shared => m * n,
         Structure::Dense => b * m * n,
+        Structure::Selection => m,
     }
+}
+
+/// A selection's products are gathers (no flops) that keep the other
+/// factor's storage, two selections compose into one, and in a sum a
+/// selection is the shared matrix it stands for.
+#[test]
+fn selection_products_are_gathers_and_sums_form_the_matrix() {
+    use chainrule::jacobian::{product_shape, sum_shape};
+    let selection = |rows, cols| JacShape {
+        structure: Structure::Selection,
+        rows,
+        cols,
+    };
+    let batch = 7;
+    for (other, result) in [
+        (Structure::Identity, Structure::Selection),
+        (Structure::Selection, Structure::Selection),
+        (Structure::Shared, Structure::Shared),
+        (Structure::Diagonal, Structure::Dense),
+        (Structure::Dense, Structure::Dense),
+    ] {
+        let square = matches!(other, Structure::Identity | Structure::Diagonal);
+        let right = JacShape {
+            structure: other,
+            rows: 5,
+            cols: if square { 5 } else { 3 },
+        };
+        let (shape, cost) = product_shape(selection(2, 5), right, batch).unwrap();
+        assert_eq!(
+            (shape.structure, shape.rows, shape.cols),
+            (result, 2, right.cols)
+        );
+        assert_eq!(cost.flops, 0.0, "{other:?}");
+        let left = JacShape {
+            structure: other,
+            rows: if square { 2 } else { 4 },
+            cols: 2,
+        };
+        let (shape, cost) = product_shape(left, selection(2, 5), batch).unwrap();
+        assert_eq!(
+            (shape.structure, shape.rows, shape.cols),
+            (result, left.rows, 5)
+        );
+        assert_eq!(cost.flops, 0.0, "{other:?}");
+    }
+    let (shape, cost) = sum_shape(selection(4, 4), selection(4, 4), batch).unwrap();
+    assert_eq!(shape.structure, Structure::Shared);
+    assert_eq!(cost.flops, 16.0);
+    let dense = JacShape::dense(4, 4);
+    assert_eq!(
+        sum_shape(selection(4, 4), dense, batch)
+            .unwrap()
+            .0
+            .structure,
+        Structure::Dense
+    );
 }
 
 #[test]

@@ -295,6 +295,14 @@ fn random_jacobian(
             cols,
             data: values(batch * rows * cols),
         },
+        // Stored as the matrix of zeros and ones it stands for.
+        Structure::Selection => Jacobian::Shared {
+            rows,
+            cols,
+            data: (0..rows * cols)
+                .map(|e| f64::from(u8::from(e % cols == (e / cols) % cols)))
+                .collect(),
+        },
     }
 }
 

@@ -116,18 +116,8 @@ fn factor_name(program: &Program, factor: Factor, wrt: &str) -> String {
     match factor {
         Factor::Local { node, slot } => {
             let operand = program.nodes[node].operands().nth(slot).unwrap_or(node);
-            let selection = matches!(program.nodes[node], Op::Slice(..) | Op::Concat(..));
-            let shape = local_shape(program, node, slot).map_or_else(
-                |_| "?".to_string(),
-                // Priced as Shared, run as a gather or scatter.
-                |s| {
-                    if selection {
-                        format!("Selection {}x{}", s.rows, s.cols)
-                    } else {
-                        s.to_string()
-                    }
-                },
-            );
+            let shape = local_shape(program, node, slot)
+                .map_or_else(|_| "?".to_string(), |s| s.to_string());
             // A reduction's row, written from the op table.
             let row = match program.nodes[node] {
                 Op::Reduce(r, a, b) => {

@@ -191,6 +191,10 @@ pub(super) fn sum(a: &Jacobian, b: &Jacobian, batch: usize) -> Result<Jacobian> 
                 data,
             }
         }
+        // Never the sum of stored Jacobians; `sum_shape` forms selections.
+        Structure::Selection => {
+            return Err(Error::Shape("a sum cannot be a selection".into()));
+        }
         Structure::Dense => {
             let mut data = vec![0.0; checked_len(&[batch, m, n], &shape)?];
             a.add_into_dense(&mut data);

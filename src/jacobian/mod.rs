@@ -54,6 +54,11 @@ pub enum Structure {
     Shared,
     /// A full matrix per sample.
     Dense,
+    /// Picks or places elements (the local Jacobian of an index, a slice
+    /// or an assembly): at most one nonzero, a one, in each row, the same
+    /// for every sample. Stored as the column each row picks; its products
+    /// are gathers of the other factor's rows or columns, no arithmetic.
+    Selection,
 }
 
 impl fmt::Display for Structure {
@@ -63,6 +68,7 @@ impl fmt::Display for Structure {
             Structure::Diagonal => "Diagonal",
             Structure::Shared => "Shared",
             Structure::Dense => "Dense",
+            Structure::Selection => "Selection",
         })
     }
 }
@@ -136,6 +142,8 @@ impl JacShape {
             Structure::Diagonal => b * n,
             Structure::Shared => m * n,
             Structure::Dense => b * m * n,
+            // The column each row picks.
+            Structure::Selection => m,
         }
     }
 }
@@ -194,7 +202,7 @@ fn traffic(a: JacShape, b: JacShape, result: JacShape, batch: usize) -> f64 {
 /// The structure, size and cost of `left` (m x k) times `right` (k x n) for
 /// a batch of `batch`; a Shape error if the inner sizes differ.
 pub fn product_shape(left: JacShape, right: JacShape, batch: usize) -> Result<(JacShape, Cost)> {
-    use Structure::{Dense, Diagonal, Identity, Shared};
+    use Structure::{Dense, Diagonal, Identity, Selection, Shared};
     left.validate()?;
     right.validate()?;
     if left.cols != right.rows {
@@ -213,6 +221,11 @@ pub fn product_shape(left: JacShape, right: JacShape, batch: usize) -> Result<(J
         // An identity is a no-op: the other operand is the product as it is.
         (Identity, _) => return Ok((right, Cost::default())),
         (_, Identity) => return Ok((left, Cost::default())),
+        // Gathers: the other factor's rows (S J) or columns (J S) moved,
+        // nothing computed. Two selections compose into one.
+        (Selection, Selection) => (Selection, 0.0),
+        (Selection, Shared) | (Shared, Selection) => (Shared, 0.0),
+        (Selection, Diagonal | Dense) | (Diagonal | Dense, Selection) => (Dense, 0.0),
         (Diagonal, Diagonal) => (Diagonal, b * n),
         // Scaling rows or columns: one multiply per result element.
         (Diagonal, Shared | Dense) | (Shared | Dense, Diagonal) => (Dense, b * m * n),
@@ -232,7 +245,7 @@ pub fn product_shape(left: JacShape, right: JacShape, batch: usize) -> Result<(J
 /// The structure and cost of `a + b` for a batch of `batch`; a Shape error
 /// naming both shapes if their sizes differ.
 pub fn sum_shape(a: JacShape, b: JacShape, batch: usize) -> Result<(JacShape, Cost)> {
-    use Structure::{Dense, Diagonal, Identity, Shared};
+    use Structure::{Dense, Diagonal, Identity, Selection, Shared};
     a.validate()?;
     b.validate()?;
     if a.rows != b.rows || a.cols != b.cols {
@@ -241,13 +254,23 @@ pub fn sum_shape(a: JacShape, b: JacShape, batch: usize) -> Result<(JacShape, Co
         )));
     }
     let (bf, m, n) = (batch as f64, a.rows as f64, a.cols as f64);
+    // A selection in a sum is formed as the matrix it stands for.
+    let formed = |j: JacShape| JacShape {
+        structure: if j.structure == Selection {
+            Shared
+        } else {
+            j.structure
+        },
+        ..j
+    };
+    let (a, b) = (formed(a), formed(b));
     let (structure, flops) = match (a.structure, b.structure) {
         (Identity | Diagonal, Identity | Diagonal) => (Diagonal, bf * n),
-        (Shared, Shared) => (Shared, m * n),
-        (Identity, Shared) | (Shared, Identity) => (Shared, n),
+        (Shared | Selection, Shared | Selection) => (Shared, m * n),
+        (Identity, Shared | Selection) | (Shared | Selection, Identity) => (Shared, n),
         // A per-sample diagonal makes the shared matrix differ per sample.
-        (Diagonal, Shared) | (Shared, Diagonal) => (Dense, bf * n),
-        (Dense, Dense | Shared) | (Shared, Dense) => (Dense, bf * m * n),
+        (Diagonal, Shared | Selection) | (Shared | Selection, Diagonal) => (Dense, bf * n),
+        (Dense, Dense | Shared | Selection) | (Shared | Selection, Dense) => (Dense, bf * m * n),
         (Dense, Identity | Diagonal) | (Identity | Diagonal, Dense) => (Dense, bf * n),
     };
     let result = JacShape {

@@ -39,8 +39,8 @@ pub enum Entries {
     Constant(f64),
     /// A slice: the node's elements are the operand's elements
     /// `start..start + rows`. Like `Placed`, a selection: the backends
-    /// gather or scatter the neighbouring factor's rows or columns, and it
-    /// is priced as the batch-invariant matrix it stands for, an upper bound.
+    /// gather or scatter the neighbouring factor's rows or columns, and the
+    /// planner prices it so ([`Structure::Selection`]).
     Rows {
         /// The operand's first element taken.
         start: usize,
@@ -120,10 +120,10 @@ impl Program {
                 };
                 local(Structure::Shared, entries)
             }
-            Op::Slice(_, start, _) => local(Structure::Shared, Entries::Rows { start }),
+            Op::Slice(_, start, _) => local(Structure::Selection, Entries::Rows { start }),
             Op::Concat(a, _) => {
                 let offset = if slot == 0 { 0 } else { size(a) };
-                local(Structure::Shared, Entries::Placed { offset })
+                local(Structure::Selection, Entries::Placed { offset })
             }
             Op::Reduce(r, a, b) => match r.partial() {
                 RowPartial::Uniform => local(Structure::Shared, Entries::Constant(r.weight(cols))),
@@ -207,11 +207,11 @@ mod tests {
             Entries::MatrixTransposed(_)
         )));
         assert!(has(Structure::Shared, |e| *e == Entries::Constant(1.0 / 2.0)));
-        assert!(has(Structure::Shared, |e| matches!(
+        assert!(has(Structure::Selection, |e| matches!(
             e,
             Entries::Rows { start: 0 }
         )));
-        assert!(has(Structure::Shared, |e| matches!(
+        assert!(has(Structure::Selection, |e| matches!(
             e,
             Entries::Placed { offset: 2 }
         )));
