@@ -67,28 +67,10 @@ fn bind(vars: &[(String, Vec<f32>)]) -> Vec<(&str, &[f32])> {
 
 /// Both outputs' values and every gradient, shapes and values, agree.
 fn close_gradients(label: &str, gpu: &GradientOutput, cpu: &GradientOutput) {
-    close(&format!("{label} values"), &gpu.values, &cpu.values);
+    common::close_to_cpu(&format!("{label} values"), &gpu.values, &cpu.values);
     for (a, b) in gpu.gradients.iter().zip(&cpu.gradients) {
         assert_eq!(a.shape, b.shape, "{label} d/d{}", a.name);
-        close(&format!("{label} d/d{}", a.name), &a.values, &b.values);
-    }
-}
-
-fn close(label: &str, gpu: &[f32], cpu: &[f32]) {
-    assert_eq!(gpu.len(), cpu.len(), "{label}: lengths");
-    let scale = cpu
-        .iter()
-        .filter(|v| v.is_finite())
-        .fold(0f32, |m, v| m.max(v.abs()))
-        .max(1e-3);
-    for (i, (a, b)) in gpu.iter().zip(cpu).enumerate() {
-        if a.is_nan() && b.is_nan() {
-            continue;
-        }
-        assert!(
-            (a - b).abs() <= 2e-5 * scale + 1e-6,
-            "{label}[{i}]: gpu {a} vs cpu {b} (scale {scale})"
-        );
+        common::close_to_cpu(&format!("{label} d/d{}", a.name), &a.values, &b.values);
     }
 }
 
@@ -221,7 +203,7 @@ fn fused_jvp_and_vjp_match_the_cpu_path() {
                 "one fused JVP kernel"
             );
             let b = cpu.jvp(&program, wrt, &bound, &tangents).expect("cpu jvp");
-            close(&format!("jvp wrt {wrt} B={batch}"), &a, &b);
+            common::close_to_cpu(&format!("jvp wrt {wrt} B={batch}"), &a, &b);
             let before = context.traffic();
             let a = gpu
                 .vjp(&program, wrt, &bound, &cotangents)
@@ -234,7 +216,7 @@ fn fused_jvp_and_vjp_match_the_cpu_path() {
             let b = cpu
                 .vjp(&program, wrt, &bound, &cotangents)
                 .expect("cpu vjp");
-            close(&format!("vjp wrt {wrt} B={batch}"), &a, &b);
+            common::close_to_cpu(&format!("vjp wrt {wrt} B={batch}"), &a, &b);
         }
         let wrong = vec![0.0f32; batch * 6 + 1];
         assert!(
@@ -356,8 +338,8 @@ fn the_structured_plan_takes_one_fused_forward_kernel_or_a_kernel_per_node() {
                 .map(|v| v as f32)
                 .collect()
         };
-        close(&format!("jacobian n={n}"), &dense(&g), &dense(&c));
-        close(&format!("values n={n}"), &g.values, &c.values);
+        common::close_to_cpu(&format!("jacobian n={n}"), &dense(&g), &dense(&c));
+        common::close_to_cpu(&format!("values n={n}"), &g.values, &c.values);
     }
     // The same plan's products either way; the forward pass is one kernel
     // instead of one for each of the program's computed nodes.
@@ -402,8 +384,8 @@ fn small_dense_jacobians_are_one_fused_kernel_by_columns_or_rows() {
                     .map(|v| v as f32)
                     .collect()
             };
-            close(&format!("{text} B={batch}"), &dense(&g), &dense(&c));
-            close(&format!("{text} values"), &g.values, &c.values);
+            common::close_to_cpu(&format!("{text} B={batch}"), &dense(&g), &dense(&c));
+            common::close_to_cpu(&format!("{text} values"), &g.values, &c.values);
         }
     }
 }

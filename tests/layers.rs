@@ -13,23 +13,6 @@ use std::sync::Arc;
 use chainrule::program::{Kind, Program};
 use chainrule::{Backend, ContextOptions, CpuBackend, GpuContext, Reduction};
 
-fn close(label: &str, gpu: &[f32], cpu: &[f32]) {
-    assert_eq!(gpu.len(), cpu.len(), "{label}: lengths");
-    let scale = cpu
-        .iter()
-        .filter(|v| v.is_finite())
-        .fold(0f32, |m, v| m.max(v.abs()));
-    for (i, (a, b)) in gpu.iter().zip(cpu).enumerate() {
-        if a.is_nan() && b.is_nan() {
-            continue;
-        }
-        assert!(
-            (a - b).abs() <= 2e-5 * scale + 1e-6,
-            "{label}[{i}]: gpu {a} vs cpu {b} (scale {scale})"
-        );
-    }
-}
-
 /// Programs of one layer of 300 outputs from 40 inputs, with how many
 /// dispatches their values take on the GPU in one segment: 1 where the
 /// epilogue takes the layer, more where it must not.
@@ -99,7 +82,7 @@ fn layers_match_the_cpu_path_in_one_dispatch_each() {
             let values = gpu.values(&program, &bound).expect("gpu values");
             let traffic = context.traffic() - before;
             assert_eq!(traffic.dispatches, dispatches, "{label}: dispatches");
-            close(
+            common::close_to_cpu(
                 &format!("{label}: values"),
                 &values,
                 &cpu.values(&program, &bound).expect("cpu values"),
@@ -113,7 +96,7 @@ fn layers_match_the_cpu_path_in_one_dispatch_each() {
                 let d = j.jacobian.try_to_dense(batch).expect("dense");
                 d.into_iter().map(|v| v as f32).collect()
             };
-            close(&format!("{label}: Jacobian"), &dense(&g), &dense(&c));
+            common::close_to_cpu(&format!("{label}: Jacobian"), &dense(&g), &dense(&c));
 
             for reduction in [Reduction::Mean, Reduction::PerSample] {
                 let (g, c) = (
@@ -122,9 +105,9 @@ fn layers_match_the_cpu_path_in_one_dispatch_each() {
                     cpu.gradient(&loss, &names, &bound, reduction)
                         .expect("cpu gradient"),
                 );
-                close(&format!("{label}: loss"), &g.values, &c.values);
+                common::close_to_cpu(&format!("{label}: loss"), &g.values, &c.values);
                 for (a, b) in g.gradients.iter().zip(&c.gradients) {
-                    close(
+                    common::close_to_cpu(
                         &format!("{label}: d/d{} {reduction:?}", a.name),
                         &a.values,
                         &b.values,

@@ -13,24 +13,6 @@ use chainrule::program::Program;
 use chainrule::{Backend, CpuBackend, Reduction};
 use rand::rngs::StdRng;
 
-/// `gpu` within 2e-5 of the largest finite `cpu` value (and 1e-6), NaN for NaN.
-fn close(label: &str, gpu: &[f32], cpu: &[f32]) {
-    assert_eq!(gpu.len(), cpu.len(), "{label}: lengths");
-    let scale = cpu
-        .iter()
-        .filter(|v| v.is_finite())
-        .fold(0f32, |m, v| m.max(v.abs()));
-    for (i, (a, b)) in gpu.iter().zip(cpu).enumerate() {
-        if a.is_nan() && b.is_nan() {
-            continue;
-        }
-        assert!(
-            (a - b).abs() <= 2e-5 * scale + 1e-6,
-            "{label}[{i}]: gpu {a} vs cpu {b} (scale {scale})"
-        );
-    }
-}
-
 /// `r` of a vector computed from x and w (and, for two operands, of x
 /// itself), so that the reduction meets an element-wise region and every
 /// operand depends on x.
@@ -67,21 +49,21 @@ fn every_reduction_on_every_gpu_path_matches_the_cpu_path() {
                 gpu.jacobian(&program, "x", &vars).expect("gpu jacobian"),
                 cpu.jacobian(&program, "x", &vars).expect("cpu jacobian"),
             );
-            close(&format!("{label}: values"), &g.values, &c.values);
+            common::close_to_cpu(&format!("{label}: values"), &g.values, &c.values);
             let dense = |j: &chainrule::JacobianOutput| -> Vec<f32> {
                 let d = j.jacobian.try_to_dense(batch).expect("dense");
                 d.into_iter().map(|v| v as f32).collect()
             };
-            close(&format!("{label}: Jacobian"), &dense(&g), &dense(&c));
+            common::close_to_cpu(&format!("{label}: Jacobian"), &dense(&g), &dense(&c));
 
             let tangents = common::uniform(&mut rng, batch * n, -1.0, 1.0);
-            close(
+            common::close_to_cpu(
                 &format!("{label}: JVP"),
                 &gpu.jvp(&program, "x", &vars, &tangents).expect("gpu jvp"),
                 &cpu.jvp(&program, "x", &vars, &tangents).expect("cpu jvp"),
             );
             let cotangents = common::uniform(&mut rng, batch, -1.0, 1.0);
-            close(
+            common::close_to_cpu(
                 &format!("{label}: VJP"),
                 &gpu.vjp(&program, "x", &vars, &cotangents).expect("gpu vjp"),
                 &cpu.vjp(&program, "x", &vars, &cotangents).expect("cpu vjp"),
@@ -95,7 +77,7 @@ fn every_reduction_on_every_gpu_path_matches_the_cpu_path() {
                     .expect("cpu gradient"),
             );
             for (a, b) in g.gradients.iter().zip(&c.gradients) {
-                close(&format!("{label}: d/d{}", a.name), &a.values, &b.values);
+                common::close_to_cpu(&format!("{label}: d/d{}", a.name), &a.values, &b.values);
             }
 
             // Sample 0's gradients against central differences of the oracle.

@@ -113,6 +113,28 @@ pub fn meets_contract(actual: f32, expected: f64) -> bool {
     (f64::from(actual) - expected).abs() <= ATOL + RTOL * expected.abs()
 }
 
+/// A GPU result against the CPU path's (f64, rounded to f32) for a whole
+/// array: NaN for NaN, else within 2e-5 of the largest finite CPU value
+/// (at least 1e-3) plus 1e-6, a bound for results of sums and products
+/// along the way rather than of single operations.
+pub fn close_to_cpu(label: &str, gpu: &[f32], cpu: &[f32]) {
+    assert_eq!(gpu.len(), cpu.len(), "{label}: lengths");
+    let scale = cpu
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0f32, |m, v| m.max(v.abs()))
+        .max(1e-3);
+    for (i, (a, b)) in gpu.iter().zip(cpu).enumerate() {
+        if a.is_nan() && b.is_nan() {
+            continue;
+        }
+        assert!(
+            (a - b).abs() <= 2e-5 * scale + 1e-6,
+            "{label}[{i}]: gpu {a} vs cpu {b} (scale {scale})"
+        );
+    }
+}
+
 /// Checks every element against the contract; panics listing the first
 /// failures (index, input, actual, expected, tolerance) and returns the
 /// largest finite errors.
