@@ -145,7 +145,8 @@ impl GpuContext {
     /// and W^T stored as `weights` (m x k, the layout the tiled kernel reads
     /// for `W @ x`), with `bias` (m values) added by column where given and
     /// the activation f applied where given, its derivative f' written
-    /// beside the values (the local Jacobian the plan reads). The products
+    /// beside the values where `derivative` says (the local Jacobian the
+    /// plan reads; a values-only pass skips it). The products
     /// are IEEE's, as in the value of `W @ x` by node, so the results are
     /// those of the three nodes run one by one, without two of them going
     /// through memory. The caller checks [`GpuContext::layer_fits`].
@@ -154,8 +155,7 @@ impl GpuContext {
         x: &Arc<wgpu::Buffer>,
         (samples, k, m): (usize, usize, usize),
         weights: &Arc<wgpu::Buffer>,
-        bias: Option<&Arc<wgpu::Buffer>>,
-        activation: Option<UnaryOp>,
+        (bias, activation, derivative): (Option<&Arc<wgpu::Buffer>>, Option<UnaryOp>, bool),
     ) -> Result<(Arc<wgpu::Buffer>, Option<Arc<wgpu::Buffer>>)> {
         if !self.layer_fits(samples, k, m) {
             return Err(Error::TooLarge {
@@ -166,15 +166,17 @@ impl GpuContext {
                     * F32_BYTES,
             });
         }
+        let derivative = derivative && activation.is_some();
         let label = format!(
-            "forward/layer{}{}",
+            "forward/layer{}{}{}",
             if bias.is_some() { "+bias" } else { "" },
-            activation.map_or_else(String::new, |f| format!("+{f}"))
+            activation.map_or_else(String::new, |f| format!("+{f}")),
+            if derivative { "+derivative" } else { "" }
         );
-        let source = epilogue_source(bias.is_some(), activation)?;
+        let source = epilogue_source(bias.is_some(), activation, derivative)?;
         let kernel = pollster::block_on(self.kernel(&label, || source))?;
         let out = self.pooled(samples * m);
-        let derivative = activation.map(|_| self.pooled(samples * m));
+        let derivative = derivative.then(|| self.pooled(samples * m));
         let params = MatmulParams {
             m: samples as u32,
             k: k as u32,
@@ -670,21 +672,27 @@ impl GpuContext {
 const PLAIN_STORE: &str = "fn store(at: u32, col: u32, v: f32) {\n    c[at] = v;\n}\n";
 
 /// The tiled product with a layer's epilogue: the bias (in the column
-/// scaling's binding) added by column and the activation's value and
-/// derivative (binding 7) stored, from the op table's WGSL functions.
-fn epilogue_source(bias: bool, activation: Option<UnaryOp>) -> Result<String> {
+/// scaling's binding) added by column and the activation's value, and its
+/// derivative (binding 7) where asked, stored, from the op table's WGSL
+/// functions.
+fn epilogue_source(bias: bool, activation: Option<UnaryOp>, derivative: bool) -> Result<String> {
     if !crate::shaders::MATMUL.contains(PLAIN_STORE) {
         return Err(Error::InvalidArgument(
             "matmul.wgsl has no plain `store` for a layer's epilogue".into(),
         ));
     }
     let z = if bias { "v + col_scale[col]" } else { "v" };
+    let call = |f: UnaryOp| match f.parameter() {
+        Some(p) => format!("{}_vd({z}, {p:?})", f.name()),
+        None => format!("{}_vd({z})", f.name()),
+    };
     let store = match activation {
+        Some(f) if !derivative => format!(
+            "fn store(at: u32, col: u32, v: f32) {{\n    c[at] = {}.x;\n}}\n",
+            call(f)
+        ),
         Some(f) => {
-            let call = match f.parameter() {
-                Some(p) => format!("{}_vd({z}, {p:?})", f.name()),
-                None => format!("{}_vd({z})", f.name()),
-            };
+            let call = call(f);
             format!(
                 "@group(0) @binding(7) var<storage, read_write> derivative: array<f32>;\n\n\
                  fn store(at: u32, col: u32, v: f32) {{\n    let e = {call};\n    \

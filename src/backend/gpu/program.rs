@@ -265,7 +265,7 @@ impl GpuContext {
             forward.transposed = self.transposed_params(program, variables)?;
             return Ok(forward);
         }
-        self.forward_by_node(program, variables, layout)
+        self.forward_by_node(program, variables, layout, true)
     }
 
     /// The forward pass as one fused kernel per segment, or `None` where
@@ -331,12 +331,20 @@ impl GpuContext {
         variables: &[&[f32]],
         batch: usize,
     ) -> Result<Vec<f32>> {
-        let largest = program.shapes.iter().map(|s| s.size()).max().unwrap_or(1);
+        // A matrix is a param's, uploaded once for the batch: only the
+        // per-sample values decide how many samples a segment holds.
+        let largest = program
+            .shapes
+            .iter()
+            .filter(|s| !matches!(s, crate::program::Shape::Matrix(..)))
+            .map(|s| s.size())
+            .max()
+            .unwrap_or(1);
         let layout = self.batch_layout(batch, largest)?;
         let plan = crate::compile::values(program);
         let forward = match self.try_fused_forward(plan, program, variables, layout)? {
             Some(forward) => forward,
-            None => self.forward_by_node(program, variables, layout)?,
+            None => self.forward_by_node(program, variables, layout, false)?,
         };
         self.download_node(
             &forward,
@@ -347,11 +355,14 @@ impl GpuContext {
 
     /// The forward pass with a kernel per node, every value and partial in
     /// memory: for programs too large for registers.
+    /// `with_partials`: whether a plan reads the partials (a values-only
+    /// pass skips a layer's derivative).
     fn forward_by_node(
         &self,
         program: &Program,
         variables: &[&[f32]],
         layout: BatchLayout,
+        with_partials: bool,
     ) -> Result<Forward> {
         let size = |id: usize| program.shapes[id].size();
         let transposed = self.transposed_params(program, variables)?;
@@ -393,7 +404,8 @@ impl GpuContext {
                         None => None,
                     };
                     let done = pollster::block_on(self.scoped(&scoped, || {
-                        self.run_layer(layer, program, (x, &weights, bias.as_ref()), layout)
+                        let operands = (x, &weights, bias.as_ref());
+                        self.run_layer(layer, program, operands, layout, with_partials)
                     }))??;
                     if let Some(done) = done {
                         // Nothing reads the product or the sum but the next
@@ -879,6 +891,7 @@ impl GpuContext {
         program: &Program,
         (x, weights, bias): (&Segments, &Arc<wgpu::Buffer>, Option<&NodeValue>),
         layout: BatchLayout,
+        partials: bool,
     ) -> Result<Option<(NodeValue, Vec<Segments>)>> {
         let (k, m) = (
             program.shapes[layer.vector].size(),
@@ -898,12 +911,13 @@ impl GpuContext {
         let mut derivatives = Vec::with_capacity(x.len());
         for (s, segment) in x.iter().enumerate() {
             let samples = layout.samples_in(s);
+            let epilogue = (bias, activation, partials);
             let (value, derivative) =
-                self.layer_product(segment, (samples, k, m), weights, bias, activation)?;
+                self.layer_product(segment, (samples, k, m), weights, epilogue)?;
             values.push(value);
             derivatives.extend(derivative);
         }
-        let partials = if activation.is_some() {
+        let partials = if activation.is_some() && partials {
             vec![derivatives]
         } else {
             Vec::new()
