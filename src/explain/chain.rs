@@ -124,7 +124,7 @@ fn factor_name(program: &Program, factor: Factor, wrt: &str) -> String {
                     let names: Vec<String> = [Some(a), b]
                         .into_iter()
                         .flatten()
-                        .map(|o| wrapped(program, o))
+                        .map(|o| node_name(program, o))
                         .collect();
                     let names: Vec<&str> = names.iter().map(String::as_str).collect();
                     let n = program.shapes[a].size();
@@ -227,11 +227,20 @@ pub fn explain_plan(program: &Program, plan: &JacobianPlan) -> String {
             1.0
         }
     };
+    // "1.00x fewer" where the orders tie reads as a saving: say so plainly.
+    let versus = |c: Cost, order: &str| {
+        let r = ratio(c);
+        if (r - 1.0).abs() < 5e-3 {
+            format!("as many flops as pure {order}")
+        } else {
+            format!("{r:.2}x fewer flops than pure {order}")
+        }
+    };
     let _ = writeln!(
         out,
-        "The chosen order needs {:.2}x fewer flops than pure forward and {:.2}x fewer than pure reverse.",
-        ratio(plan.forward_cost),
-        ratio(plan.reverse_cost)
+        "The chosen order needs {} and {}.",
+        versus(plan.forward_cost, "forward"),
+        versus(plan.reverse_cost, "reverse")
     );
     out
 }

@@ -144,7 +144,14 @@ impl ReduceOp {
                     n.map_or_else(|| "n".to_string(), |n| n.to_string())
                 ),
             },
-            RowPartial::Other => format!("{}^T", name(1 - slot.min(1))),
+            RowPartial::Other => {
+                let other = name(1 - slot.min(1));
+                if other.contains(' ') {
+                    format!("({other})^T")
+                } else {
+                    format!("{other}^T")
+                }
+            }
             RowPartial::Softmax => format!("softmax({})^T", name(0)),
         }
     }

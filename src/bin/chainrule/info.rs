@@ -63,15 +63,17 @@ pub(crate) fn ops() {
     );
     for r in ReduceOp::catalogue() {
         let names: &[&str] = if r.arity() == 2 { &["a", "b"] } else { &["x"] };
-        let row = r.symbolic_partial(names, 0, None);
-        let with_respect_to = if r.arity() == 2 {
-            format!(" with respect to {}", names[0])
-        } else {
-            String::new()
-        };
-        println!(
-            "{:<18} {row}{with_respect_to}",
-            format!("{r}({})", names.join(", "))
-        );
+        let rows: Vec<String> = (0..r.arity())
+            .map(|slot| {
+                let row = r.symbolic_partial(names, slot, None);
+                if r.arity() == 2 {
+                    format!("{row} in {}", names[slot])
+                } else {
+                    row
+                }
+            })
+            .collect();
+        let call = format!("{r}({})", names.join(", "));
+        println!("{call:<18} {}", rows.join(", "));
     }
 }

@@ -159,7 +159,7 @@ enum Command {
     },
     /// Every adapter seen, the one chosen, its backend, driver, limits and features.
     Info,
-    /// The element-wise operations with their derivatives and kink conventions.
+    /// The element-wise operations with their derivatives and kink conventions, and the reductions with their local Jacobian rows.
     Ops,
 }
 
