@@ -70,7 +70,11 @@ fn close_gradients(label: &str, gpu: &GradientOutput, cpu: &GradientOutput) {
     common::close_to_cpu(&format!("{label} values"), &gpu.values, &cpu.values);
     for (a, b) in gpu.gradients.iter().zip(&cpu.gradients) {
         assert_eq!(a.shape, b.shape, "{label} d/d{}", a.name);
-        common::close_to_cpu(&format!("{label} d/d{}", a.name), &a.values, &b.values);
+        // A param's gradient adds terms of order one (the inputs and params
+        // are), which can cancel: d/dc of the second program came to -0.0504
+        // from such terms, 2.2e-6 off in f32, in one seed's draw.
+        let what = format!("{label} d/d{}", a.name);
+        common::close_to_cpu_above(&what, &a.values, &b.values, 1.0);
     }
 }
 

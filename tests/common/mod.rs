@@ -118,12 +118,19 @@ pub fn meets_contract(actual: f32, expected: f64) -> bool {
 /// (at least 1e-3) plus 1e-6, a bound for results of sums and products
 /// along the way rather than of single operations.
 pub fn close_to_cpu(label: &str, gpu: &[f32], cpu: &[f32]) {
+    close_to_cpu_above(label, gpu, cpu, 1e-3);
+}
+
+/// [`close_to_cpu`] with the scale at least `floor`: for results that sum
+/// terms of about that size which may cancel, whose f32 error follows the
+/// terms, not the sum.
+pub fn close_to_cpu_above(label: &str, gpu: &[f32], cpu: &[f32], floor: f32) {
     assert_eq!(gpu.len(), cpu.len(), "{label}: lengths");
     let scale = cpu
         .iter()
         .filter(|v| v.is_finite())
         .fold(0f32, |m, v| m.max(v.abs()))
-        .max(1e-3);
+        .max(floor);
     for (i, (a, b)) in gpu.iter().zip(cpu).enumerate() {
         if a.is_nan() && b.is_nan() {
             continue;
