@@ -74,13 +74,9 @@ pub(super) fn forward_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool
             }
             // Linear and bilinear reductions: `weight` times the sum of
             // the operands' products.
-            Op::Reduce(r, a, b) if r.partial() != RowPartial::Softmax => {
+            Op::Reduce(r, a, _) if r.partial() != RowPartial::Softmax => {
                 let len = layout.size(a);
-                let product: Vec<String> = [Some(a), b]
-                    .into_iter()
-                    .flatten()
-                    .map(|o| layout.at(o, "i"))
-                    .collect();
+                let product: Vec<String> = op.operands().map(|o| layout.at(o, "i")).collect();
                 let _ = writeln!(
                     src,
                     "    var v{id} = 0.0;\n    for (var i = 0u; i < {len}u; i = i + 1u) {{\n        \
@@ -90,11 +86,12 @@ pub(super) fn forward_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool
                 weigh(src, &format!("v{id}"), r.weight(len));
             }
             Op::Reduce(_, a, _) => {
-                // log-sum-exp: the maximum first, so that no exponential overflows. The
-                // limits at an infinite maximum are those of the f64
-                // reference (`log_sum_exp`, `softmax` in src/ops/reduce.rs):
-                // lse is that infinity; softmax is one-hot where one element
-                // holds it and NaN where several do; NaN anywhere gives NaN.
+                // log-sum-exp: the maximum first, so that no exponential
+                // overflows. The limits at an infinite maximum are those of
+                // the f64 reference (`log_sum_exp`, `softmax` in
+                // src/ops/reduce.rs): lse is that infinity; softmax is
+                // one-hot where one element holds it and NaN where several
+                // do; NaN anywhere gives NaN.
                 let len = layout.size(a);
                 let z = layout.at(a, "i");
                 row_stats(src, id, len, &z);
@@ -294,9 +291,9 @@ pub(super) fn reverse_pass(
                     );
                 }
             }
-            Op::Reduce(r, a, b) => {
+            Op::Reduce(r, a, _) => {
                 let len = layout.size(a);
-                let operands: Vec<NodeId> = [Some(a), b].into_iter().flatten().collect();
+                let operands: Vec<NodeId> = program.nodes[id].operands().collect();
                 let share = match r.weight(len) {
                     1.0 => format!("g{id}"),
                     weight => format!("g{id} * {}", literal(weight)),
@@ -468,9 +465,9 @@ pub(super) fn tangent_pass(
                     }
                 }
             }
-            Op::Reduce(r, a, b) => {
+            Op::Reduce(r, a, _) => {
                 let len = layout.size(a);
-                let operands: Vec<NodeId> = [Some(a), b].into_iter().flatten().collect();
+                let operands: Vec<NodeId> = program.nodes[id].operands().collect();
                 let terms = (0..operands.len())
                     .map(|slot| {
                         term(

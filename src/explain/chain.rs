@@ -70,10 +70,9 @@ fn label(program: &Program, id: usize, depth: usize) -> String {
         }
         Op::MatVec(w, v) => format!("{} @ {}", sub(w), sub(v)),
         Op::VecMat(w, v) => format!("{} @ {}", sub(v), sub(w)),
-        Op::Reduce(r, a, b) => {
-            let operands: Vec<String> = [Some(a), b]
-                .into_iter()
-                .flatten()
+        Op::Reduce(r, ..) => {
+            let operands: Vec<String> = op
+                .operands()
                 .map(|o| label(program, o, depth - 1))
                 .collect();
             format!("{r}({})", operands.join(", "))
@@ -120,10 +119,9 @@ fn factor_name(program: &Program, factor: Factor, wrt: &str) -> String {
                 .map_or_else(|_| "?".to_string(), |s| s.to_string());
             // A reduction's row, written from the op table.
             let row = match program.nodes[node] {
-                Op::Reduce(r, a, b) => {
-                    let names: Vec<String> = [Some(a), b]
-                        .into_iter()
-                        .flatten()
+                Op::Reduce(r, a, _) => {
+                    let names: Vec<String> = program.nodes[node]
+                        .operands()
                         .map(|o| node_name(program, o))
                         .collect();
                     let names: Vec<&str> = names.iter().map(String::as_str).collect();

@@ -330,7 +330,7 @@ impl Program {
                     // in turn replaced by its tangent, added.
                     RowPartial::Uniform | RowPartial::Other => {
                         let mut sum = None;
-                        for (slot, operand) in [Some(x), y].into_iter().flatten().enumerate() {
+                        for (slot, operand) in op.operands().enumerate() {
                             if let Some(to) = t(operand) {
                                 let (nx, ny) = (new(x), y.map(new));
                                 let reduced = match slot {
@@ -477,8 +477,8 @@ impl Program {
                         shares.push((x, b.add(back, shape)));
                     }
                 }
-                Op::Reduce(r, x, y) => {
-                    let operands: Vec<NodeId> = [Some(x), y].into_iter().flatten().collect();
+                Op::Reduce(r, ..) => {
+                    let operands: Vec<NodeId> = op.operands().collect();
                     for (slot, &operand) in operands.iter().enumerate() {
                         if !wanted(operand) {
                             continue;

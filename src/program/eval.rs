@@ -248,12 +248,8 @@ pub(super) fn forward(program: &Program, values: &[&[f64]]) -> Result<Vec<Vec<f6
                     })
                     .collect()
             }
-            Op::Reduce(r, a, b) => {
-                let operands: Vec<&[f64]> = [Some(a), b]
-                    .into_iter()
-                    .flatten()
-                    .map(|o| at(&out, o))
-                    .collect();
+            Op::Reduce(r, ..) => {
+                let operands: Vec<&[f64]> = op.operands().map(|o| at(&out, o)).collect();
                 vec![r.value(&operands)]
             }
             Op::ShiftMax(a) => shift_max(at(&out, a)),
@@ -386,10 +382,10 @@ pub(super) fn jacobian_dense(program: &Program, values: &[&[f64]], wrt: usize) -
                 }
                 any = tangent(w).is_some() || tangent(x).is_some();
             }
-            Op::Reduce(r, a, b) => {
+            Op::Reduce(r, ..) => {
                 // The sum over operands and elements of partial times the
                 // element's tangent row, the partials from the op table.
-                let operands: Vec<NodeId> = [Some(a), b].into_iter().flatten().collect();
+                let operands: Vec<NodeId> = op.operands().collect();
                 let values: Vec<&[f64]> = operands.iter().map(|&o| value(o)).collect();
                 for (slot, &operand) in operands.iter().enumerate() {
                     if let Some(t) = tangent(operand) {
