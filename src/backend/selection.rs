@@ -43,6 +43,20 @@ impl Selection {
         self.pick.len()
     }
 
+    /// `self * right`, itself a selection: row r picks what `right`'s row
+    /// `self.pick[r]` picks. The caller checks that the sizes meet.
+    pub(crate) fn compose(&self, right: &Selection) -> Selection {
+        let pick = self
+            .pick
+            .iter()
+            .map(|c| c.and_then(|c| right.pick.get(c).copied().flatten()))
+            .collect();
+        Selection {
+            cols: right.cols,
+            pick,
+        }
+    }
+
     /// The selection as a Shared matrix, for a result or an overlapping sum.
     fn to_shared(&self) -> Jacobian {
         let mut data = vec![0.0; self.rows() * self.cols];
@@ -225,12 +239,7 @@ impl CpuJacobian {
                 if l.cols != r.rows() {
                     return Err(mismatch((l.rows(), l.cols), (r.rows(), r.cols)));
                 }
-                let pick = l
-                    .pick
-                    .iter()
-                    .map(|c| c.and_then(|c| r.pick.get(c).copied().flatten()))
-                    .collect();
-                Ok(CpuJacobian::Selection(Selection { cols: r.cols, pick }))
+                Ok(CpuJacobian::Selection(l.compose(&r)))
             }
         }
     }

@@ -381,14 +381,7 @@ impl GpuContext {
         match (left, right) {
             (Lazy::Ready(GpuJacobian::Identity { .. }), other)
             | (other, Lazy::Ready(GpuJacobian::Identity { .. })) => Ok(other),
-            (Lazy::Selection(l), Lazy::Selection(r)) => {
-                let pick = l
-                    .pick
-                    .iter()
-                    .map(|c| c.and_then(|c| r.pick.get(c).copied().flatten()))
-                    .collect();
-                Ok(Lazy::Selection(Selection { cols: r.cols, pick }))
-            }
+            (Lazy::Selection(l), Lazy::Selection(r)) => Ok(Lazy::Selection(l.compose(&r))),
             // S X: the rows of X that S picks.
             (Lazy::Selection(s), other) => {
                 let x = self.materialize(other, layout)?;
