@@ -173,8 +173,9 @@ impl GpuContext {
             activation.map_or_else(String::new, |f| format!("+{f}")),
             if derivative { "+derivative" } else { "" }
         );
-        let source = epilogue_source(bias.is_some(), activation, derivative)?;
-        let kernel = pollster::block_on(self.kernel(&label, || source))?;
+        // Generated on the first call only: the kernel cache keeps it.
+        let source = || epilogue_source(bias.is_some(), activation, derivative);
+        let kernel = pollster::block_on(self.kernel(&label, source))?;
         let out = self.pooled(samples * m);
         let derivative = derivative.then(|| self.pooled(samples * m));
         let params = MatmulParams {
@@ -675,12 +676,7 @@ const PLAIN_STORE: &str = "fn store(at: u32, col: u32, v: f32) {\n    c[at] = v;
 /// scaling's binding) added by column and the activation's value, and its
 /// derivative (binding 7) where asked, stored, from the op table's WGSL
 /// functions.
-fn epilogue_source(bias: bool, activation: Option<UnaryOp>, derivative: bool) -> Result<String> {
-    if !crate::shaders::MATMUL.contains(PLAIN_STORE) {
-        return Err(Error::InvalidArgument(
-            "matmul.wgsl has no plain `store` for a layer's epilogue".into(),
-        ));
-    }
+fn epilogue_source(bias: bool, activation: Option<UnaryOp>, derivative: bool) -> String {
     let z = if bias { "v + col_scale[col]" } else { "v" };
     let call = |f: UnaryOp| match f.parameter() {
         Some(p) => format!("{}_vd({z}, {p:?})", f.name()),
@@ -701,9 +697,25 @@ fn epilogue_source(bias: bool, activation: Option<UnaryOp>, derivative: bool) ->
         }
         None => format!("fn store(at: u32, col: u32, v: f32) {{\n    c[at] = {z};\n}}\n"),
     };
-    Ok(format!(
+    format!(
         "{}\n{}",
         crate::shaders::library(),
         crate::shaders::MATMUL.replace(PLAIN_STORE, &store)
-    ))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layer kernels replace matmul.wgsl's plain `store`; were it
+    /// reworded, they would silently store the bare product.
+    #[test]
+    fn the_layer_epilogue_replaces_the_plain_store() {
+        assert!(crate::shaders::MATMUL.contains(PLAIN_STORE));
+        let source = epilogue_source(true, Some(UnaryOp::Tanh), true);
+        assert!(!source.contains(PLAIN_STORE));
+        assert!(source.contains("tanh_vd(v + col_scale[col])"));
+        assert!(source.contains("derivative[at] = e.y"));
+    }
 }

@@ -396,7 +396,12 @@ impl GpuContext {
                             let Op::Variable(v) = program.nodes[b] else {
                                 return Err(Error::Shape(format!("node {b} is not a bias")));
                             };
-                            let data = variables.get(v).copied().unwrap_or(&[]);
+                            let data = variables.get(v).copied().ok_or_else(|| {
+                                Error::Shape(format!(
+                                    "no values for variable {}",
+                                    program.variables[v].name
+                                ))
+                            })?;
                             let value = NodeValue::Shared(self.upload_shared(data));
                             ready.insert(b, (value.clone(), Vec::new()));
                             Some(value)
@@ -891,7 +896,7 @@ impl GpuContext {
         program: &Program,
         (x, weights, bias): (&Segments, &Arc<wgpu::Buffer>, Option<&NodeValue>),
         layout: BatchLayout,
-        partials: bool,
+        with_partials: bool,
     ) -> Result<Option<(NodeValue, Vec<Segments>)>> {
         let (k, m) = (
             program.shapes[layer.vector].size(),
@@ -911,13 +916,13 @@ impl GpuContext {
         let mut derivatives = Vec::with_capacity(x.len());
         for (s, segment) in x.iter().enumerate() {
             let samples = layout.samples_in(s);
-            let epilogue = (bias, activation, partials);
+            let epilogue = (bias, activation, with_partials);
             let (value, derivative) =
                 self.layer_product(segment, (samples, k, m), weights, epilogue)?;
             values.push(value);
             derivatives.extend(derivative);
         }
-        let partials = if activation.is_some() && partials {
+        let partials = if activation.is_some() && with_partials {
             vec![derivatives]
         } else {
             Vec::new()
