@@ -173,7 +173,7 @@ impl Lowering<'_> {
                 let mut parts = Vec::with_capacity(rows);
                 for i in 0..rows {
                     let row = self.row(node, cols, i);
-                    parts.push(self.add(Op::Reduce(ReduceOp::Dot, row, Some(x)), Shape::Scalar));
+                    parts.push(self.reduce(ReduceOp::Dot, row, Some(x)));
                 }
                 Ok(Value::Node(self.join(&parts)))
             }
@@ -294,7 +294,7 @@ impl Lowering<'_> {
                 let (sx, sy) = (self.shape(x), self.shape(y));
                 match (sx, sy) {
                     (Shape::Vector(m), Shape::Vector(n)) if m == n => {
-                        Ok(Value::Node(self.add(Op::Reduce(ReduceOp::Dot, x, Some(y)), Shape::Scalar)))
+                        Ok(Value::Node(self.reduce(ReduceOp::Dot, x, Some(y))))
                     }
                     _ => Err(self
                         .error(
@@ -614,12 +614,12 @@ impl Lowering<'_> {
     /// [1, 0, 0], not 0 with an infinite one. Each branch's derivative is
     /// that of the norm; `where` keeps the others out of it.
     fn norm(&mut self, x: NodeId) -> NodeId {
-        let squares = self.add(Op::Reduce(ReduceOp::Dot, x, Some(x)), Shape::Scalar);
+        let squares = self.reduce(ReduceOp::Dot, x, Some(x));
         let plain = self.unary(UnaryOp::Sqrt, squares);
         let scaled = |this: &mut Self, factor: f64| {
             let up = this.constant(factor);
             let moved = this.apply(BinaryOp::Mul, up, x);
-            let squares = this.add(Op::Reduce(ReduceOp::Dot, moved, Some(moved)), Shape::Scalar);
+            let squares = this.reduce(ReduceOp::Dot, moved, Some(moved));
             let root = this.unary(UnaryOp::Sqrt, squares);
             this.apply(BinaryOp::Div, root, up)
         };
@@ -658,14 +658,14 @@ impl Lowering<'_> {
         let half = self.constant(0.5);
         let count = |this: &mut Self, mask: NodeId| {
             let ones = this.apply(BinaryOp::WhereA, mask, one);
-            this.add(Op::Reduce(ReduceOp::Sum, ones, None), Shape::Scalar)
+            this.reduce(ReduceOp::Sum, ones, None)
         };
         // The kept elements, each divided by their count before they are
         // added, so that tied values near f32's largest cannot overflow.
         let kept = |this: &mut Self, mask: NodeId, count: NodeId| {
             let shared = this.apply(BinaryOp::Div, x, count);
             let taken = this.apply(BinaryOp::WhereA, mask, shared);
-            this.add(Op::Reduce(ReduceOp::Sum, taken, None), Shape::Scalar)
+            this.reduce(ReduceOp::Sum, taken, None)
         };
         let shifted = self.add(Op::ShiftMax(x), Shape::Vector(n));
         let ties = self.apply(BinaryOp::Ge, shifted, zero);
@@ -680,15 +680,15 @@ impl Lowering<'_> {
         let above = self.apply(BinaryOp::Ge, x, lowest);
         let below = self.apply(BinaryOp::Lt, x, lowest);
         let ordered = self.apply(BinaryOp::Add, above, below);
-        let ordered = self.add(Op::Reduce(ReduceOp::Sum, ordered, None), Shape::Scalar);
+        let ordered = self.reduce(ReduceOp::Sum, ordered, None);
         let count_n = self.constant(n as f64);
         let nans = self.apply(BinaryOp::Sub, count_n, ordered);
-        let mean = self.add(Op::Reduce(ReduceOp::Mean, x, None), Shape::Scalar);
+        let mean = self.reduce(ReduceOp::Mean, x, None);
         let any_infinity = self.apply(BinaryOp::Gt, infinities, half);
         let limit = self.select_value(any_infinity, infinity, mean);
         // With a NaN element, NaN for the value and every partial (as
         // JAX): sum(x)^2 is NaN, and so is its derivative 2 sum(x).
-        let total = self.add(Op::Reduce(ReduceOp::Sum, x, None), Shape::Scalar);
+        let total = self.reduce(ReduceOp::Sum, x, None);
         let poisoned = self.unary(UnaryOp::Square, total);
         let any_nan = self.apply(BinaryOp::Gt, nans, half);
         let limit = self.select_value(any_nan, poisoned, limit);

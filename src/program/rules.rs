@@ -271,6 +271,12 @@ impl Lowering<'_> {
         }
     }
 
+    /// The scalar `r` of `a` (and `b`, for a reduction of two vectors);
+    /// the shapes are the caller's to have checked.
+    pub(super) fn reduce(&mut self, r: ReduceOp, a: NodeId, b: Option<NodeId>) -> NodeId {
+        self.add(Op::Reduce(r, a, b), Shape::Scalar)
+    }
+
     pub(super) fn unary(&mut self, op: UnaryOp, a: NodeId) -> NodeId {
         if let Some(c) = self.constant_of(a) {
             let value = op.value_and_derivative(c).0;
@@ -289,10 +295,7 @@ impl Lowering<'_> {
     /// depend on it, so its Jacobian I - 1 softmax(z)^T is exact.
     pub(super) fn log_softmax(&mut self, z: NodeId, at: Span, span: Span) -> Parsed<NodeId> {
         let shifted = self.add(Op::ShiftMax(z), self.shape(z));
-        let lse = self.add(
-            Op::Reduce(ReduceOp::LogSumExp, shifted, None),
-            Shape::Scalar,
-        );
+        let lse = self.reduce(ReduceOp::LogSumExp, shifted, None);
         self.elementwise(BinaryOp::Sub, (shifted, at), (lse, at), span)
     }
 
@@ -377,13 +380,13 @@ impl Lowering<'_> {
                         .with_help(format!("`{name}` reduces a vector to a scalar")),
                     ));
                 }
-                Ok(self.add(Op::Reduce(r, x, None), Shape::Scalar))
+                Ok(self.reduce(r, x, None))
             }
             (2, &[(a, lhs), (b, rhs)]) => {
                 let (sa, sb) = (self.shape(a), self.shape(b));
                 match (sa, sb) {
                     (Shape::Vector(m), Shape::Vector(n)) if m == n => {
-                        Ok(self.add(Op::Reduce(r, a, Some(b)), Shape::Scalar))
+                        Ok(self.reduce(r, a, Some(b)))
                     }
                     (Shape::Vector(_), Shape::Vector(_)) => Err(Some(
                         self.error(
@@ -463,9 +466,7 @@ impl Lowering<'_> {
                 let difference = self.elementwise(BinaryOp::Sub, (y, ys), (t, ts), span)?;
                 let squared = self.unary(UnaryOp::Square, difference);
                 match self.shape(squared) {
-                    Shape::Vector(_) => {
-                        Ok(self.add(Op::Reduce(ReduceOp::Mean, squared, None), Shape::Scalar))
-                    }
+                    Shape::Vector(_) => Ok(self.reduce(ReduceOp::Mean, squared, None)),
                     _ => Ok(squared),
                 }
             }
@@ -489,7 +490,7 @@ impl Lowering<'_> {
                 let log_softmax = self.log_softmax(z, zs, span)?;
                 let weighted =
                     self.elementwise(BinaryOp::StrongMul, (t, ts), (log_softmax, zs), span)?;
-                let total = self.add(Op::Reduce(ReduceOp::Sum, weighted, None), Shape::Scalar);
+                let total = self.reduce(ReduceOp::Sum, weighted, None);
                 // 0 - total rather than -1 * total: a loss of 0 is +0.
                 let zero = self.constant(0.0);
                 self.elementwise(BinaryOp::Sub, (zero, span), (total, span), span)
