@@ -1,7 +1,16 @@
-//! The program compiler: turns a vector program and a request into a short
-//! list of generated kernels. Today it compiles the request that the
-//! op-by-op path serves worst, the gradient of a scalar output (batch mean
-//! or per sample), into one fused kernel per batch chunk and one reduction:
+//! The program compiler: turns a program and a request into a short list
+//! of generated kernels. Every WGSL kernel that depends on the program is
+//! written here, in three forms:
+//!
+//! - a gradient (batch mean or per sample, several nodes' gradients as
+//!   sweeps of one kernel), JVP, VJP or small dense Jacobian: one fused
+//!   kernel per batch chunk and one reduction, below;
+//! - the forward pass that the structured plan's products read
+//!   ([`forward`], [`values`]);
+//! - the values and derivatives of an element-wise function of scalars,
+//!   region by region of the schedule's plan ([`elementwise`]).
+//!
+//! The fused kernel:
 //!
 //! 1. `per_sample`: one invocation per sample runs the forward pass with
 //!    every value in registers (vectors as private arrays), then the reverse
@@ -915,13 +924,7 @@ fn bind_variables(program: &Program) -> (Layout<'_>, Vec<usize>, Vec<(usize, usi
 fn prelude(layout: &Layout<'_>, inputs: &[usize], params: &[(usize, usize)]) -> (String, usize) {
     let mut src = shaders::library();
     src.push_str(
-        "\nstruct FusedParams {\n    count: u32,\n    scale: f32,\n    per_invocation: u32,\n    pad0: u32,\n}\n\n\
-         // A zero partial means the operand was not selected (relu below 0,\n\
-         // the losing side of max), and a zero cotangent or tangent means a\n\
-         // path that was not selected further on: either passes nothing on,\n\
-         // even where the other factor is infinite and 0 * inf would be NaN.\n\
-         fn chain_selected(partial: f32, g: f32) -> f32 {\n    \
-         return select(partial * g, 0.0, partial == 0.0 || g == 0.0);\n}\n\n",
+        "\nstruct FusedParams {\n    count: u32,\n    scale: f32,\n    per_invocation: u32,\n    pad0: u32,\n}\n\n",
     );
     let mut binding = 0usize;
     let _ = writeln!(
@@ -1051,6 +1054,7 @@ fn open_samples(
     }
 }
 
+pub mod elementwise;
 mod forward;
 mod passes;
 

@@ -238,7 +238,7 @@ pub(super) fn reverse_pass(
                 };
                 let _ = writeln!(
                     src,
-                    "        {t} = {t} + chain_selected({partial}, {g});\n    }}",
+                    "        {t} = {t} + chain_mul({partial}, {g});\n    }}",
                     t = cot(layout, a, "i"),
                     g = cot(layout, id, "i")
                 );
@@ -254,7 +254,7 @@ pub(super) fn reverse_pass(
                     if needed[operand] {
                         let _ = writeln!(
                             src,
-                            "        {t} = {t} + chain_selected({partial}, {g});",
+                            "        {t} = {t} + chain_mul({partial}, {g});",
                             partial = binary_partial(program, id, slot, "e"),
                             t = cot(layout, operand, "i"),
                             g = cot(layout, id, "i")
@@ -303,7 +303,7 @@ pub(super) fn reverse_pass(
                     if needed[operand] {
                         let _ = writeln!(
                             src,
-                            "        {t} = {t} + chain_selected({}, {share});",
+                            "        {t} = {t} + chain_mul({}, {share});",
                             row_partial(layout, id, &operands, slot),
                             t = cot(layout, operand, "i")
                         );
@@ -368,7 +368,7 @@ pub(super) fn tangent_pass(
         declare(src, &format!("g{id}"), scalar, n);
         // A term of the tangent from operand `o`, if it depends on the input.
         let term = |o: NodeId, partial: &str, i: &str| -> Option<String> {
-            needed[o].then(|| format!("chain_selected({partial}, {})", cot(layout, o, i)))
+            needed[o].then(|| format!("chain_mul({partial}, {})", cot(layout, o, i)))
         };
         let sum = |terms: Vec<Option<String>>| -> String {
             let terms: Vec<String> = terms.into_iter().flatten().collect();

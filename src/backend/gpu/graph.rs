@@ -7,9 +7,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use super::array::{F32_BYTES, GpuArray};
-use super::codegen::{Binding, RegionKernel, region_kernel};
 use super::context::{GpuContext, Kernel};
 use crate::backend::{EvalOutput, reserve_host};
+use crate::compile::elementwise::{self, Binding, RegionKernel};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NodeId};
 use crate::schedule::{self, Fusion};
@@ -42,7 +42,7 @@ impl GpuContext {
         let plan = schedule::elementwise(graph, fusion);
         let mut regions = Vec::with_capacity(plan.regions.len());
         for region in &plan.regions {
-            let generated = region_kernel(graph, region);
+            let generated = elementwise::region(graph, region);
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
             generated.source.hash(&mut hasher);
             let label = format!("fused/{:016x}", hasher.finish());

@@ -6,7 +6,6 @@ mod adapter;
 mod algebra;
 mod array;
 mod ceilings;
-mod codegen;
 mod context;
 mod fused;
 mod fused_forward;

@@ -1,12 +1,22 @@
-//! WGSL for one region of an element-wise plan: a kernel that computes each
-//! node's value and its tangents (one per input the node depends on) in
-//! registers, reading inputs, constants and earlier regions' results, and
-//! writing the region's outputs. The f64 mirror is `Graph::evaluate`. Each
-//! partial meets a tangent through `chain_mul`, so a zero partial (the
-//! losing side of a selection) adds nothing even against an infinite tangent.
+//! Element-wise requests: the values and derivatives of a function of
+//! scalar inputs at every element. Each region of the schedule's plan (the
+//! whole graph when fused, one operation when not) becomes a kernel that
+//! computes each node's value and its tangents (forward mode, one tangent
+//! per input the node depends on) in registers, reading inputs, constants
+//! and earlier regions' results, and writing the region's outputs. Node
+//! values and local partials come from the same op-table calls as every
+//! other compiled kernel (`unary_call`, `binary_call`); the f64 mirror
+//! is `Graph::evaluate`. Each partial meets a tangent through `chain_mul`,
+//! so a zero partial (the losing side of a selection) adds nothing even
+//! against an infinite tangent.
+//!
+//! Forward mode rather than the reverse sweep of a gradient kernel: a
+//! region's outputs are read by later regions as values and tangents, and
+//! with one input (the common case, W1 and W4) both modes cost the same.
 
 use std::fmt::Write;
 
+use super::{binary_call, literal, unary_call};
 use crate::graph::{Graph, NodeId};
 use crate::ops::UnaryOp;
 use crate::program::Op;
@@ -15,7 +25,7 @@ use crate::shaders;
 
 /// Where each binding of a generated kernel gets its buffer, in binding order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Binding {
+pub enum Binding {
     /// The uniform {n, row_stride}.
     Params,
     /// All inputs, one block of n per input.
@@ -33,29 +43,20 @@ pub(crate) enum Binding {
 
 /// A generated kernel and the buffers it binds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RegionKernel {
-    pub(crate) source: String,
-    pub(crate) bindings: Vec<Binding>,
+pub struct RegionKernel {
+    /// WGSL of the kernel.
+    pub source: String,
+    /// What each binding holds, in binding order.
+    pub bindings: Vec<Binding>,
     /// Rows each invocation takes: 4 (read and written as `vec4`, over
     /// buffers of whole quads) for a graph of at most one input, whose
     /// rows are contiguous in every buffer, unless the region has sin, cos
     /// or tan; 1 otherwise.
-    pub(crate) rows_per_invocation: usize,
-}
-
-/// An f32 constant as a WGSL literal that round-trips exactly.
-fn literal(value: f64) -> String {
-    let v = value as f32;
-    let text = format!("{v:?}");
-    if text.contains(['.', 'e', 'E']) {
-        text
-    } else {
-        format!("{text}.0")
-    }
+    pub rows_per_invocation: usize,
 }
 
 /// Generates the kernel for `region` of `graph`.
-pub(crate) fn region_kernel(graph: &Graph, region: &Region) -> RegionKernel {
+pub fn region(graph: &Graph, region: &Region) -> RegionKernel {
     let k = graph.inputs().len();
     let nodes = graph.nodes();
     let computed = |id: NodeId| region.nodes.contains(&id);
@@ -196,17 +197,9 @@ pub(crate) fn region_kernel(graph: &Graph, region: &Region) -> RegionKernel {
     for &id in &region.nodes {
         let deps = graph.deps(id);
         let (call, operands): (String, Vec<(char, NodeId)>) = match nodes[id] {
-            Op::Unary(op, a) => {
-                let call = match op.parameter() {
-                    Some(p) => {
-                        format!("{}_vd(v{a}, {})", op.name(), literal(f64::from(p)))
-                    }
-                    None => format!("{}_vd(v{a})", op.name()),
-                };
-                (call, vec![('y', a)])
-            }
+            Op::Unary(op, a) => (unary_call(op, &format!("v{a}")), vec![('y', a)]),
             Op::Binary(op, a, b) => (
-                format!("{}_vdd(v{a}, v{b})", op.name()),
+                binary_call(op, &format!("v{a}"), &format!("v{b}")),
                 vec![('y', a), ('z', b)],
             ),
             // Variables and constants; a graph has no other node.
