@@ -157,6 +157,14 @@ pub struct FusedGradient {
 }
 
 impl FusedGradient {
+    /// Whether each invocation loops over several samples (a grid apart,
+    /// `params.per_invocation` of them): only where gradients are summed
+    /// over the batch, which then gather in registers. Every other kernel,
+    /// and every forward pass, takes one sample an invocation.
+    pub fn loops_over_samples(&self) -> bool {
+        self.summed_width > 0
+    }
+
     /// Storage bindings the kernel uses, to compare with the device's limit.
     pub fn storage_bindings(&self) -> usize {
         let per_sample = self
@@ -985,6 +993,8 @@ fn hoisted(program: &Program, v: usize) -> bool {
 
 /// The entry point, opened up to the body run for each sample `s` (with
 /// `live` false past the batch); `summed_width` registers accumulate sums.
+/// A kernel that sums loops over `params.per_invocation` samples an
+/// invocation ([`FusedGradient::loops_over_samples`]); any other takes one.
 /// Params are read once per invocation and each input's row once per
 /// sample, into registers.
 fn open_samples(
@@ -998,8 +1008,7 @@ fn open_samples(
         "\n@compute @workgroup_size({WORKGROUP})\n\
          fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,\n        \
          @builtin(num_workgroups) groups: vec3<u32>) {{\n    \
-         let lid = lid3.x;\n    let wg = wid.y * groups.x + wid.x;\n    \
-         let threads = groups.x * groups.y * {WORKGROUP}u;\n"
+         let lid = lid3.x;\n    let wg = wid.y * groups.x + wid.x;\n"
     );
     if summed_width > 0 {
         let _ = writeln!(src, "    var acc: array<f32, {summed_width}>;");
@@ -1021,14 +1030,25 @@ fn open_samples(
             }
         }
     }
-    // Each invocation takes samples a grid apart, so that neighbours read
-    // neighbouring rows and the summed gradients gather in registers before
-    // any workgroup memory is touched.
+    if summed_width > 0 {
+        // Each invocation takes samples a grid apart, so that neighbours
+        // read neighbouring rows and the summed gradients gather in
+        // registers before any workgroup memory is touched.
+        let _ = writeln!(
+            src,
+            "    let threads = groups.x * groups.y * {WORKGROUP}u;\n    \
+             for (var k = 0u; k < params.per_invocation; k = k + 1u) {{\n    \
+             let sample = k * threads + wg * {WORKGROUP}u + lid;"
+        );
+    } else {
+        // Nothing to gather: one sample an invocation, the grid covering
+        // the batch. A loop whose trip count only the uniform knows made
+        // such kernels a third slower on lavapipe.
+        let _ = writeln!(src, "    {{\n    let sample = wg * {WORKGROUP}u + lid;");
+    }
     let _ = writeln!(
         src,
-        "    for (var k = 0u; k < params.per_invocation; k = k + 1u) {{\n    \
-         let sample = k * threads + wg * {WORKGROUP}u + lid;\n    \
-         let live = sample < params.count;\n    let s = min(sample, params.count - 1u);"
+        "    let live = sample < params.count;\n    let s = min(sample, params.count - 1u);"
     );
     // Each input's row is read from memory once, into registers, however
     // many passes read it after.

@@ -109,7 +109,7 @@ impl GpuContext {
         let fixed = crate::compile::sum_trips(plan.summed_width);
         let mut rows = (capacity / widest.max(1))
             .min(max * max * WORKGROUP)
-            .min(self.samples_per_dispatch(plan.trips, fixed));
+            .min(self.samples_per_dispatch((plan.trips, fixed), plan.loops_over_samples()));
         if let Some(fit) = capacity.checked_div(plan.summed_width) {
             // One partial row per launched workgroup, which a 2-D grid pads
             // by up to a row of the grid; the reduction's loop over those
@@ -169,7 +169,8 @@ impl GpuContext {
         sums: Option<(&wgpu::Buffer, usize)>,
     ) -> Result<()> {
         let fixed = crate::compile::sum_trips(plan.summed_width);
-        let ((columns, rows), per_invocation) = self.sample_grid(count, plan.trips, fixed)?;
+        let ((columns, rows), per_invocation) =
+            self.sample_grid(count, (plan.trips, fixed), plan.loops_over_samples())?;
         let launched = columns as usize * rows as usize;
         let uniform = self.uniform(&FusedParams {
             count: count as u32,
@@ -226,19 +227,29 @@ impl GpuContext {
 
     /// The grid of a fused kernel over `count` samples whose loops take at
     /// most `trips` iterations each (plus `fixed` once per invocation), and
-    /// how many samples each invocation takes: few enough that an
-    /// invocation's loop iterations stay within what software drivers run.
+    /// how many samples each invocation takes: one unless the kernel
+    /// `loops` over samples, and then few enough that an invocation's loop
+    /// iterations stay within what software drivers run.
     pub(super) fn sample_grid(
         &self,
         count: usize,
-        trips: usize,
-        fixed: usize,
+        (trips, fixed): (usize, usize),
+        loops: bool,
     ) -> Result<((u32, u32), usize)> {
-        let per_invocation_max = per_invocation_max(trips, fixed);
+        let per_invocation_max = if loops {
+            per_invocation_max(trips, fixed)
+        } else {
+            1
+        };
         let max = self.limits.max_workgroups_per_dimension as usize;
+        let target = if loops {
+            target_groups(&self.adapter().device_type)
+        } else {
+            usize::MAX
+        };
         let groups = count
             .div_ceil(WORKGROUP)
-            .min(target_groups(&self.adapter().device_type))
+            .min(target)
             .max(count.div_ceil(WORKGROUP * per_invocation_max))
             .max(1);
         if groups > max * max {
@@ -253,10 +264,20 @@ impl GpuContext {
         Ok((grid, count.div_ceil(launched * WORKGROUP)))
     }
 
-    /// The most samples one dispatch of a kernel of `trips` takes.
-    pub(super) fn samples_per_dispatch(&self, trips: usize, fixed: usize) -> usize {
+    /// The most samples one dispatch of a kernel of `trips` takes (see
+    /// [`GpuContext::sample_grid`]).
+    pub(super) fn samples_per_dispatch(
+        &self,
+        (trips, fixed): (usize, usize),
+        loops: bool,
+    ) -> usize {
         let max = self.limits.max_workgroups_per_dimension as usize;
-        max * max * WORKGROUP * per_invocation_max(trips, fixed)
+        let per_invocation = if loops {
+            per_invocation_max(trips, fixed)
+        } else {
+            1
+        };
+        max * max * WORKGROUP * per_invocation
     }
 
     fn param_buffer(

@@ -82,7 +82,7 @@ impl GpuContext {
             });
         for s in 0..layout.segments() {
             let count = layout.samples_in(s);
-            let (grid, per_invocation) = self.sample_grid(count, plan.trips, 0)?;
+            let (grid, per_invocation) = self.sample_grid(count, (plan.trips, 0), false)?;
             let uniform = self.uniform(&FusedParams {
                 count: count as u32,
                 scale: 1.0,

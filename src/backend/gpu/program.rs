@@ -283,7 +283,9 @@ impl GpuContext {
             let limit = self.device.limits().max_storage_buffers_per_shader_stage as usize;
             let bindings =
                 plan.inputs.len() + usize::from(!plan.params.is_empty()) + plan.outputs.len();
-            if bindings <= limit && layout.per_segment <= self.samples_per_dispatch(plan.trips, 0) {
+            if bindings <= limit
+                && layout.per_segment <= self.samples_per_dispatch((plan.trips, 0), false)
+            {
                 return self
                     .fused_forward(&plan, program, variables, layout)
                     .map(Some);
