@@ -107,3 +107,67 @@ fn every_reduction_on_every_gpu_path_matches_the_cpu_path() {
         }
     }
 }
+
+/// A two-operand reduction with a param on the other side (`dot(h, w)`, w
+/// a param) has one row for the whole batch: its local Jacobian is Shared,
+/// so the planner prices what the backends run (it priced a row per
+/// sample). Jacobians and batch-mean gradients on the GPU's paths and the
+/// CPU path against the f64 oracle, sample by sample.
+#[test]
+fn a_param_on_the_other_side_is_one_shared_row() {
+    use chainrule::jacobian::Structure;
+    use chainrule::program::Op;
+    let mut rng = common::rng("a param on the other side");
+    let batch = 5;
+    let mut backends = vec![(Backend::Cpu(CpuBackend), "cpu")];
+    if let Some(context) = common::gpu() {
+        backends.push((Backend::Gpu(context), "gpu"));
+    }
+    for r in ReduceOp::catalogue().into_iter().filter(|r| r.arity() == 2) {
+        for n in [7, 300, 1500] {
+            let text = format!("input x[{n}]\nparam w[{n}]\nh = sin(x)\noutput {r}(h, w) * 1.5");
+            let program = Program::parse(&text).expect("parses");
+            let reduction = program
+                .nodes
+                .iter()
+                .position(|op| matches!(op, Op::Reduce(..)))
+                .expect("a reduction");
+            let local = program.local_jacobian(reduction, 0).expect("local");
+            assert_eq!(local.shape.structure, Structure::Shared, "{r}(h, w)");
+            let (x, w) = inputs(&mut rng, batch, n);
+            let w = &w[..n];
+            let vars: [(&str, &[f32]); 2] = [("x", &x), ("w", w)];
+            let wide = |v: &[f32]| -> Vec<f64> { v.iter().map(|&e| f64::from(e)).collect() };
+            let x_index = program.variable("x").expect("x");
+            let w_index = program.variable("w").expect("w");
+            let mut oracle = Vec::new();
+            let mut mean_dw = vec![0.0; n];
+            for b in 0..batch {
+                let at = [wide(&x[b * n..(b + 1) * n]), wide(w)];
+                let refs = [at[0].as_slice(), at[1].as_slice()];
+                oracle.extend(program.jacobian_dense(&refs, x_index).expect("oracle"));
+                let dw = program.jacobian_dense(&refs, w_index).expect("oracle");
+                for (m, d) in mean_dw.iter_mut().zip(dw) {
+                    *m += d / batch as f64;
+                }
+            }
+            for (backend, path) in &backends {
+                let label = format!("{r}(h, w), n = {n}, {path}");
+                let got = backend.jacobian(&program, "x", &vars).expect("jacobian");
+                let got = got.jacobian.try_to_dense(batch).expect("dense");
+                let got: Vec<f32> = got.into_iter().map(|v| v as f32).collect();
+                let want: Vec<f32> = oracle.iter().map(|&v| v as f32).collect();
+                common::close_to_cpu(&format!("{label}: Jacobian"), &got, &want);
+                let gradient = backend
+                    .gradient(&program, &["w"], &vars, Reduction::Mean)
+                    .expect("gradient");
+                let want: Vec<f32> = mean_dw.iter().map(|&v| v as f32).collect();
+                common::close_to_cpu(
+                    &format!("{label}: d/dw"),
+                    &gradient.gradients[0].values,
+                    &want,
+                );
+            }
+        }
+    }
+}

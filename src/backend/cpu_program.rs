@@ -195,6 +195,16 @@ impl CpuAlgebra<'_> {
                     data,
                 }
             }
+            // A param's values, one copy per sample here: the first is
+            // the row the whole batch shares.
+            Entries::Values(other) if structure == Structure::Shared => Jacobian::Shared {
+                rows,
+                cols,
+                data: self.forward.values[other]
+                    .get(..rows * cols)
+                    .ok_or_else(|| Error::Shape("the batch is empty".into()))?
+                    .to_vec(),
+            },
             Entries::Values(other) => Jacobian::Dense {
                 batch,
                 rows,
