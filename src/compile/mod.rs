@@ -162,7 +162,7 @@ impl FusedGradient {
     /// over the batch, which then gather in registers. Every other kernel,
     /// and every forward pass, takes one sample an invocation.
     pub fn loops_over_samples(&self) -> bool {
-        self.summed_width > 0
+        loops_over_samples(self.summed_width)
     }
 
     /// Storage bindings the kernel uses, to compare with the device's limit.
@@ -991,6 +991,12 @@ fn hoisted(program: &Program, v: usize) -> bool {
     })
 }
 
+/// Whether a kernel summing `summed_width` floats over the batch loops
+/// over several samples an invocation ([`FusedGradient::loops_over_samples`]).
+fn loops_over_samples(summed_width: usize) -> bool {
+    summed_width > 0
+}
+
 /// The entry point, opened up to the body run for each sample `s` (with
 /// `live` false past the batch); `summed_width` registers accumulate sums.
 /// A kernel that sums loops over `params.per_invocation` samples an
@@ -1030,7 +1036,7 @@ fn open_samples(
             }
         }
     }
-    if summed_width > 0 {
+    if loops_over_samples(summed_width) {
         // Each invocation takes samples a grid apart, so that neighbours
         // read neighbouring rows and the summed gradients gather in
         // registers before any workgroup memory is touched.

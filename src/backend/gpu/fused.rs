@@ -24,9 +24,14 @@ pub(super) struct FusedParams {
 /// several samples, which gathers summed gradients in registers and keeps
 /// the partial sums few. 1024 x 256 invocations fill the largest GPUs.
 /// Samples one invocation may take when each costs `trips` loop
-/// iterations and the invocation `fixed` more.
-fn per_invocation_max(trips: usize, fixed: usize) -> usize {
-    (MAX_TRIPS.saturating_sub(fixed) / trips.max(1)).max(1)
+/// iterations and the invocation `fixed` more: one unless the kernel
+/// `loops` over samples.
+fn per_invocation_max((trips, fixed): (usize, usize), loops: bool) -> usize {
+    if loops {
+        (MAX_TRIPS.saturating_sub(fixed) / trips.max(1)).max(1)
+    } else {
+        1
+    }
 }
 
 /// A software adapter runs workgroups one after another on a few cores,
@@ -226,21 +231,17 @@ impl GpuContext {
     }
 
     /// The grid of a fused kernel over `count` samples whose loops take at
-    /// most `trips` iterations each (plus `fixed` once per invocation), and
+    /// most `trips.0` iterations each (plus `trips.1` once per invocation), and
     /// how many samples each invocation takes: one unless the kernel
     /// `loops` over samples, and then few enough that an invocation's loop
     /// iterations stay within what software drivers run.
     pub(super) fn sample_grid(
         &self,
         count: usize,
-        (trips, fixed): (usize, usize),
+        trips: (usize, usize),
         loops: bool,
     ) -> Result<((u32, u32), usize)> {
-        let per_invocation_max = if loops {
-            per_invocation_max(trips, fixed)
-        } else {
-            1
-        };
+        let per_invocation_max = per_invocation_max(trips, loops);
         let max = self.limits.max_workgroups_per_dimension as usize;
         let target = if loops {
             target_groups(&self.adapter().device_type)
@@ -266,18 +267,9 @@ impl GpuContext {
 
     /// The most samples one dispatch of a kernel of `trips` takes (see
     /// [`GpuContext::sample_grid`]).
-    pub(super) fn samples_per_dispatch(
-        &self,
-        (trips, fixed): (usize, usize),
-        loops: bool,
-    ) -> usize {
+    pub(super) fn samples_per_dispatch(&self, trips: (usize, usize), loops: bool) -> usize {
         let max = self.limits.max_workgroups_per_dimension as usize;
-        let per_invocation = if loops {
-            per_invocation_max(trips, fixed)
-        } else {
-            1
-        };
-        max * max * WORKGROUP * per_invocation
+        max * max * WORKGROUP * per_invocation_max(trips, loops)
     }
 
     fn param_buffer(
