@@ -182,12 +182,16 @@ fn cross_norm_prod_max_min() {
         &["A"],
         &mut rng,
     );
-    check(
-        "prod",
-        "input x[7]\ny = prod(x)\noutput y",
-        &["x"],
-        &mut rng,
-    );
+    // Every shape of the product's tree: one element, even, odd, and a
+    // power of two.
+    for n in [1, 2, 3, 7, 8] {
+        check(
+            &format!("prod of {n}"),
+            &format!("input x[{n}]\ny = prod(x)\noutput y"),
+            &["x"],
+            &mut rng,
+        );
+    }
     check(
         "max and min",
         "input x[6]\ny = max(x) * 2 - min(x) + max(x[0], x[1])\noutput y",
