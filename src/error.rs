@@ -54,6 +54,18 @@ pub enum Error {
         limit: u64,
     },
 
+    /// Host memory for a result could not be allocated (a dense Jacobian
+    /// of a long vector, say); nothing was computed.
+    #[error(
+        "{what} needs {needed} bytes of host memory, which could not be allocated; ask for less (a smaller batch, or a JVP or VJP instead of the whole Jacobian)"
+    )]
+    HostMemory {
+        /// What was to be allocated.
+        what: String,
+        /// Bytes needed.
+        needed: u64,
+    },
+
     /// A kernel would need a loop longer than software drivers execute
     /// (they stop a loop after 65,535 iterations without an error, so
     /// chainrule refuses up front rather than return a wrong result).

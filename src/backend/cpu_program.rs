@@ -106,7 +106,7 @@ impl JacobianAlgebra for CpuAlgebra<'_> {
             batch: self.forward.batch,
             rows,
             cols,
-            data: vec![0.0; self.forward.batch * rows * cols],
+            data: crate::jacobian::zeros(&[self.forward.batch, rows, cols], &"a zero Jacobian")?,
         }))
     }
 

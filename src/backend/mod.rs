@@ -123,10 +123,9 @@ pub(crate) fn host_vec(len: usize, what: &str) -> Result<Vec<f32>> {
 /// abort) when memory is short.
 pub(crate) fn reserve_host(len: usize, what: &str) -> Result<Vec<f32>> {
     let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| Error::TooLarge {
-        what: format!("{what} in host memory"),
+    v.try_reserve_exact(len).map_err(|_| Error::HostMemory {
+        what: what.to_string(),
         needed: (len as u64).saturating_mul(4),
-        limit: 0,
     })?;
     Ok(v)
 }

@@ -7,7 +7,7 @@
 //! is itself the answer or meets another term in a sum that overlaps it.
 
 use crate::error::{Error, Result};
-use crate::jacobian::Jacobian;
+use crate::jacobian::{Jacobian, zeros};
 
 /// A rows x cols matrix whose row r is the unit row picking column
 /// `pick[r]`, or zero where `pick[r]` is `None`; the same for every sample.
@@ -58,8 +58,8 @@ impl Selection {
     }
 
     /// The selection as a Shared matrix, for a result or an overlapping sum.
-    fn to_shared(&self) -> Jacobian {
-        let mut data = vec![0.0; self.rows() * self.cols];
+    fn to_shared(&self) -> Result<Jacobian> {
+        let mut data = zeros(&[self.rows(), self.cols], &"a selection's matrix")?;
         for (r, c) in self.pick.iter().enumerate() {
             if let Some(c) = c
                 && let Some(one) = data.get_mut(r * self.cols + c)
@@ -67,11 +67,11 @@ impl Selection {
                 *one = 1.0;
             }
         }
-        Jacobian::Shared {
+        Ok(Jacobian::Shared {
             rows: self.rows(),
             cols: self.cols,
             data,
-        }
+        })
     }
 }
 
@@ -151,7 +151,7 @@ fn gather_rows(s: &Selection, j: &Jacobian, batch: usize) -> Result<CpuJacobian>
         return Ok(CpuJacobian::Selection(s.clone()));
     }
     let samples = if per_sample { batch } else { 1 };
-    let mut data = vec![0.0; samples * s.rows() * cols];
+    let mut data = zeros(&[samples, s.rows(), cols], &"a selection's product")?;
     for b in 0..samples {
         for (r, c) in s.pick.iter().enumerate() {
             if let Some(c) = *c {
@@ -189,7 +189,7 @@ fn scatter_cols(j: &Jacobian, s: &Selection, batch: usize) -> Result<CpuJacobian
     let (rows, cols) = (j.rows(), s.cols);
     let per_sample = !matches!(j, Jacobian::Shared { .. });
     let samples = if per_sample { batch } else { 1 };
-    let mut data = vec![0.0; samples * rows * cols];
+    let mut data = zeros(&[samples, rows, cols], &"a selection's product")?;
     for b in 0..samples {
         for (k, c) in s.pick.iter().enumerate() {
             let Some(c) = *c else { continue };
@@ -214,9 +214,9 @@ fn scatter_cols(j: &Jacobian, s: &Selection, batch: usize) -> Result<CpuJacobian
 
 impl CpuJacobian {
     /// The value as a structured Jacobian, a selection as Shared.
-    pub(crate) fn into_jacobian(self) -> Jacobian {
+    pub(crate) fn into_jacobian(self) -> Result<Jacobian> {
         match self {
-            CpuJacobian::Structured(j) => j,
+            CpuJacobian::Structured(j) => Ok(j),
             CpuJacobian::Selection(s) => s.to_shared(),
         }
     }
@@ -257,7 +257,7 @@ impl CpuJacobian {
             let pick = a.pick.iter().zip(&b.pick).map(|(x, y)| x.or(*y)).collect();
             return Ok(CpuJacobian::Selection(Selection { cols: a.cols, pick }));
         }
-        let (a, b) = (self.into_jacobian(), other.into_jacobian());
+        let (a, b) = (self.into_jacobian()?, other.into_jacobian()?);
         Ok(CpuJacobian::Structured(a.sum(&b, batch)?))
     }
 }
@@ -267,11 +267,11 @@ mod tests {
     use super::*;
 
     fn dense(j: CpuJacobian, batch: usize) -> Vec<f64> {
-        j.into_jacobian().to_dense(batch)
+        j.into_jacobian().expect("a matrix").to_dense(batch)
     }
 
     #[test]
-    fn gathers_and_scatters_match_the_matrix_products() {
+    fn gathers_and_scatters_match_the_matrix_products() -> Result<()> {
         let batch = 2;
         let d = Jacobian::Dense {
             batch,
@@ -287,7 +287,7 @@ mod tests {
         let s = Selection::rows_of_identity(1, 2, 3);
         let place = Selection::placed(1, 3, 5);
         for j in [d, diag.clone()] {
-            let by_matrix = s.to_shared().product(&j, batch).map(|p| p.to_dense(batch));
+            let by_matrix = s.to_shared()?.product(&j, batch).map(|p| p.to_dense(batch));
             let by_gather = CpuJacobian::Selection(s.clone())
                 .product(CpuJacobian::Structured(j), batch)
                 .map(|p| dense(p, batch));
@@ -300,7 +300,7 @@ mod tests {
             data: (0..20).map(f64::from).collect(),
         };
         let by_matrix = j
-            .product(&place.to_shared(), batch)
+            .product(&place.to_shared()?, batch)
             .map(|p| p.to_dense(batch));
         let by_scatter = CpuJacobian::Structured(j)
             .product(CpuJacobian::Selection(place.clone()), batch)
@@ -308,8 +308,8 @@ mod tests {
         assert_eq!(by_matrix.ok(), by_scatter.ok());
         let slice = Selection::rows_of_identity(1, 3, 4);
         let by_matrix = place
-            .to_shared()
-            .product(&slice.to_shared(), batch)
+            .to_shared()?
+            .product(&slice.to_shared()?, batch)
             .map(|p| p.to_dense(batch));
         let composed = CpuJacobian::Selection(place)
             .product(CpuJacobian::Selection(slice), batch)
@@ -317,5 +317,6 @@ mod tests {
         assert_eq!(by_matrix.ok(), composed.ok());
         let overlapping = CpuJacobian::Selection(s.clone()).sum(CpuJacobian::Selection(s), batch);
         assert!(matches!(overlapping, Ok(CpuJacobian::Structured(_))));
+        Ok(())
     }
 }

@@ -481,7 +481,7 @@ impl Backend {
                     forward: &forward,
                     seed,
                 };
-                let jacobian = run_plan(&plan, &mut algebra, n)?.into_jacobian();
+                let jacobian = run_plan(&plan, &mut algebra, n)?.into_jacobian()?;
                 let values = forward.values[program.output]
                     .iter()
                     .map(|&v| v as f32)
@@ -504,7 +504,7 @@ impl Backend {
                             batch,
                             rows: shape.rows,
                             cols: shape.cols,
-                            data: vec![0.0; batch * shape.rows * shape.cols],
+                            data: crate::jacobian::zeros(&[batch, shape.rows, shape.cols], &shape)?,
                         },
                         values,
                         plan,

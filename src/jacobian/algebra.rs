@@ -6,7 +6,7 @@
 //! factor gives zero even against an infinite or NaN one, so a path through
 //! a zero partial contributes nothing, in whatever order a chain is taken.
 
-use super::{Jacobian, Structure, checked_len, product_shape, sum_shape};
+use super::{Jacobian, Structure, checked_len, product_shape, sum_shape, zeros};
 use crate::error::{Error, Result};
 use crate::ops::chain_mul;
 
@@ -109,7 +109,7 @@ pub(super) fn product(left: &Jacobian, right: &Jacobian, batch: usize) -> Result
         }
         (Jacobian::Shared { data: a, .. }, Jacobian::Shared { data: b, .. }) => {
             // One product for the whole batch: the point of keeping it shared.
-            let mut data = vec![0.0; checked_len(&[m, n], &shape)?];
+            let mut data = zeros(&[m, n], &shape)?;
             matmul_add(&mut data, a, b, k, n);
             return Ok(Jacobian::Shared {
                 rows: m,
@@ -120,7 +120,7 @@ pub(super) fn product(left: &Jacobian, right: &Jacobian, batch: usize) -> Result
         _ => {}
     }
     debug_assert_eq!(shape.structure, Structure::Dense);
-    let mut data = vec![0.0; checked_len(&[batch, m, n], &shape)?];
+    let mut data = zeros(&[batch, m, n], &shape)?;
     match (left, right) {
         (Jacobian::Diagonal { .. }, _) => for_each_sample(&mut data, m * n, |b, out| {
             // Scale row i of the right operand by d_i.
@@ -163,7 +163,7 @@ pub(super) fn sum(a: &Jacobian, b: &Jacobian, batch: usize) -> Result<Jacobian> 
     Ok(match shape.structure {
         // Both are identities or diagonals: add the diagonals.
         Structure::Identity | Structure::Diagonal => {
-            let mut data = vec![0.0; checked_len(&[batch, n], &shape)?];
+            let mut data = zeros(&[batch, n], &shape)?;
             for term in [a, b] {
                 match term {
                     Jacobian::Diagonal { data: d, .. } => {
@@ -176,7 +176,7 @@ pub(super) fn sum(a: &Jacobian, b: &Jacobian, batch: usize) -> Result<Jacobian> 
         }
         // Both are shared, or one is an identity: one matrix still serves all.
         Structure::Shared => {
-            let mut data = vec![0.0; checked_len(&[m, n], &shape)?];
+            let mut data = zeros(&[m, n], &shape)?;
             for term in [a, b] {
                 match term {
                     Jacobian::Shared { data: s, .. } => {
@@ -196,7 +196,7 @@ pub(super) fn sum(a: &Jacobian, b: &Jacobian, batch: usize) -> Result<Jacobian> 
             return Err(Error::Shape("a sum cannot be a selection".into()));
         }
         Structure::Dense => {
-            let mut data = vec![0.0; checked_len(&[batch, m, n], &shape)?];
+            let mut data = zeros(&[batch, m, n], &shape)?;
             a.add_into_dense(&mut data);
             b.add_into_dense(&mut data);
             Jacobian::Dense {
@@ -234,7 +234,7 @@ pub(super) fn jvp(j: &Jacobian, tangents: &[f64], batch: usize) -> Result<Vec<f6
             .map(|(&d, &v)| chain_mul(d, v))
             .collect(),
         Jacobian::Shared { .. } | Jacobian::Dense { .. } => {
-            let mut out = vec![0.0; checked_len(&[batch, m], &j.shape())?];
+            let mut out = zeros(&[batch, m], &j.shape())?;
             if n > 0 {
                 for_each_sample(&mut out, m, |b, out| {
                     let v = &tangents[b * n..(b + 1) * n];
@@ -260,7 +260,7 @@ pub(super) fn vjp(j: &Jacobian, cotangents: &[f64], batch: usize) -> Result<Vec<
             .map(|(&d, &u)| chain_mul(d, u))
             .collect(),
         Jacobian::Shared { .. } | Jacobian::Dense { .. } => {
-            let mut out = vec![0.0; checked_len(&[batch, n], &j.shape())?];
+            let mut out = zeros(&[batch, n], &j.shape())?;
             // u^T J is a combination of J's rows weighted by u.
             for_each_sample(&mut out, n, |b, out| {
                 let u = &cotangents[b * m..(b + 1) * m];

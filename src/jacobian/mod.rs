@@ -339,6 +339,21 @@ pub(crate) fn checked_len(dims: &[usize], what: &dyn fmt::Display) -> Result<usi
     }
 }
 
+/// Zeros for an array of `dims` f64 values, or an error if the length
+/// overflows or the host cannot allocate it: a dense Jacobian of a long
+/// vector can ask for more memory than there is, which must be an error,
+/// not an abort.
+pub(crate) fn zeros(dims: &[usize], what: &dyn fmt::Display) -> Result<Vec<f64>> {
+    let len = checked_len(dims, what)?;
+    let mut data = Vec::new();
+    data.try_reserve_exact(len).map_err(|_| Error::HostMemory {
+        what: what.to_string(),
+        needed: (len as u64).saturating_mul(8),
+    })?;
+    data.resize(len, 0.0);
+    Ok(data)
+}
+
 impl Jacobian {
     /// A diagonal Jacobian, checked: `data` must hold `batch * n` values.
     pub fn diagonal(batch: usize, n: usize, data: Vec<f64>) -> Result<Self> {
@@ -420,17 +435,13 @@ impl Jacobian {
         Ok(())
     }
 
-    /// Length of the dense view: B x rows x cols.
-    fn dense_len(&self, batch: usize) -> Result<usize> {
-        let shape = self.shape();
-        checked_len(&[batch, shape.rows, shape.cols], &shape)
-    }
-
     /// The dense view, B x rows x cols, or an error if the Jacobian is
     /// inconsistent with `batch` or the view would not fit in memory.
     pub fn try_to_dense(&self, batch: usize) -> Result<Vec<f64>> {
         self.validate(batch)?;
-        let mut out = vec![0.0; self.dense_len(batch)?];
+        let shape = self.shape();
+        let what = format!("the dense view of {batch} samples' {shape} Jacobian");
+        let mut out = zeros(&[batch, shape.rows, shape.cols], &what)?;
         self.add_into_dense(&mut out);
         Ok(out)
     }
@@ -514,6 +525,24 @@ mod tests {
         };
         assert!(product_shape(not_square, JacShape::dense(3, 1), 1).is_err());
         assert!(sum_shape(not_square, not_square, 1).is_err());
+    }
+
+    #[test]
+    fn a_dense_view_past_memory_is_an_error_not_an_abort() {
+        // 1e18 bytes: within isize, beyond any machine's memory.
+        let n = 353_553_391;
+        match (Jacobian::Identity { n }).try_to_dense(1) {
+            Err(Error::HostMemory { needed, .. }) => assert!(needed >= 1_000_000_000_000_000_000),
+            other => panic!(
+                "expected a host-memory error, got {:?}",
+                other.map(|v| v.len())
+            ),
+        }
+        // A length past isize is refused before any allocation.
+        assert!(matches!(
+            (Jacobian::Identity { n: 1 << 40 }).try_to_dense(2),
+            Err(Error::TooLarge { .. })
+        ));
     }
 
     #[test]
