@@ -302,8 +302,9 @@ impl Backend {
                         .get(node)
                         .cloned()
                         .flatten()
-                        .map(|j| j.into_jacobian().to_dense(batch))
-                        .ok_or_else(|| Error::Shape(format!("node {node} got no cotangent")))
+                        .ok_or_else(|| Error::Shape(format!("node {node} got no cotangent")))?
+                        .into_jacobian()?
+                        .try_to_dense(batch)
                 };
                 let mut gradients = Vec::new();
                 for (&variable, target) in indices.iter().zip(&targets) {
@@ -590,7 +591,7 @@ fn check_request(program: &Program, wrt: &[&str]) -> Result<()> {
     program.check()?;
     if program.shapes[program.output] != Shape::Scalar {
         return Err(Error::Shape(format!(
-            "a gradient needs a scalar output, but `{}` is {}; reduce it (sum, mean, mse, cross_entropy) or use jacobian / vjp",
+            "a gradient needs a scalar output, but `{}` is {}; reduce it (sum, mean, mse, cross_entropy), or take its Jacobian (`chainrule jacobian`, or `Backend::jacobian` and `Backend::vjp` from Rust)",
             program.output_name, program.shapes[program.output]
         )));
     }

@@ -9,6 +9,18 @@ use crate::lang::{BinOp, Expr, ParseError, Span, suggest};
 use crate::ops::functions;
 use crate::ops::{BinaryOp, ReduceOp, UnaryOp};
 
+/// Other libraries' names for functions this language spells otherwise
+/// (NumPy's and JAX's `log` is `ln` here), for the unknown-function help.
+const OTHER_NAMES: [(&str, &str); 7] = [
+    ("log", "ln"),
+    ("arctan", "atan"),
+    ("arcsinh", "asinh"),
+    ("arccosh", "acosh"),
+    ("arctanh", "atanh"),
+    ("power", "pow"),
+    ("absolute", "abs"),
+];
+
 impl Lowering<'_> {
     /// `op` on two scalar nodes, for the factors of a scaled matrix.
     pub(super) fn scale(&mut self, op: BinaryOp, a: Option<NodeId>, b: NodeId) -> NodeId {
@@ -319,7 +331,12 @@ impl Lowering<'_> {
         if !functions().contains(&name) && !vector_functions().contains(&name) && !internal {
             let mut known: Vec<&str> = functions();
             known.extend(vector_functions());
-            let help = match suggest(name, &known) {
+            let alias = OTHER_NAMES
+                .iter()
+                .find(|&&(other, _)| other == name)
+                .map(|&(_, ours)| ours)
+                .filter(|ours| known.contains(ours));
+            let help = match alias.or_else(|| suggest(name, &known)) {
                 Some(near) => format!("did you mean `{near}`?"),
                 None => format!("known functions: {}", known.join(", ")),
             };
