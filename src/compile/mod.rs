@@ -1,6 +1,8 @@
 //! The program compiler: turns a program and a request into a short list
-//! of generated kernels. Every WGSL kernel that depends on the program is
-//! written here, in three forms:
+//! of generated kernels. Every kernel generated from a program's nodes is
+//! written here (the one exception: the tiled product's epilogue, in the
+//! GPU backend's `products.rs`, which puts one op-table call in place of
+//! a static kernel's store), in three forms:
 //!
 //! - a gradient (batch mean or per sample, several nodes' gradients as
 //!   sweeps of one kernel), JVP, VJP or small dense Jacobian: one fused
