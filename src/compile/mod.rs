@@ -209,8 +209,9 @@ pub(crate) fn literal(value: f64) -> String {
     }
 }
 
-/// The WGSL call giving vec2(value, derivative) of `op` at `x`.
-fn unary_call(op: UnaryOp, x: &str) -> String {
+/// The WGSL call giving vec2(value, derivative) of `op` at `x`: every
+/// generated kernel's, the layer epilogue's included.
+pub(crate) fn unary_call(op: UnaryOp, x: &str) -> String {
     match op.parameter() {
         Some(p) => format!("{}_vd({x}, {})", op.name(), literal(f64::from(p))),
         None => format!("{}_vd({x})", op.name()),

@@ -9,6 +9,7 @@ use super::array::F32_BYTES;
 use super::context::GpuContext;
 use super::jacobian::{BatchLayout, GpuJacobian, Segments, WORKGROUP, shape_error};
 use super::rows::{RowOp, RowOperand};
+use crate::compile::unary_call;
 use crate::error::{Error, Result};
 use crate::ops::UnaryOp;
 
@@ -678,17 +679,13 @@ const PLAIN_STORE: &str = "fn store(at: u32, col: u32, v: f32) {\n    c[at] = v;
 /// functions.
 fn epilogue_source(bias: bool, activation: Option<UnaryOp>, derivative: bool) -> String {
     let z = if bias { "v + col_scale[col]" } else { "v" };
-    let call = |f: UnaryOp| match f.parameter() {
-        Some(p) => format!("{}_vd({z}, {p:?})", f.name()),
-        None => format!("{}_vd({z})", f.name()),
-    };
     let store = match activation {
         Some(f) if !derivative => format!(
             "fn store(at: u32, col: u32, v: f32) {{\n    c[at] = {}.x;\n}}\n",
-            call(f)
+            unary_call(f, z)
         ),
         Some(f) => {
-            let call = call(f);
+            let call = unary_call(f, z);
             format!(
                 "@group(0) @binding(7) var<storage, read_write> derivative: array<f32>;\n\n\
                  fn store(at: u32, col: u32, v: f32) {{\n    let e = {call};\n    \
