@@ -8,7 +8,7 @@
 //! diagonal Jacobian (section 4.4), `W @ x` has W (4.5), a sum has a row of
 //! ones (4.6), and a scalar expanded across a vector has a column (4.4).
 
-use super::{Kind, NodeId, Op, Program};
+use super::{NodeId, Op, Program};
 use crate::error::{Error, Result};
 use crate::jacobian::{JacShape, Structure};
 use crate::ops::{BinaryOp, RowPartial};
@@ -131,9 +131,7 @@ impl Program {
                     let other = if slot == 0 { b.unwrap_or(a) } else { a };
                     // A param on the other side (`dot(x, w)`) is one row
                     // for the whole batch.
-                    let param = matches!(self.nodes.get(other), Some(&Op::Variable(v))
-                        if self.variables.get(v).is_some_and(|v| v.kind == Kind::Param));
-                    let structure = if param {
+                    let structure = if self.is_param_node(other) {
                         Structure::Shared
                     } else {
                         Structure::Dense

@@ -304,6 +304,12 @@ impl Program {
         self.of_kind(Kind::Param)
     }
 
+    /// Whether node `id` is a param's variable: the same for every sample.
+    pub fn is_param_node(&self, id: NodeId) -> bool {
+        matches!(self.nodes.get(id), Some(&Op::Variable(v))
+            if self.variables.get(v).is_some_and(|v| v.kind == Kind::Param))
+    }
+
     fn of_kind(&self, kind: Kind) -> Vec<usize> {
         (0..self.variables.len())
             .filter(|&i| self.variables.get(i).is_some_and(|v| v.kind == kind))

@@ -853,9 +853,7 @@ fn layers(program: &Program) -> Vec<Option<Layer>> {
         _ => None,
     };
     let is_bias = |id: NodeId, like: NodeId| {
-        matches!(program.nodes[id], Op::Variable(v)
-            if program.variables.get(v).is_some_and(|v| v.kind == Kind::Param))
-            && program.shapes[id] == program.shapes[like]
+        program.is_param_node(id) && program.shapes[id] == program.shapes[like]
     };
     (0..program.nodes.len())
         .map(|id| {
