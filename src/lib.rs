@@ -34,6 +34,8 @@ pub mod ops;
 pub mod program;
 pub mod schedule;
 pub mod shaders;
+#[cfg(test)]
+mod testing;
 
 pub use backend::cpu::CpuBackend;
 pub use backend::gpu::{

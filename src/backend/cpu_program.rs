@@ -1,6 +1,8 @@
 //! Vector programs on the CPU in f64: the forward pass over a batch and the
-//! algebra that runs a Jacobian plan on the reference structured Jacobians.
-//! The same plans as the GPU runs, so the two can be compared step for step.
+//! algebra that runs a structured Jacobian plan on the reference structured
+//! Jacobians, for the requests the program compiler leaves to that plan.
+//! The same plans as the GPU runs, so the two can be compared step for step;
+//! compiled requests run in `compiled.rs`.
 
 use crate::backend::chain::JacobianAlgebra;
 use crate::backend::selection::{CpuJacobian, Selection};

@@ -216,26 +216,24 @@ impl Backend {
         for (request, line) in requests.iter().zip(&lines) {
             check_request(line, request.wrt)?;
         }
-        if let Backend::Gpu(context) = self {
-            let (bound, batch) = bind(program, variables)?;
-            let mut sweeps = Vec::new();
-            for request in requests {
-                let Some(of) = program.line(request.of) else {
-                    return Err(Error::InvalidArgument(format!(
-                        "`{}` is not a line of the program",
-                        request.of
-                    )));
-                };
-                let indices: Vec<usize> = request
-                    .wrt
-                    .iter()
-                    .map(|name| variable_index(program, name))
-                    .collect::<Result<_>>()?;
-                sweeps.push((of, indices, request.reduction));
-            }
-            if let Some(outs) = fused(context, program, &sweeps, &bound, batch)? {
-                return Ok(outs);
-            }
+        let (bound, batch) = bind(program, variables)?;
+        let mut sweeps = Vec::new();
+        for request in requests {
+            let Some(of) = program.line(request.of) else {
+                return Err(Error::InvalidArgument(format!(
+                    "`{}` is not a line of the program",
+                    request.of
+                )));
+            };
+            let indices: Vec<usize> = request
+                .wrt
+                .iter()
+                .map(|name| variable_index(program, name))
+                .collect::<Result<_>>()?;
+            sweeps.push((of, indices, request.reduction));
+        }
+        if let Some(outs) = fused(self, program, &sweeps, &bound, batch)? {
+            return Ok(outs);
         }
         requests
             .iter()
@@ -278,6 +276,12 @@ impl Backend {
             if program.nodes[id].operands().any(|o| needed[o]) {
                 needed[id] = true;
             }
+        }
+        let sweep = [(program.output, indices.clone(), reduction)];
+        if let Some(out) =
+            fused(self, program, &sweep, &bound, batch)?.and_then(|outs| outs.into_iter().next())
+        {
+            return Ok(out);
         }
         let ones = vec![1.0f32; batch];
         let scale = 1.0 / batch as f64;
@@ -344,11 +348,6 @@ impl Backend {
                 Ok(output(values, gradients))
             }
             Backend::Gpu(context) => {
-                let sweep = [(program.output, indices.clone(), reduction)];
-                let fused = fused(context, program, &sweep, &bound, batch)?;
-                if let Some(out) = fused.and_then(|outs| outs.into_iter().next()) {
-                    return Ok(out);
-                }
                 let largest = program.shapes.iter().map(|s| s.size()).max().unwrap_or(1);
                 // The reverse pass forms nothing larger per sample than a
                 // node's value: cotangent rows and W's outer products.
@@ -609,13 +608,14 @@ fn variable_index(program: &Program, name: &str) -> Result<usize> {
         .ok_or_else(|| Error::InvalidArgument(format!("`{name}` is not a variable of the program")))
 }
 
-/// Gradients by the program compiler's fused kernel, a reverse sweep per
-/// request (the node differentiated, the variables by index, the
-/// reduction), or `None` when they do not compile to one (a variable the
-/// node does not read, per-sample state too large for registers) and each
-/// should run by itself.
+/// Gradients by the program compiler's plan (one fused kernel on the GPU,
+/// its f64 twin on the CPU), a reverse sweep per request (the node
+/// differentiated, the variables by index, the reduction), or `None` when
+/// they do not compile to one (a variable the node does not read,
+/// per-sample state too large for registers) and each should run by
+/// itself on the structured plan.
 fn fused(
-    context: &crate::GpuContext,
+    backend: &Backend,
     program: &Program,
     requests: &[(usize, Vec<usize>, Reduction)],
     bound: &[&[f32]],
@@ -638,13 +638,12 @@ fn fused(
     let Ok(plan) = compile::gradients(program, &sweeps, true) else {
         return Ok(None);
     };
-    if !context.fits_fused(&plan) {
-        return Ok(None);
-    }
     // Shares are of the batch mean, and so are summed gradients (only a
     // mean asks for them), scaled here.
     let scale = 1.0 / batch as f64;
-    let out = context.fused_gradient(&plan, bound, batch, scale as f32, None)?;
+    let Some(out) = backend.run_compiled(program, &plan, bound, batch, scale as f32, None)? else {
+        return Ok(None);
+    };
     let mut per_sample = out.per_sample;
     let mut slots = plan.gradients.iter().enumerate();
     let mut outs = Vec::with_capacity(requests.len());

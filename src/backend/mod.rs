@@ -3,6 +3,7 @@
 //! caller hold either.
 
 pub mod chain;
+mod compiled;
 pub mod cpu;
 mod cpu_program;
 pub mod gpu;

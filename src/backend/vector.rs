@@ -309,15 +309,16 @@ impl GpuContext {
 }
 
 /// Each sample's dense Jacobian (and the values) by the program
-/// compiler's fused kernel, or `None` when it is too large for one.
+/// compiler's plan (the fused kernel, or its f64 twin on the CPU), or
+/// `None` when it is too large for one.
 fn fused_jacobian(
-    context: &GpuContext,
+    backend: &Backend,
     program: &Program,
     wrt: usize,
     bound: &[&[f32]],
     batch: usize,
     selects: bool,
-) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+) -> Result<Option<(Vec<f64>, Vec<f32>)>> {
     // With selections the structured plan runs op by op on the device, a
     // kernel per node and a gather per product with a selection, so the
     // fused kernel takes any size its budgets allow.
@@ -329,18 +330,19 @@ fn fused_jacobian(
     let Ok(plan) = plan else {
         return Ok(None);
     };
-    if !context.fits_fused(&plan) {
+    let Some(mut out) = backend.run_compiled::<f64>(program, &plan, bound, batch, 1.0, None)?
+    else {
         return Ok(None);
-    }
-    let mut out = context.fused_gradient(&plan, bound, batch, 1.0, None)?;
+    };
     let values = out.take_values();
     Ok(Some((out.per_sample.swap_remove(0), values)))
 }
 
-/// A JVP or VJP by the program compiler's fused kernel, or `None` when the
-/// program does not compile to one and the structured plan should run.
+/// A JVP or VJP by the program compiler's plan (the fused kernel, or its
+/// f64 twin on the CPU), or `None` when the program does not compile to
+/// one and the structured plan should run.
 fn fused_seeded(
-    context: &GpuContext,
+    backend: &Backend,
     program: &Program,
     wrt: &str,
     variables: &[(&str, &[f32])],
@@ -371,11 +373,8 @@ fn fused_seeded(
     let Ok(plan) = plan else {
         return Ok(None);
     };
-    if !context.fits_fused(&plan) {
-        return Ok(None);
-    }
-    let mut out = context.fused_gradient(&plan, &bound, batch, 1.0, Some((seed, seed_size)))?;
-    Ok(Some(out.per_sample.swap_remove(0)))
+    let out = backend.run_compiled(program, &plan, &bound, batch, 1.0, Some((seed, seed_size)))?;
+    Ok(out.map(|mut out| out.per_sample.swap_remove(0)))
 }
 
 fn seed_jacobian(
@@ -473,6 +472,30 @@ impl Backend {
             (Request::Vjp, Some(s)) => Some(seed_jacobian(request, s, batch, 1, m)?),
             (_, None) => return Err(Error::InvalidArgument("a seed is needed".into())),
         };
+        // A dense Jacobian, or one of a program with selections (which
+        // the structured plan runs on the device a kernel per node), by the
+        // compiler's plan where it fits one.
+        let selects = program
+            .nodes
+            .iter()
+            .any(|op| matches!(op, Op::Slice(..) | Op::Concat(..)));
+        if request == Request::Jacobian
+            && (plan.output.shape.structure == crate::jacobian::Structure::Dense || selects)
+            && let Some((data, values)) =
+                fused_jacobian(self, program, wrt, &bound, batch, selects)?
+        {
+            return Ok(JacobianOutput {
+                jacobian: Jacobian::Dense {
+                    batch,
+                    rows: m,
+                    cols: n,
+                    data,
+                },
+                values,
+                plan,
+                batch,
+            });
+        }
         match self {
             Backend::Cpu(_) => {
                 let forward = forward(program, &bound, batch)?;
@@ -511,28 +534,6 @@ impl Backend {
                         batch,
                     });
                 }
-                // Selections run on the device only in the fused kernel.
-                let selects = program
-                    .nodes
-                    .iter()
-                    .any(|op| matches!(op, Op::Slice(..) | Op::Concat(..)));
-                if request == Request::Jacobian
-                    && (plan.output.shape.structure == crate::jacobian::Structure::Dense || selects)
-                    && let Some((data, values)) =
-                        fused_jacobian(context, program, wrt, &bound, batch, selects)?
-                {
-                    return Ok(JacobianOutput {
-                        jacobian: Jacobian::Dense {
-                            batch,
-                            rows: m,
-                            cols: n,
-                            data: data.into_iter().map(f64::from).collect(),
-                        },
-                        values,
-                        plan,
-                        batch,
-                    });
-                }
                 let (result, layout, forward) =
                     context.run_on_device(program, &plan, &bound, batch, seed)?;
                 let jacobian = context.download_jacobian(&result, layout)?;
@@ -556,9 +557,7 @@ impl Backend {
         request: Request,
         seed: &[f32],
     ) -> Result<Vec<f32>> {
-        if let Backend::Gpu(context) = self
-            && let Some(rows) = fused_seeded(context, program, wrt, variables, request, seed)?
-        {
+        if let Some(rows) = fused_seeded(self, program, wrt, variables, request, seed)? {
             return Ok(rows);
         }
         let out = self.run_request(program, wrt, variables, request, Some(seed))?;

@@ -33,6 +33,12 @@
 //! A program whose per-sample state does not fit registers
 //! ([`PRIVATE_FLOATS`]) is not compiled here; the caller runs the structured
 //! plan instead.
+//!
+//! A [`FusedGradient`] is the plan for either backend: the GPU runs its
+//! `source`; the CPU path runs the same sweeps, in the same [`Mode`], to
+//! the same slots, sample by sample in f64 (`backend/compiled.rs`). So
+//! whether a request is fused or runs the structured plan is decided here,
+//! once, for both.
 
 use std::fmt::Write;
 
@@ -156,6 +162,11 @@ pub struct FusedGradient {
     /// An upper bound on the loop iterations one sample takes (see
     /// `loop_trips`); the executor sizes samples per invocation by it.
     pub trips: usize,
+    /// The sweeps, in order: each sweep's slots are the next `wrt.len()`
+    /// of `gradients`, and its node's values the next of `value_sizes`.
+    pub sweeps: Vec<Sweep>,
+    /// Which way the derivatives travel.
+    pub mode: Mode,
 }
 
 impl FusedGradient {
@@ -376,6 +387,28 @@ pub fn needed(program: &Program, variables: &[usize]) -> Vec<bool> {
     program.depending_on(variables)
 }
 
+/// The nodes a sweep carries a cotangent (or tangent) for: those that
+/// depend on one of its variables and that its node depends on. Every
+/// variable must reach the node.
+pub(crate) fn sweep_nodes(program: &Program, sweep: &Sweep) -> Result<Vec<bool>, NotFused> {
+    let vars: Vec<usize> = sweep.wrt.iter().map(|&(v, _)| v).collect();
+    let reaching = program.reaching(sweep.of);
+    if vars
+        .iter()
+        .any(|&v| program.variable_node(v).is_none_or(|node| !reaching[node]))
+    {
+        return Err(NotFused(
+            "a variable asked for does not reach the node differentiated".into(),
+        ));
+    }
+    let depends = needed(program, &vars);
+    Ok(depends
+        .iter()
+        .zip(&reaching)
+        .map(|(&d, &r)| d && r)
+        .collect())
+}
+
 /// Compiles the gradient of `program`'s scalar output with respect to
 /// `wrt` (variable index and destination each) into one fused kernel, or
 /// says why not. With `values` the kernel also writes the output's value
@@ -489,9 +522,9 @@ pub fn jacobian_any_size(
     )
 }
 
-/// Which way derivatives travel.
+/// Which way a compiled request's derivatives travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub enum Mode {
     /// Cotangents from the output back, seeded with 1 (a gradient) or with
     /// a cotangent per sample (a VJP).
     Reverse { seeded: bool },
@@ -529,27 +562,10 @@ fn compile(
     // Each sweep's cotangents: the nodes that depend on one of its
     // variables and that its node depends on. The forward pass keeps the
     // partials any sweep reads.
-    let mut per_sweep = Vec::with_capacity(sweeps.len());
-    for sweep in sweeps {
-        let vars: Vec<usize> = sweep.wrt.iter().map(|&(v, _)| v).collect();
-        let reaching = program.reaching(sweep.of);
-        if vars
-            .iter()
-            .any(|&v| program.variable_node(v).is_none_or(|node| !reaching[node]))
-        {
-            return Err(NotFused(
-                "a variable asked for does not reach the node differentiated".into(),
-            ));
-        }
-        let depends = needed(program, &vars);
-        per_sweep.push(
-            depends
-                .iter()
-                .zip(&reaching)
-                .map(|(&d, &r)| d && r)
-                .collect::<Vec<bool>>(),
-        );
-    }
+    let per_sweep: Vec<Vec<bool>> = sweeps
+        .iter()
+        .map(|sweep| sweep_nodes(program, sweep))
+        .collect::<Result<_, _>>()?;
     let needed: Vec<bool> = (0..program.nodes.len())
         .map(|id| per_sweep.iter().any(|n| n[id]))
         .collect();
@@ -734,6 +750,8 @@ fn compile(
         value_sizes,
         seeded,
         trips,
+        sweeps: sweeps.to_vec(),
+        mode,
     })
 }
 

@@ -274,17 +274,9 @@ pub fn brute_force_order(factors: &[JacShape], batch: usize) -> Result<ChainOrde
 mod tests {
     use super::*;
     use crate::jacobian::Structure;
+    use crate::testing::rng;
+    use rand::Rng;
     use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
-
-    fn rng(test: &str) -> StdRng {
-        let seed = std::env::var("CHAINRULE_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(rand::random);
-        println!("{test}: seed {seed} (replay with CHAINRULE_SEED={seed})");
-        StdRng::seed_from_u64(seed)
-    }
 
     /// A random chain J_L ... J_1, built from J_1 outwards so that square
     /// structures can take the size of their input.

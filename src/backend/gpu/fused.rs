@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::array::{F32_BYTES, GpuArray};
 use super::context::{GpuContext, Kernel};
+use crate::backend::compiled::FusedOutput;
 use crate::compile::{FusedGradient, MAX_TRIPS, WORKGROUP};
 use crate::error::{Error, Result};
 use crate::shaders;
@@ -48,27 +49,6 @@ struct ReduceParams {
     width: u32,
     first: u32,
     out_offset: u32,
-}
-
-/// What a compiled gradient returns, before it is shaped per variable.
-pub(crate) struct FusedOutput {
-    /// The value per sample of each sweep's node (the output's for a VJP,
-    /// JVP or Jacobian), when the plan writes values.
-    pub(crate) values: Vec<Vec<f32>>,
-    /// Per gradient slot: its B x size rows (empty for summed slots).
-    pub(crate) per_sample: Vec<Vec<f32>>,
-    /// The summed gradients, `summed_width` columns, over the whole batch.
-    pub(crate) summed: Vec<f64>,
-}
-
-impl FusedOutput {
-    /// The first sweep's values (the output's, for a one-sweep plan).
-    pub(crate) fn take_values(&mut self) -> Vec<f32> {
-        self.values
-            .first_mut()
-            .map(std::mem::take)
-            .unwrap_or_default()
-    }
 }
 
 /// The same, left on the device.

@@ -2,7 +2,7 @@
 
 use super::*;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
 fn x() -> Expr {
     Expr::var("x")
@@ -133,12 +133,7 @@ fn moderate_throughout(e: &Expr, vars: &dyn Fn(&str) -> Option<f64>) -> bool {
 /// random points miss) and always finishes.
 #[test]
 fn simplification_keeps_values() {
-    let seed = std::env::var("CHAINRULE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("seed {seed} (replay with CHAINRULE_SEED={seed})");
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = crate::testing::rng("simplification keeps values");
     let mut compared = 0;
     for _ in 0..2000 {
         let raw = random_expr(&mut rng, 5);
