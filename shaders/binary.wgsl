@@ -64,9 +64,42 @@ fn signed_power(a: f32, b: f32) -> f32 {
     return select(m, -m, sign_bit_f32(a) && odd);
 }
 
+// An infinite exponent: IEEE's limits for the value (|a| < 1 gives 0 for
+// +Inf and Inf for -Inf, |a| > 1 the reverse, |a| = 1 gives 1), and the
+// formulas b a^(b-1) and a^b ln a at those limits, Inf times 0 giving NaN
+// (spelt out: WGSL leaves arithmetic on infinities to the driver). The f64
+// reference and JAX give the same.
+fn pow_infinite_exponent(a: f32, b: f32) -> vec3<f32> {
+    let m = abs(a);
+    let up = b > 0.0;
+    let inf = inf_like(a, false);
+    var value = select(0.0, inf, (m > 1.0) == up);
+    if (m == 1.0) {
+        value = 1.0;
+    }
+    // b a^(b-1): a^(b-1) has the value's limit.
+    let da = select(inf_like(a, !up), nan_like(a), value == 0.0);
+    var db = nan_like(a);
+    if (a > 0.0) {
+        if (value == 0.0) {
+            db = select(0.0, nan_like(a), is_inf_f32(a));
+        } else if (m == 1.0) {
+            db = 0.0;
+        } else {
+            db = inf_like(a, a < 1.0);
+        }
+    } else if (a == 0.0 && up) {
+        db = 0.0;
+    }
+    return vec3<f32>(value, da, db);
+}
+
 fn pow_vdd(a: f32, b: f32) -> vec3<f32> {
-    if (either_nan(a, b) || is_inf_f32(b)) {
+    if (either_nan(a, b)) {
         return nan_triple(a);
+    }
+    if (is_inf_f32(b)) {
+        return pow_infinite_exponent(a, b);
     }
     if (a < 0.0 && fract(b) != 0.0) {
         return nan_triple(a);

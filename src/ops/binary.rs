@@ -6,7 +6,9 @@
 //! - Division by zero gives IEEE's signed infinity (NaN for 0/0).
 //! - a^b for a < 0 needs an integer b (NaN otherwise); its partial with
 //!   respect to b, a^b ln a, is NaN for a < 0 and 0 for a = 0 < b. An
-//!   infinite exponent gives NaN.
+//!   infinite exponent gives IEEE's limits (0.5^Inf = 0, 2^-Inf = 0,
+//!   (-1)^Inf = 1), and the partials the same formulas give there, Inf
+//!   times 0 being NaN, as in JAX.
 //! - max and min split a tie half and half between the operands, as JAX does.
 //! - `strong_mul` is a * b where a zero factor makes the product zero even
 //!   against an infinite one (0 log 0 = 0, as in xlogy): the weighting of
@@ -160,9 +162,9 @@ impl BinaryOp {
     /// `y` (the second): the binary half of
     /// [`UnaryOp::derivative_expression`](super::UnaryOp::derivative_expression),
     /// with the same contract, except where the value itself is NaN (a NaN
-    /// operand, a negative base with a fractional exponent, an infinite
-    /// exponent): there the reference's partials are NaN and these may
-    /// not be. A test checks them against [`BinaryOp::value_and_partials`].
+    /// operand, a negative base with a fractional exponent) or the
+    /// exponent infinite: there the reference's partials may differ from
+    /// these. A test checks them against [`BinaryOp::value_and_partials`].
     pub fn partial_expressions(self) -> [&'static str; 2] {
         match self {
             BinaryOp::Add => ["1", "1"],
@@ -246,8 +248,11 @@ fn pick(a: f64, b: f64, a_wins: bool) -> (f64, f64, f64) {
 }
 
 fn pow(a: f64, b: f64) -> (f64, f64, f64) {
-    let integer = b.fract() == 0.0;
-    if b.is_infinite() || (a < 0.0 && !integer) {
+    // An infinite exponent counts as an even integer: IEEE's limits
+    // (0.5^Inf = 0, (-2)^Inf = Inf, (-1)^Inf = 1), and through the same
+    // formulas the partials JAX gives there (Inf times 0 is NaN).
+    let integer = b.fract() == 0.0 || b.is_infinite();
+    if a < 0.0 && !integer {
         return (f64::NAN, f64::NAN, f64::NAN);
     }
     let value = a.powf(b);
