@@ -37,10 +37,20 @@ fn ops_lists_every_operation() {
     assert!(output.status.success());
     for op in chainrule::UnaryOp::catalogue() {
         assert!(
-            stdout.contains(&op.to_string()),
+            stdout.lines().any(|l| l.starts_with(op.name())),
             "{op} missing from:\n{stdout}"
         );
     }
+    let reductions = chainrule::ops::ReduceOp::catalogue().map(|r| format!("{r}("));
+    let functions = chainrule::program::VECTOR_FUNCTIONS.map(|(call, _)| call.to_string());
+    for call in reductions.iter().chain(&functions) {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(call.as_str())),
+            "{call} missing from:\n{stdout}"
+        );
+    }
+    // An exponent has no default: pow is shown as the language writes it.
+    assert!(stdout.contains("pow(x, p)") && !stdout.contains("pow(3)"));
 }
 
 /// A reader that stops early (`chainrule ops | head -1`) ends the command

@@ -16,22 +16,36 @@ use crate::ops::{BinaryOp, ReduceOp, functions};
 /// Words that begin statements, so never names.
 pub(super) const KEYWORDS: [&str; 3] = ["input", "param", "output"];
 
+/// The functions of whole vectors that programs lower into the reductions
+/// and selections: each call, and its derivative as `chainrule ops` shows
+/// it (the README's table gives the edges).
+pub const VECTOR_FUNCTIONS: [(&str, &str); 11] = [
+    ("softmax(z)", "diag(s) - s s^T, s = softmax(z)"),
+    ("log_softmax(z)", "I - 1 s^T, s = softmax(z)"),
+    ("mse(y, t)", "2 (y - t) / n in y, -2 (y - t) / n in t"),
+    (
+        "cross_entropy(z, t)",
+        "softmax(z) sum(t) - t in z, -log_softmax(z) in t",
+    ),
+    ("norm(x)", "x / norm(x) (0 at x = 0)"),
+    ("prod(x)", "the product of the others"),
+    ("max(x)", "1/t at each of the t largest, 0 elsewhere"),
+    ("min(x)", "1/t at each of the t smallest, 0 elsewhere"),
+    ("cross(a, b)", "[b]x^T in a, [a]x in b"),
+    ("outer(a, b)", "b_j in a_i, a_i in b_j"),
+    ("transpose(A)", "a selection: each entry moves"),
+];
+
 /// The functions programs add to those of element-wise expressions: the
 /// reductions of the op table ([`ReduceOp`]) and the constructs lowered
-/// into them (`max` and `min` of one argument are reductions too; of two,
-/// they are element-wise).
+/// into them ([`VECTOR_FUNCTIONS`]; `max` and `min` of one argument are
+/// among them, of two they are element-wise).
 pub(super) fn vector_functions() -> Vec<&'static str> {
-    let composites = [
-        "softmax",
-        "log_softmax",
-        "mse",
-        "cross_entropy",
-        "norm",
-        "prod",
-        "cross",
-        "outer",
-        "transpose",
-    ];
+    let element_wise = crate::ops::functions();
+    let composites = VECTOR_FUNCTIONS
+        .iter()
+        .filter_map(|(call, _)| call.split('(').next())
+        .filter(|name| !element_wise.contains(name));
     let reductions = ReduceOp::catalogue().into_iter().map(ReduceOp::name);
     reductions.chain(composites).collect()
 }

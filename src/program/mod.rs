@@ -55,6 +55,7 @@ use std::fmt;
 
 pub use builder::{Handle, ProgramBuilder};
 pub use local::{Entries, LocalJacobian};
+pub use lower::VECTOR_FUNCTIONS;
 
 use crate::error::{Error, Result};
 use crate::ops::{BinaryOp, ReduceOp, UnaryOp};

@@ -4,6 +4,7 @@ use chainrule::ContextOptions;
 use chainrule::UnaryOp;
 use chainrule::backend::gpu::{self, ADAPTER_NAME_VARIABLE, BACKEND_VARIABLE};
 use chainrule::ops::ReduceOp;
+use chainrule::program::VECTOR_FUNCTIONS;
 
 pub(crate) fn info() -> chainrule::Result<()> {
     let options = ContextOptions::default();
@@ -53,12 +54,19 @@ pub(crate) fn info() -> chainrule::Result<()> {
 }
 
 pub(crate) fn ops() {
-    println!("{:<18} derivative", "operation");
+    println!("{:<22} derivative", "operation");
     for op in UnaryOp::catalogue() {
-        println!("{:<18} {}", op.to_string(), op.derivative_formula());
+        // As the language writes it: a parameter with a default may be
+        // left out (`leaky_relu(x)`); pow's may not.
+        let call = match op.parameter() {
+            Some(p) if op.name().parse::<UnaryOp>().is_ok() => format!("{}(x[, {p}])", op.name()),
+            Some(_) => format!("{}(x, p)", op.name()),
+            None => op.name().to_string(),
+        };
+        println!("{call:<22} {}", op.derivative_formula());
     }
     println!(
-        "\n{:<18} local Jacobian row, of a vector of length n (Parr and Howard 4.6)",
+        "\n{:<22} local Jacobian row, of a vector of length n (Parr and Howard 4.6)",
         "reduction"
     );
     for r in ReduceOp::catalogue() {
@@ -74,6 +82,13 @@ pub(crate) fn ops() {
             })
             .collect();
         let call = format!("{r}({})", names.join(", "));
-        println!("{call:<18} {}", rows.join(", "));
+        println!("{call:<22} {}", rows.join(", "));
+    }
+    println!(
+        "\n{:<22} derivative (lowered to the reductions and selections)",
+        "vector function"
+    );
+    for (call, derivative) in VECTOR_FUNCTIONS {
+        println!("{call:<22} {derivative}");
     }
 }
