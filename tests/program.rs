@@ -966,3 +966,40 @@ fn hand_built_programs_that_would_mislead_are_refused() {
     matrix_input.variables[0].shape = Shape::Matrix(3, 1);
     assert!(matrix_input.check().is_err());
 }
+
+/// Every vector function `chainrule ops` lists is one the language lowers.
+#[test]
+fn every_listed_vector_function_lowers() {
+    for (call, _) in chainrule::program::VECTOR_FUNCTIONS {
+        let name = call.split('(').next().unwrap_or(call);
+        let text = match call.matches(',').count() {
+            0 if name == "transpose" => format!("input A[2,3]\ny = {name}(A)\noutput y"),
+            0 => format!("input x[3]\ny = {name}(x)\noutput y"),
+            _ => format!("input a[3]  b[3]\ny = {name}(a, b)\noutput y"),
+        };
+        Program::parse(&text).unwrap_or_else(|e| panic!("{call}: {e}"));
+    }
+}
+
+/// A reduction of one argument, or a function built on one, refuses a
+/// scalar alike, naming it.
+#[test]
+fn reductions_of_a_scalar_are_refused_alike() {
+    for name in [
+        "sum",
+        "mean",
+        "logsumexp",
+        "softmax",
+        "norm",
+        "prod",
+        "max",
+        "min",
+    ] {
+        let text = format!("input s\ny = {name}(s)\noutput y");
+        let error = Program::parse(&text).expect_err(&text).to_string();
+        assert!(
+            error.contains(&format!("`{name}` needs a vector, but s is scalar")),
+            "{name}: {error}"
+        );
+    }
+}
