@@ -174,6 +174,10 @@ fn eval_refuses_bad_input_clearly() {
             "expected a 1-D array",
         ),
         (
+            vec!["2 * 3".into()],
+            "has no variables, so there are no samples to evaluate (its value is 6)",
+        ),
+        (
             vec!["x".into(), "--input".into(), arg("x", &ints)],
             "use float32 or float64",
         ),

@@ -121,4 +121,8 @@ fn grad_writes_the_neurons_gradients() {
     assert!(!ok && stderr.contains("`h` is not a line"), "{stderr}");
     let (ok, _, stderr) = common::chainrule(&args(&["--wrt", "q", "--cpu"], &dir.join("bad")));
     assert!(!ok && stderr.contains("`q` is not a variable"), "{stderr}");
+    let (ok, _, stderr) =
+        common::chainrule(&args(&["--wrt", "w,b,w", "--cpu"], &dir.join("twice")));
+    assert!(!ok && stderr.contains("--wrt names `w` twice"), "{stderr}");
+    assert!(!dir.join("twice").exists(), "nothing is written");
 }

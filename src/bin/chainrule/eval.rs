@@ -43,6 +43,23 @@ pub(crate) fn eval(
         )));
     }
     let graph = Graph::parse(expression, InputOrder::Given(names.clone()))?;
+    if graph.inputs().is_empty() {
+        // No variable, so no samples: say what it is rather than
+        // evaluating zero of them.
+        let program = chainrule::program::Program::parse_expression(
+            expression,
+            &InputOrder::Given(Vec::new()),
+        )?;
+        let value = program
+            .forward(&[])
+            .ok()
+            .and_then(|values| values.get(program.output)?.first().copied());
+        let value = value.map_or(String::new(), |v| format!(" (its value is {})", v as f32));
+        return Err(Error::InvalidArgument(format!(
+            "`{expression}` has no variables, so there are no samples to evaluate{value}; \
+             write it in terms of an input given with --input"
+        )));
+    }
     for (j, name) in names.iter().enumerate() {
         if !graph.reads_input(j) {
             return Err(Error::InvalidArgument(format!(

@@ -48,6 +48,16 @@ pub(crate) fn run(
             "--wrt names the variables to differentiate, e.g. --wrt w,b".into(),
         ));
     }
+    // Each gradient is written to a file named after its variable.
+    if let Some(name) = names
+        .iter()
+        .enumerate()
+        .find_map(|(i, n)| names[..i].contains(n).then_some(n))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "--wrt names `{name}` twice; name each variable once"
+        )));
+    }
     let arrays = load_variables(&program, inputs, params)?;
     let variables: Vec<(&str, &[f32])> = arrays
         .iter()

@@ -1,8 +1,8 @@
 //! Unit tests of the parent module.
 
 use super::*;
-use rand::rngs::StdRng;
 use rand::Rng;
+use rand::rngs::StdRng;
 
 fn x() -> Expr {
     Expr::var("x")
