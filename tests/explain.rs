@@ -410,3 +410,45 @@ fn random_graphs_match_the_reference() {
         check_numerically("random graph", &graph, &e, (-1.0, 1.0), &never);
     }
 }
+
+/// `explain` takes a param as it takes an input, and a matrix param
+/// through each of its products, with the outer product that gives its
+/// Jacobian.
+#[test]
+fn params_are_explained_and_matrices_through_their_products() {
+    use chainrule::explain::explain_variable;
+    use chainrule::program::Program;
+    let text = "input x[3]  z[3]\nparam W[2,3] b[2] w[3]\n\
+                h = tanh(W @ x + b) + W @ z\ny = sum(h) * dot(w, x)\noutput y";
+    let program = Program::parse(text).expect("parses");
+    let var = |name: &str| program.variable(name).expect("declared");
+    let w = explain_variable(&program, var("w"), 8).expect("w");
+    assert!(
+        w.contains("with respect to w") && w.contains("/dw [Dense 1x3] = x^T"),
+        "{w}"
+    );
+    let b = explain_variable(&program, var("b"), 8).expect("b");
+    assert!(
+        b.contains("with respect to b") && b.contains("sum of 1 path"),
+        "{b}"
+    );
+    let big = explain_variable(&program, var("W"), 8).expect("W");
+    for expected in [
+        "with respect to (W @ x)",
+        "with respect to (W @ z)",
+        "dy_k/dW[i, j] = (dy/d(W @ x))[k, i] x_j",
+        "dy_k/dW[i, j] = (dy/d(W @ z))[k, i] z_j",
+        "Per sample, dy/dW = (dy/d(W @ x))^T x^T + (dy/d(W @ z))^T z^T",
+    ] {
+        assert!(big.contains(expected), "{expected} missing from:\n{big}");
+    }
+    // A vector output: the element-wise formula, no scalar's gradient.
+    let program =
+        Program::parse("input x[3]\nparam V[3,2]\ny = softmax(x @ V)\noutput y").expect("parses");
+    let v = explain_variable(&program, 1, 8).expect("V");
+    assert!(
+        v.contains("dy_k/dV[i, j] = x_i (dy/d(x @ V))[k, j]") && !v.contains("Per sample"),
+        "{v}"
+    );
+    assert!(explain_variable(&program, 7, 8).is_err());
+}

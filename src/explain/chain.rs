@@ -4,9 +4,10 @@
 
 use std::fmt::Write;
 
+use crate::error::{Error, Result};
 use crate::jacobian::Cost;
 use crate::program::{Op, Program, Shape};
-use crate::schedule::vector::{Factor, JacobianPlan, Step, local_shape};
+use crate::schedule::vector::{Factor, JacobianPlan, Request, Step, local_shape, plan, plan_node};
 
 /// A node's name: the variable's or the assigned one, else its expression
 /// written out to a few levels (deeper parts as t<id>).
@@ -201,16 +202,79 @@ pub fn explain_plan(program: &Program, plan: &JacobianPlan) -> String {
         .variables
         .get(plan.wrt)
         .map_or_else(|| "x".to_string(), |v| v.name.clone());
+    plan_text(program, plan, &wrt)
+}
+
+/// The Jacobian of the output with respect to variable `wrt`, an input or
+/// a param, for a batch of `batch`, as text: its plan; or, for a matrix
+/// param, which enters only through products `W @ v` (or `v @ W`), the
+/// plan of the Jacobian with respect to each product, and how W's
+/// Jacobian follows from it (the outer product with v: Parr and Howard's
+/// neuron gradient, section 4.5, one row of W at a time).
+///
+/// Errors: no such variable; any error of the planner.
+pub fn explain_variable(program: &Program, wrt: usize, batch: usize) -> Result<String> {
+    let variable = program
+        .variables
+        .get(wrt)
+        .ok_or_else(|| Error::InvalidArgument(format!("there is no variable {wrt}")))?;
+    let matrix = matches!(variable.node_shape(), Shape::Matrix(..));
+    let node = program.variable_node(wrt);
+    let (Some(node), true) = (node, matrix) else {
+        let plan = plan(program, wrt, Request::Jacobian, batch)?;
+        return Ok(explain_plan(program, &plan));
+    };
+    let name = &variable.name;
+    let y = &program.output_name;
+    let mut out = String::new();
+    let mut sums = Vec::new();
+    for (id, op) in program.nodes.iter().enumerate() {
+        let Some((_, v, transposed)) = op.matrix_product().filter(|&(w, ..)| w == node) else {
+            continue;
+        };
+        let product = wrapped(program, id);
+        let v = wrapped(program, v);
+        let mut step = plan_node(program, id, Request::Jacobian, batch)?;
+        step.wrt = usize::MAX;
+        out.push_str(&plan_text(program, &step, &product));
+        let _ = writeln!(
+            out,
+            "\n{name} enters {product}: d{y}_k/d{name}[i, j] = {}",
+            if transposed {
+                format!("{v}_i (d{y}/d{product})[k, j]")
+            } else {
+                format!("(d{y}/d{product})[k, i] {v}_j")
+            }
+        );
+        sums.push(if transposed {
+            format!("{v} (d{y}/d{product})")
+        } else {
+            format!("(d{y}/d{product})^T {v}^T")
+        });
+        out.push('\n');
+    }
+    if program.shapes[program.output] == Shape::Scalar {
+        let _ = writeln!(
+            out,
+            "Per sample, d{y}/d{name} = {}: the outer product of the cotangent and the \
+             vector (the batch-mean gradient sums these over the batch, one matrix product).",
+            sums.join(" + ")
+        );
+    }
+    Ok(out)
+}
+
+fn plan_text(program: &Program, plan: &JacobianPlan, wrt: &str) -> String {
     let mut out = format!(
         "Jacobian of {} with respect to {wrt}, costs for a batch of {}\n\n",
         program.output_name, plan.batch
     );
     for step in &plan.shared {
         out.push_str("Shared by several paths, computed once:\n");
-        write_step(&mut out, program, step, &wrt);
+        write_step(&mut out, program, step, wrt);
         out.push('\n');
     }
-    write_step(&mut out, program, &plan.output, &wrt);
+    write_step(&mut out, program, &plan.output, wrt);
     let _ = writeln!(
         out,
         "\nTotal: chosen {} ; pure forward {} ; pure reverse {}",

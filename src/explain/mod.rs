@@ -31,7 +31,7 @@ mod symbolic;
 
 use rules::{binary_partials, binary_value, definition, unary_partial, unary_value};
 
-pub use chain::explain_plan;
+pub use chain::{explain_plan, explain_variable};
 
 use std::fmt;
 

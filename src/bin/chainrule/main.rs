@@ -280,13 +280,19 @@ fn explain(text: &str, batch: usize, wrt: Option<&str>) -> chainrule::Result<()>
         return Ok(());
     }
     let program = chainrule::program::Program::parse(&text)?;
-    let wrt = jacobian::choose_wrt(&program, wrt)?;
-    let plan = chainrule::schedule::vector::plan(
-        &program,
-        wrt,
-        chainrule::schedule::vector::Request::Jacobian,
-        batch.max(1),
-    )?;
-    print!("{}", chainrule::explain::explain_plan(&program, &plan));
+    // Any variable: a param's Jacobian is explained as an input's, a
+    // matrix param's through its products.
+    let wrt = match wrt {
+        Some(name) => program.variable(name).ok_or_else(|| {
+            chainrule::Error::InvalidArgument(format!(
+                "--wrt {name}: not a variable of the program"
+            ))
+        })?,
+        None => jacobian::choose_wrt(&program, None)?,
+    };
+    print!(
+        "{}",
+        chainrule::explain::explain_variable(&program, wrt, batch.max(1))?
+    );
     Ok(())
 }
