@@ -487,3 +487,54 @@ fn a_resident_gradient_refuses_arrays_of_the_wrong_size() {
         ));
     }
 }
+
+/// A NaN or infinite weight that the output never reads (a row of W for
+/// `W @ x`, a column for `x @ W`) passes nothing on: the chain rule's
+/// products with a zero cotangent or tangent are zero, in gradients, JVPs,
+/// VJPs and Jacobians, on the GPU and the CPU path alike.
+#[test]
+fn a_weight_the_output_never_reads_passes_nothing_on() {
+    let mut backends = vec![Backend::Cpu(CpuBackend)];
+    if let Some(context) = common::gpu() {
+        backends.push(Backend::Gpu(context));
+    }
+    for bad in [f32::NAN, f32::INFINITY] {
+        let cases = [
+            // z = W[1] . x: W's row 0 is never read.
+            (
+                "input x[3]\nparam W[2,3]\ny = W @ x\nz = y[1] * 2\noutput z",
+                vec![1.0, bad, 0.0, 0.0, 1.0, 2.0],
+                vec![0.0, 2.0, 4.0],
+            ),
+            // z = (x @ V)[0] + (x @ V)[2]: V's column 1 is never read.
+            (
+                "input x[2]\nparam V[2,3]\ny = x @ V\nz = y[0] + y[2]\noutput z",
+                vec![1.0, bad, 0.0, 0.0, 0.0, 2.0],
+                vec![1.0, 2.0],
+            ),
+        ];
+        for (text, weights, gradient) in cases {
+            let program = Program::parse(text).expect("parses");
+            let matrix = &program.variables[1].name;
+            let n = gradient.len();
+            let x: Vec<f32> = (1..=n).map(|i| i as f32).collect();
+            let vars: Vec<(&str, &[f32])> = vec![("x", &x), (matrix.as_str(), &weights)];
+            let ones = vec![1.0f32; n];
+            let expected_jvp: f32 = gradient.iter().sum();
+            for backend in &backends {
+                let label = format!("{text} with {bad} ({})", backend.describe());
+                let g = backend
+                    .gradient(&program, &["x"], &vars, Reduction::PerSample)
+                    .expect("gradient");
+                assert_eq!(g.gradients[0].values, gradient, "{label}: gradient");
+                let vjp = backend.vjp(&program, "x", &vars, &[1.0]).expect("vjp");
+                assert_eq!(vjp, gradient, "{label}: VJP");
+                let jvp = backend.jvp(&program, "x", &vars, &ones).expect("jvp");
+                assert_eq!(jvp, vec![expected_jvp], "{label}: JVP");
+                let j = backend.jacobian(&program, "x", &vars).expect("jacobian");
+                let dense: Vec<f32> = j.jacobian.to_dense(1).iter().map(|&v| v as f32).collect();
+                assert_eq!(dense, gradient, "{label}: Jacobian");
+            }
+        }
+    }
+}

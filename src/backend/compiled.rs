@@ -213,14 +213,14 @@ impl Pass<'_> {
                     let (wv, vv) = (x.at(w), x.at(v));
                     if needed[v] {
                         for c in 0..cols {
-                            let acc: f64 = (0..rows).map(|r| wv[at(r, c)] * g[r]).sum();
+                            let acc: f64 = (0..rows).map(|r| chain_mul(wv[at(r, c)], g[r])).sum();
                             d[v][c] += acc;
                         }
                     }
                     if needed[w] {
                         for r in 0..rows {
                             for c in 0..cols {
-                                d[w][at(r, c)] += g[r] * vv[c];
+                                d[w][at(r, c)] += chain_mul(g[r], vv[c]);
                             }
                         }
                     }
@@ -298,8 +298,8 @@ impl Pass<'_> {
                         for (r, tr) in t.iter_mut().enumerate() {
                             *tr = (0..cols)
                                 .map(|c| match self.program.nodes[id] {
-                                    Op::VecMat(..) => wv[c * rows + r] * tv[c],
-                                    _ => wv[r * cols + c] * tv[c],
+                                    Op::VecMat(..) => chain_mul(wv[c * rows + r], tv[c]),
+                                    _ => chain_mul(wv[r * cols + c], tv[c]),
                                 })
                                 .sum();
                         }

@@ -66,7 +66,7 @@ pub(super) fn forward_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool
                     src,
                     "    for (var r = 0u; r < {n}u; r = r + 1u) {{\n        var acc = 0.0;\n        \
                      for (var c = 0u; c < {cols}u; c = c + 1u) {{\n            \
-                     acc = acc + {} * {};\n        }}\n        {} = acc;\n    }}",
+                     acc = acc + chain_mul({}, {});\n        }}\n        {} = acc;\n    }}",
                     layout.at(w, &index),
                     layout.at(x, "c"),
                     layout.at(id, "r")
@@ -276,7 +276,7 @@ pub(super) fn reverse_pass(
                         src,
                         "    for (var c = 0u; c < {cols}u; c = c + 1u) {{\n        var acc = 0.0;\n        \
                          for (var r = 0u; r < {n}u; r = r + 1u) {{\n            \
-                         acc = acc + {} * g{id}[r];\n        }}\n        {t} = {t} + acc;\n    }}",
+                         acc = acc + chain_mul({}, g{id}[r]);\n        }}\n        {t} = {t} + acc;\n    }}",
                         layout.at(w, &index),
                         t = cot(layout, x, "c")
                     );
@@ -286,7 +286,7 @@ pub(super) fn reverse_pass(
                         src,
                         "    for (var r = 0u; r < {n}u; r = r + 1u) {{\n        \
                          for (var c = 0u; c < {cols}u; c = c + 1u) {{\n            \
-                         g{w}[{index}] = g{w}[{index}] + g{id}[r] * {};\n        }}\n    }}",
+                         g{w}[{index}] = g{w}[{index}] + chain_mul(g{id}[r], {});\n        }}\n    }}",
                         layout.at(x, "c")
                     );
                 }
@@ -428,7 +428,7 @@ pub(super) fn tangent_pass(
                     src,
                     "    for (var r = 0u; r < {n}u; r = r + 1u) {{\n        var acc = 0.0;\n        \
                      for (var c = 0u; c < {cols}u; c = c + 1u) {{\n            \
-                     acc = acc + {} * {};\n        }}\n        {} = acc;\n    }}",
+                     acc = acc + chain_mul({}, {});\n        }}\n        {} = acc;\n    }}",
                     layout.at(w, &index),
                     cot(layout, x, "c"),
                     cot(layout, id, "r")
