@@ -571,27 +571,22 @@ impl Lowering<'_> {
             return Ok(None);
         };
         let shape = self.shape(x);
-        if shape == Shape::Scalar && matches!(name, "norm" | "prod" | "max" | "min") {
-            // As the reductions: a scalar here is most likely a mistake.
-            let at = args[0].span;
-            return Err(self
-                .error(
-                    at,
-                    format!("`{name}` needs a vector, but {} is scalar", self.text(at)),
-                )
-                .with_help(format!(
-                    "`{name}` of one argument reduces a vector to a scalar"
-                )));
-        }
         let node = match name {
-            "norm" => self.norm(x),
-            "prod" => {
-                let n = shape.size();
-                self.expansion(2 * n, "this product of elements", span)?;
-                let elements: Vec<NodeId> = (0..n).map(|i| self.element(x, i)).collect();
-                self.product_tree(&elements)
-            }
+            "norm" => match shape {
+                Shape::Scalar => self.unary(UnaryOp::Abs, x),
+                _ => self.norm(x),
+            },
+            "prod" => match shape {
+                Shape::Scalar => x,
+                _ => {
+                    let n = shape.size();
+                    self.expansion(2 * n, "this product of elements", span)?;
+                    let elements: Vec<NodeId> = (0..n).map(|i| self.element(x, i)).collect();
+                    self.product_tree(&elements)
+                }
+            },
             "max" | "min" => match shape {
+                Shape::Scalar => x,
                 Shape::Vector(n) => {
                     if name == "max" {
                         self.maximum(x, n)
@@ -603,7 +598,7 @@ impl Lowering<'_> {
                         self.apply(BinaryOp::Sub, zero, top)
                     }
                 }
-                _ => return Err(self.internal(&args[0])),
+                Shape::Matrix(..) => return Err(self.internal(&args[0])),
             },
             _ => {
                 let values: Vec<Value> = nodes.into_iter().map(Value::Node).collect();
