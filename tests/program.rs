@@ -966,3 +966,17 @@ fn hand_built_programs_that_would_mislead_are_refused() {
     matrix_input.variables[0].shape = Shape::Matrix(3, 1);
     assert!(matrix_input.check().is_err());
 }
+
+/// Every vector function `chainrule ops` lists is one the language lowers.
+#[test]
+fn every_listed_vector_function_lowers() {
+    for (call, _) in chainrule::program::VECTOR_FUNCTIONS {
+        let name = call.split('(').next().unwrap_or(call);
+        let text = match call.matches(',').count() {
+            0 if name == "transpose" => format!("input A[2,3]\ny = {name}(A)\noutput y"),
+            0 => format!("input x[3]\ny = {name}(x)\noutput y"),
+            _ => format!("input a[3]  b[3]\ny = {name}(a, b)\noutput y"),
+        };
+        Program::parse(&text).unwrap_or_else(|e| panic!("{call}: {e}"));
+    }
+}
