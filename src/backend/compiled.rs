@@ -113,8 +113,7 @@ struct Sample<'a> {
 
 impl Sample<'_> {
     fn at(&self, id: NodeId) -> &[f64] {
-        let n = self.sizes[id];
-        &self.forward.values[id][self.b * n..(self.b + 1) * n]
+        self.forward.row(id, self.b)
     }
 }
 

@@ -11,20 +11,57 @@ use crate::jacobian::Jacobian;
 use crate::jacobian::{JacShape, Structure};
 use crate::program::{Entries, Kind, LocalJacobian, Program, softmax};
 
-/// Every node's value for every sample, B x size (a parameter's and a
-/// constant's repeated per sample for uniform indexing).
+/// Every node's value for every sample: B x size for a node that depends
+/// on an input, one row the batch shares for the others (params,
+/// constants and what is computed from them alone), so that a weight
+/// matrix is held once, not once a sample.
 pub(crate) struct CpuForward {
     pub(crate) batch: usize,
-    pub(crate) values: Vec<Vec<f64>>,
+    values: Vec<Vec<f64>>,
+    varies: Vec<bool>,
+}
+
+impl CpuForward {
+    /// Sample `b`'s value of node `id`.
+    pub(crate) fn row(&self, id: usize, b: usize) -> &[f64] {
+        let n = self.values[id].len()
+            / if self.varies[id] {
+                self.batch.max(1)
+            } else {
+                1
+            };
+        let b = if self.varies[id] { b } else { 0 };
+        &self.values[id][b * n..(b + 1) * n]
+    }
+
+    /// Node `id`'s values for the whole batch, B x size (a shared row
+    /// repeated).
+    pub(crate) fn batch_rows(&self, id: usize) -> Vec<f64> {
+        if self.varies[id] {
+            self.values[id].clone()
+        } else {
+            self.values[id].repeat(self.batch)
+        }
+    }
 }
 
 /// The forward pass: `variables[v]` holds input v's B x size values or
 /// parameter v's values.
 pub(crate) fn forward(program: &Program, variables: &[&[f32]], batch: usize) -> Result<CpuForward> {
     let count = program.nodes.len();
+    let varies = program.depending_on(&program.inputs());
     let mut values: Vec<Vec<f64>> = (0..count)
-        .map(|id| Vec::with_capacity(batch * program.shapes[id].size()))
-        .collect();
+        .map(|id| {
+            let rows = if varies[id] { batch } else { 1 };
+            let len = rows.saturating_mul(program.shapes[id].size());
+            let mut v = Vec::new();
+            v.try_reserve_exact(len).map_err(|_| Error::HostMemory {
+                what: "the forward pass's values".into(),
+                needed: (len as u64).saturating_mul(8),
+            })?;
+            Ok(v)
+        })
+        .collect::<Result<_>>()?;
     let mut sample_vars: Vec<Vec<f64>> = program
         .variables
         .iter()
@@ -50,10 +87,16 @@ pub(crate) fn forward(program: &Program, variables: &[&[f32]], batch: usize) -> 
         let refs: Vec<&[f64]> = sample_vars.iter().map(Vec::as_slice).collect();
         let node_values = program.forward(&refs)?;
         for (id, v) in node_values.into_iter().enumerate() {
-            values[id].extend(v);
+            if varies[id] || b == 0 {
+                values[id].extend(v);
+            }
         }
     }
-    Ok(CpuForward { batch, values })
+    Ok(CpuForward {
+        batch,
+        values,
+        varies,
+    })
 }
 
 /// Runs a Jacobian plan in f64.
@@ -64,14 +107,10 @@ pub(crate) struct CpuAlgebra<'a> {
 }
 
 impl CpuAlgebra<'_> {
-    fn size(&self, id: usize) -> usize {
-        self.program.shapes[id].size()
-    }
-
     /// Value `i` of node `id` in sample `b` (scalars broadcast).
     fn at(&self, id: usize, b: usize, i: usize) -> f64 {
-        let size = self.size(id);
-        self.forward.values[id][b * size + if size == 1 { 0 } else { i }]
+        let row = self.forward.row(id, b);
+        row[if row.len() == 1 { 0 } else { i }]
     }
 }
 
@@ -166,11 +205,11 @@ impl CpuAlgebra<'_> {
             Entries::Matrix(w) => Jacobian::Shared {
                 rows,
                 cols,
-                data: self.forward.values[w][..rows * cols].to_vec(),
+                data: self.forward.row(w, 0).to_vec(),
             },
             // x^T W: the Jacobian in x is W^T (n x k for W of k x n).
             Entries::MatrixTransposed(w) => {
-                let weights = &self.forward.values[w];
+                let weights = self.forward.row(w, 0);
                 Jacobian::Shared {
                     rows,
                     cols,
@@ -186,7 +225,9 @@ impl CpuAlgebra<'_> {
             },
             Entries::Softmax => {
                 let z = op.operands().next().unwrap_or(node);
-                let data = self.forward.values[z]
+                let data = self
+                    .forward
+                    .batch_rows(z)
                     .chunks(cols.max(1))
                     .flat_map(softmax)
                     .collect();
@@ -197,21 +238,17 @@ impl CpuAlgebra<'_> {
                     data,
                 }
             }
-            // A param's values, one copy per sample here: the first is
-            // the row the whole batch shares.
+            // A param's values: the row the whole batch shares.
             Entries::Values(other) if structure == Structure::Shared => Jacobian::Shared {
                 rows,
                 cols,
-                data: self.forward.values[other]
-                    .get(..rows * cols)
-                    .ok_or_else(|| Error::Shape("the batch is empty".into()))?
-                    .to_vec(),
+                data: self.forward.row(other, 0).to_vec(),
             },
             Entries::Values(other) => Jacobian::Dense {
                 batch,
                 rows,
                 cols,
-                data: self.forward.values[other].clone(),
+                data: self.forward.batch_rows(other),
             },
             Entries::Rows { .. } | Entries::Placed { .. } => {
                 return Err(Error::Shape(
@@ -219,5 +256,44 @@ impl CpuAlgebra<'_> {
                 ));
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A weight matrix, and what is computed from params alone, are held
+    /// once for the batch; what depends on an input, once a sample.
+    #[test]
+    fn the_forward_pass_holds_what_the_batch_shares_once() {
+        let program =
+            Program::parse("input x[4]\nparam W[3,4] b[3]\nc = b * 2\ny = W @ x + c\noutput y")
+                .expect("parses");
+        let batch = 50;
+        let x: Vec<f32> = (0..batch * 4).map(|i| i as f32 * 0.01).collect();
+        let w: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let b = [1.0, 2.0, 3.0];
+        let forward = forward(&program, &[&x, &w, &b], batch).expect("runs");
+        let line = |name: &str| program.line(name).expect("a line");
+        let w_node = program.variable_node(1).expect("read");
+        assert_eq!(forward.values[w_node].len(), 12);
+        assert_eq!(forward.values[line("c")].len(), 3);
+        assert_eq!(forward.values[line("y")].len(), batch * 3);
+        assert_eq!(forward.row(line("c"), 49), &[2.0, 4.0, 6.0]);
+        assert_eq!(forward.batch_rows(line("c")).len(), batch * 3);
+        // Sample 49's y: W x_49 + c.
+        let x49 = &x[49 * 4..50 * 4];
+        let y: Vec<f64> = (0..3)
+            .map(|r| {
+                (0..4)
+                    .map(|c| f64::from(w[r * 4 + c]) * f64::from(x49[c]))
+                    .sum::<f64>()
+                    + 2.0 * f64::from(b[r])
+            })
+            .collect();
+        for (got, want) in forward.row(line("y"), 49).iter().zip(&y) {
+            assert!((got - want).abs() < 1e-9, "{got} against {want}");
+        }
     }
 }

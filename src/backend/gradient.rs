@@ -315,10 +315,18 @@ impl Backend {
                     let (per_sample, size) = match target {
                         Target::Node { node } => (cotangent(*node)?, program.shapes[*node].size()),
                         Target::Matrix { uses, rows, cols } => {
-                            let mut outer = vec![0f64; batch * rows * cols];
+                            // A batch mean's outer products are summed as
+                            // they are formed: one rows x cols matrix, not
+                            // one a sample.
+                            let summed = reduction == Reduction::Mean;
+                            let samples = if summed { 1 } else { batch };
+                            let mut outer = crate::jacobian::zeros(
+                                &[samples, *rows, *cols],
+                                &"per-sample weight gradients",
+                            )?;
                             for &(product, v, transposed) in uses {
                                 let g = cotangent(product)?;
-                                let values = &forward.values[v];
+                                let values = &forward.batch_rows(v);
                                 // W @ v: g v^T; v @ W: v g^T.
                                 let (left, right) = if transposed {
                                     (values, &g)
@@ -326,9 +334,10 @@ impl Backend {
                                     (&g, values)
                                 };
                                 for b in 0..batch {
+                                    let at = if summed { 0 } else { b };
                                     for i in 0..*rows {
                                         for j in 0..*cols {
-                                            outer[(b * rows + i) * cols + j] +=
+                                            outer[(at * rows + i) * cols + j] +=
                                                 chain_mul(left[b * rows + i], right[b * cols + j]);
                                         }
                                     }
@@ -341,7 +350,8 @@ impl Backend {
                         program, variable, per_sample, size, batch, reduction, scale,
                     ));
                 }
-                let values: Vec<f32> = forward.values[program.output]
+                let values: Vec<f32> = forward
+                    .batch_rows(program.output)
                     .iter()
                     .map(|&v| v as f32)
                     .collect();

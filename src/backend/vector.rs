@@ -505,7 +505,8 @@ impl Backend {
                     seed,
                 };
                 let jacobian = run_plan(&plan, &mut algebra, n)?.into_jacobian()?;
-                let values = forward.values[program.output]
+                let values = forward
+                    .batch_rows(program.output)
                     .iter()
                     .map(|&v| v as f32)
                     .collect();
@@ -580,7 +581,8 @@ impl Backend {
         match self {
             Backend::Cpu(_) => {
                 let forward = forward(program, &bound, batch)?;
-                Ok(forward.values[program.output]
+                Ok(forward
+                    .batch_rows(program.output)
                     .iter()
                     .map(|&v| v as f32)
                     .collect())
