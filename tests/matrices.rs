@@ -392,6 +392,10 @@ fn shape_errors_name_both_sides() {
             "input A[2,3]\ninput x[6]\ny = A + x\noutput y",
             "where a matrix [2,3] or a scalar",
         ),
+        (
+            "input A[3,2]\nparam W[3,2]\ny = sum(A * W)\noutput y",
+            "`W` is a param matrix [3,2]; a param matrix may only be multiplied with `@`",
+        ),
         ("input A[2,3]\ny = A[2]\noutput y", "row 2 is out of range"),
         (
             "input A[3,3]\ny = A[1:1]\noutput y",

@@ -980,3 +980,31 @@ fn every_listed_vector_function_lowers() {
         Program::parse(&text).unwrap_or_else(|e| panic!("{call}: {e}"));
     }
 }
+
+/// A program of params alone has no batch: the error says so, rather than
+/// asking for samples of inputs it does not have.
+#[test]
+fn a_program_without_inputs_says_so() {
+    let program = Program::parse("param w[3]\ny = sum(w * w)\noutput y").expect("parses");
+    let w = [1.0f32, 2.0, 3.0];
+    let backend = chainrule::Backend::Cpu(chainrule::CpuBackend);
+    let error = backend
+        .values(&program, &[("w", &w)])
+        .expect_err("no batch");
+    assert!(
+        error.to_string().contains("the program has no input"),
+        "{error}"
+    );
+}
+
+/// A line equal to a variable goes by the variable's name, which `line`
+/// and `with_output` take.
+#[test]
+fn a_variable_is_a_line_by_its_name() {
+    let program = Program::parse("input s\nparam w\na = s\ny = a * w\noutput y").expect("parses");
+    let s = program.line("s").expect("s is a line");
+    assert_eq!(Some(s), program.variable_node(0));
+    let line = program.with_output("s").expect("its program");
+    assert_eq!(line.output_name, "s");
+    assert!(program.line("a").is_none(), "a goes by s");
+}

@@ -85,6 +85,11 @@ pub(crate) fn bind<'a>(
         }
         bound.push(*data);
     }
+    if program.inputs().is_empty() {
+        return Err(Error::InvalidArgument(
+            "the program has no input, so no batch to run: declare at least one `input`".into(),
+        ));
+    }
     let batch = batch.map_or(0, |(b, _)| b);
     if batch == 0 {
         return Err(Error::InvalidArgument(

@@ -463,17 +463,21 @@ impl<'a> Lowering<'a> {
                     ),
                 )
                 .with_help("take a row `A[i]`, an element `A[i, j]`, or multiply: `A @ x`")),
-            Value::Matrix { rows, cols, .. } => Err(self
-                .error(
-                    expr.span,
-                    format!(
-                        "`{}` is a param matrix {}; a param matrix may only be multiplied with `@`",
-                        self.text(expr.span),
-                        Shape::Matrix(rows, cols)
-                    ),
-                )
-                .with_help("multiply it: `W @ x`, `x @ W`, `transpose(W) @ x`, `W @ A`, `A @ W`")),
+            Value::Matrix { rows, cols, .. } => Err(self.param_matrix_error(expr, rows, cols)),
         }
+    }
+
+    /// A param matrix `expr` where it cannot stand: it only multiplies.
+    pub(super) fn param_matrix_error(&self, expr: &Expr, rows: usize, cols: usize) -> ParseError {
+        self.error(
+            expr.span,
+            format!(
+                "`{}` is a param matrix {}; a param matrix may only be multiplied with `@`",
+                self.text(expr.span),
+                Shape::Matrix(rows, cols)
+            ),
+        )
+        .with_help("multiply it: `W @ x`, `x @ W`, `transpose(W) @ x`, `W @ A`, `A @ W`")
     }
 
     pub(super) fn number(&mut self, value: f64, span: Span) -> Lowered {

@@ -367,9 +367,10 @@ impl Lowering<'_> {
             } => Shape::Matrix(r, c),
             Value::Node(id) if self.shape(id) == Shape::Scalar => return Ok(id),
             Value::Node(id) => self.shape(id),
-            Value::Matrix {
-                rows: r, cols: c, ..
-            } => Shape::Matrix(r, c),
+            // A param matrix only multiplies.
+            Value::Matrix { rows, cols, .. } => {
+                return Err(self.param_matrix_error(expr, rows, cols));
+            }
         };
         Err(self
             .error(

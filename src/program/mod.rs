@@ -376,12 +376,16 @@ impl Program {
     }
 
     /// The node of the line called `name`, or the output's when `name`
-    /// is the output's name.
+    /// is the output's name, or a variable's node (a line equal to a
+    /// variable goes by the variable's name).
     pub fn line(&self, name: &str) -> Option<NodeId> {
         if name == self.output_name {
             return Some(self.output);
         }
-        self.names.iter().position(|n| n.as_deref() == Some(name))
+        self.names
+            .iter()
+            .position(|n| n.as_deref() == Some(name))
+            .or_else(|| self.variable(name).and_then(|v| self.variable_node(v)))
     }
 
     /// For each node, whether `node` depends on it (itself included).
