@@ -609,11 +609,16 @@ impl Lowering<'_> {
         Ok(Some(Value::Node(node)))
     }
 
-    /// sqrt(dot(x, x)), with x scaled by 2^100 or 2^-100 first where the
-    /// sum of squares would underflow or overflow f32 (|x| below about
-    /// 1e-15 or above 1e15): norm([1e-23, 0, 0]) is 1e-23 with gradient
-    /// [1, 0, 0], not 0 with an infinite one. Each branch's derivative is
-    /// that of the norm; `where` keeps the others out of it.
+    /// sqrt(dot(x, x)), with x scaled by 2^85 or 2^-85 first where the
+    /// sum of squares would underflow or overflow f32 (below 2^-100 or
+    /// above 2^100, |x| about 1e-15 and 1e15): norm([1e-23, 0, 0]) is
+    /// 1e-23 with gradient [1, 0, 0], not 0 with an infinite one. Each
+    /// branch's derivative is that of the norm; `where` keeps the others
+    /// out of it. The factor also bounds the chain rule's intermediate
+    /// cotangent of the squares, 1 / (2 k^2 norm): within a branch it
+    /// stays between 2^-121 and 2^119, so neither a huge vector's gradient
+    /// overflows (as with 2^-100, at norm 1e20) nor a tiny one's
+    /// underflows to 0.
     fn norm(&mut self, x: NodeId) -> NodeId {
         let squares = self.reduce(ReduceOp::Dot, x, Some(x));
         let plain = self.unary(UnaryOp::Sqrt, squares);
@@ -624,8 +629,8 @@ impl Lowering<'_> {
             let root = this.unary(UnaryOp::Sqrt, squares);
             this.apply(BinaryOp::Div, root, up)
         };
-        let small = scaled(self, 2f64.powi(100));
-        let large = scaled(self, 2f64.powi(-100));
+        let small = scaled(self, 2f64.powi(85));
+        let large = scaled(self, 2f64.powi(-85));
         let tiny = self.constant(2f64.powi(-100));
         let huge = self.constant(2f64.powi(100));
         let underflows = self.apply(BinaryOp::Lt, squares, tiny);
