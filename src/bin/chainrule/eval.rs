@@ -20,6 +20,14 @@ pub(crate) fn parse_input(text: &str) -> chainrule::Result<(String, PathBuf)> {
     }
 }
 
+/// The first name given twice, if any.
+pub(crate) fn repeated<T: PartialEq>(names: &[T]) -> Option<&T> {
+    names
+        .iter()
+        .enumerate()
+        .find_map(|(i, n)| names[..i].contains(n).then_some(n))
+}
+
 pub(crate) fn eval(
     expression: &str,
     inputs: &[String],
@@ -33,11 +41,7 @@ pub(crate) fn eval(
         .map(|text| parse_input(text))
         .collect::<chainrule::Result<_>>()?;
     let names: Vec<String> = inputs.iter().map(|(name, _)| name.clone()).collect();
-    if let Some(name) = names
-        .iter()
-        .enumerate()
-        .find_map(|(i, n)| names[..i].contains(n).then_some(n))
-    {
+    if let Some(name) = repeated(&names) {
         return Err(Error::InvalidArgument(format!(
             "--input {name} is given twice"
         )));

@@ -49,11 +49,7 @@ pub(crate) fn run(
         ));
     }
     // Each gradient is written to a file named after its variable.
-    if let Some(name) = names
-        .iter()
-        .enumerate()
-        .find_map(|(i, n)| names[..i].contains(n).then_some(n))
-    {
+    if let Some(name) = crate::eval::repeated(&names) {
         return Err(Error::InvalidArgument(format!(
             "--wrt names `{name}` twice; name each variable once"
         )));
