@@ -262,3 +262,19 @@ fn jacobench_times_w3_resident_and_counts_each_paths_traffic() {
     let error = metric(&records, case, "gpu-end-to-end", "relative_frobenius_error");
     assert!(error.is_some_and(|e| e < 1e-5), "{error:?}");
 }
+
+/// `explain` of a bare expression takes `--wrt` only for one of its
+/// inputs (its four steps give every input's partial).
+#[test]
+fn explain_of_an_expression_checks_wrt() {
+    let bin = env!("CARGO_BIN_EXE_chainrule");
+    let output = run(bin, &["explain", "x*z", "--wrt", "q"], &[]);
+    let (_, stderr) = text(&output);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--wrt q: not a variable of the expression (it has x, z)"),
+        "{stderr}"
+    );
+    let output = run(bin, &["explain", "x*z", "--wrt", "z"], &[]);
+    assert!(output.status.success());
+}

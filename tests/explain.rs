@@ -439,8 +439,18 @@ fn params_are_explained_and_matrices_through_their_products() {
         "dy_k/dW[i, j] = (dy/d(W @ x))[k, i] x_j",
         "dy_k/dW[i, j] = (dy/d(W @ z))[k, i] z_j",
         "Per sample, dy/dW = (dy/d(W @ x))^T x^T + (dy/d(W @ z))^T z^T",
+        "dy_k/dW[i, j] is the sum of these 2 terms, one for each product.",
     ] {
         assert!(big.contains(expected), "{expected} missing from:\n{big}");
+    }
+    // Each factor says what it is: an element-wise function's diagonal,
+    // a product's matrix.
+    let x = explain_variable(&program, var("x"), 8).expect("x");
+    for expected in [
+        "= diag(tanh'((W @ x) + b)), tanh'(x) = 1 - tanh(x)^2",
+        "d(W @ x)/dx [Shared 2x3] = W",
+    ] {
+        assert!(x.contains(expected), "{expected} missing from:\n{x}");
     }
     // A vector output: the element-wise formula, no scalar's gradient.
     let program =
@@ -450,5 +460,7 @@ fn params_are_explained_and_matrices_through_their_products() {
         v.contains("dy_k/dV[i, j] = x_i (dy/d(x @ V))[k, j]") && !v.contains("Per sample"),
         "{v}"
     );
+    let x = explain_variable(&program, 0, 8).expect("x");
+    assert!(x.contains("d(x @ V)/dx [Shared 2x3] = V^T"), "{x}");
     assert!(explain_variable(&program, 7, 8).is_err());
 }

@@ -118,8 +118,18 @@ fn factor_name(program: &Program, factor: Factor, wrt: &str) -> String {
             let operand = program.nodes[node].operands().nth(slot).unwrap_or(node);
             let shape = local_shape(program, node, slot)
                 .map_or_else(|_| "?".to_string(), |s| s.to_string());
-            // A reduction's row, written from the op table.
+            // A reduction's row, written from the op table; an
+            // element-wise function's diagonal; the matrix of a product.
             let row = match program.nodes[node] {
+                Op::Unary(f, a) => format!(
+                    " = diag({}'({})), {}'(x) = {}",
+                    f.name(),
+                    node_name(program, a),
+                    f.name(),
+                    f.derivative_formula()
+                ),
+                Op::MatVec(w, _) if slot == 1 => format!(" = {}", node_name(program, w)),
+                Op::VecMat(w, _) if slot == 1 => format!(" = {}^T", node_name(program, w)),
                 Op::Reduce(r, a, _) => {
                     let names: Vec<String> = program.nodes[node]
                         .operands()
@@ -164,7 +174,7 @@ fn write_step(out: &mut String, program: &Program, step: &Step, wrt: &str) {
             .map(|&f| factor_name(program, f, wrt))
             .collect();
         if names.is_empty() {
-            let _ = writeln!(out, "  identity (the input itself)");
+            let _ = writeln!(out, "  identity (the node itself)");
             continue;
         }
         let short: Vec<String> = (1..=names.len()).map(|i| format!("J{i}")).collect();
@@ -252,6 +262,13 @@ pub fn explain_variable(program: &Program, wrt: usize, batch: usize) -> Result<S
             format!("(d{y}/d{product})^T {v}^T")
         });
         out.push('\n');
+    }
+    if sums.len() > 1 {
+        let _ = writeln!(
+            out,
+            "d{y}_k/d{name}[i, j] is the sum of these {} terms, one for each product.",
+            sums.len()
+        );
     }
     if program.shapes[program.output] == Shape::Scalar {
         let _ = writeln!(

@@ -276,6 +276,15 @@ fn explain(text: &str, batch: usize, wrt: Option<&str>) -> chainrule::Result<()>
     let text = jacobian::program_text(text)?;
     if !jacobian::is_program(&text) {
         let graph = Graph::parse(&text, InputOrder::FirstAppearance)?;
+        // The four steps give every input's partial; --wrt may only name
+        // one of them.
+        if let Some(name) = wrt.filter(|name| !graph.inputs().iter().any(|i| i == name)) {
+            return Err(chainrule::Error::InvalidArgument(format!(
+                "--wrt {name}: not a variable of the expression (it has {}); its explanation \
+                 gives every input's partial",
+                graph.inputs().join(", ")
+            )));
+        }
         println!("{}", chainrule::explain::explain(&graph));
         return Ok(());
     }
