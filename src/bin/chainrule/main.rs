@@ -297,7 +297,16 @@ fn explain(text: &str, batch: usize, wrt: Option<&str>) -> chainrule::Result<()>
                 "--wrt {name}: not a variable of the program"
             ))
         })?,
-        None => jacobian::choose_wrt(&program, None)?,
+        // The first input, or for a program of params alone the first
+        // param.
+        None => program
+            .inputs()
+            .first()
+            .copied()
+            .or((!program.variables.is_empty()).then_some(0))
+            .ok_or_else(|| {
+                chainrule::Error::InvalidArgument("the program has no variable".into())
+            })?,
     };
     print!(
         "{}",
