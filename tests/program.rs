@@ -1008,3 +1008,23 @@ fn a_variable_is_a_line_by_its_name() {
     assert_eq!(line.output_name, "s");
     assert!(program.line("a").is_none(), "a goes by s");
 }
+
+/// cross_entropy of scalars says the logits must be a vector; of vectors
+/// of two lengths, names both.
+#[test]
+fn cross_entropy_shape_errors_say_what_is_wrong() {
+    let error = Program::parse("input x  y\nl = cross_entropy(x, y)\noutput l")
+        .expect_err("scalars")
+        .to_string();
+    assert!(
+        error.contains("`cross_entropy` needs vectors, but the logits x are scalar"),
+        "{error}"
+    );
+    let error = Program::parse("input x[3]  y[2]\nl = cross_entropy(x, y)\noutput l")
+        .expect_err("two lengths")
+        .to_string();
+    assert!(
+        error.contains("logits x are [3] but targets y are [2]"),
+        "{error}"
+    );
+}

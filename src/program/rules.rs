@@ -489,7 +489,18 @@ impl Lowering<'_> {
             }
             ("cross_entropy", &[(z, zs), (t, ts)]) => {
                 let (sz, st) = (self.shape(z), self.shape(t));
-                if !matches!(sz, Shape::Vector(_)) || sz != st {
+                if !matches!(sz, Shape::Vector(_)) {
+                    return Err(self
+                        .error(
+                            zs,
+                            format!(
+                                "`cross_entropy` needs vectors, but the logits {} are {sz}",
+                                self.text(zs)
+                            ),
+                        )
+                        .with_help("cross_entropy(z, t) takes logits and probabilities of one vector shape"));
+                }
+                if sz != st {
                     return Err(self
                         .error(
                             span,
