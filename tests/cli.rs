@@ -49,6 +49,18 @@ fn ops_lists_every_operation() {
             "{call} missing from:\n{stdout}"
         );
     }
+    // Every two-argument operation, as the language writes it (each form
+    // parses).
+    for (_, written) in chainrule::ops::BinaryOp::written() {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(written)),
+            "{written} missing from:\n{stdout}"
+        );
+        for form in written.split("; ") {
+            chainrule::graph::Graph::parse(form, chainrule::program::InputOrder::FirstAppearance)
+                .unwrap_or_else(|e| panic!("{form}: {e}"));
+        }
+    }
     // An exponent has no default: pow is shown as the language writes it.
     assert!(stdout.contains("pow(x, p)") && !stdout.contains("pow(3)"));
 }

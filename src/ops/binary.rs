@@ -152,6 +152,58 @@ impl BinaryOp {
         ALL.into_iter().find(|op| op.name() == name)
     }
 
+    /// How the text language writes each operation it has (`a + b`,
+    /// `atan2(a, b)`; forms of one operation separated by `; `), in order;
+    /// the internal ones are left out.
+    pub fn written() -> impl Iterator<Item = (BinaryOp, &'static str)> {
+        ALL.into_iter().filter_map(|op| {
+            let text = match op {
+                BinaryOp::Add => "a + b",
+                BinaryOp::Sub => "a - b",
+                BinaryOp::Mul => "a * b",
+                BinaryOp::Div => "a / b",
+                BinaryOp::Pow => "a ^ b; pow(a, b)",
+                BinaryOp::Min => "min(a, b)",
+                BinaryOp::Max => "max(a, b)",
+                BinaryOp::Atan2 => "atan2(a, b)",
+                BinaryOp::Xlogy => "xlogy(a, b)",
+                BinaryOp::Lt => "a < b",
+                BinaryOp::Le => "a <= b",
+                BinaryOp::Gt => "a > b",
+                BinaryOp::Ge => "a >= b",
+                BinaryOp::StrongMul | BinaryOp::ChainMul | BinaryOp::WhereA | BinaryOp::WhereB => {
+                    return None;
+                }
+            };
+            Some((op, text))
+        })
+    }
+
+    /// The partial derivatives in a and in b as formulas, for tables and
+    /// `chainrule ops` (the README gives the edges).
+    pub fn partial_formulas(self) -> [&'static str; 2] {
+        match self {
+            BinaryOp::Add => ["1", "1"],
+            BinaryOp::Sub => ["1", "-1"],
+            BinaryOp::Mul | BinaryOp::StrongMul | BinaryOp::ChainMul => ["b", "a"],
+            BinaryOp::Div => ["1 / b", "-a / b^2"],
+            BinaryOp::Pow => ["b a^(b-1)", "a^b ln a"],
+            BinaryOp::Min => [
+                "1 where a < b (1/2 at a tie)",
+                "1 where b < a (1/2 at a tie)",
+            ],
+            BinaryOp::Max => [
+                "1 where a > b (1/2 at a tie)",
+                "1 where b > a (1/2 at a tie)",
+            ],
+            BinaryOp::Atan2 => ["b / (a^2 + b^2)", "-a / (a^2 + b^2)"],
+            BinaryOp::Xlogy => ["ln b", "a / b"],
+            BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => ["0", "0"],
+            BinaryOp::WhereA => ["0", "1 where a != 0"],
+            BinaryOp::WhereB => ["0", "1 where a = 0"],
+        }
+    }
+
     /// The names of the operations written as calls.
     pub fn call_names() -> impl Iterator<Item = &'static str> {
         CALLS.into_iter().map(BinaryOp::name)

@@ -3,7 +3,7 @@
 use chainrule::ContextOptions;
 use chainrule::UnaryOp;
 use chainrule::backend::gpu::{self, ADAPTER_NAME_VARIABLE, BACKEND_VARIABLE};
-use chainrule::ops::ReduceOp;
+use chainrule::ops::{BinaryOp, ReduceOp};
 use chainrule::program::VECTOR_FUNCTIONS;
 
 pub(crate) fn info() -> chainrule::Result<()> {
@@ -65,6 +65,15 @@ pub(crate) fn ops() {
         };
         println!("{call:<22} {}", op.derivative_formula());
     }
+    println!("\n{:<22} d/da, d/db", "two arguments");
+    for (op, written) in BinaryOp::written() {
+        let [da, db] = op.partial_formulas();
+        println!("{written:<22} {da}, {db}");
+    }
+    println!(
+        "{:<22} 1 where c != 0, 1 where c = 0 (0 in c)",
+        "where(c, a, b)"
+    );
     println!(
         "\n{:<22} local Jacobian row, of a vector of length n (Parr and Howard 4.6)",
         "reduction"
