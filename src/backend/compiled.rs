@@ -344,17 +344,6 @@ impl Pass<'_> {
     }
 }
 
-/// `len` zeros, or an error (not an abort) when memory is short.
-fn rows<T: Element>(len: usize) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| Error::HostMemory {
-        what: "per-sample gradients".into(),
-        needed: (len as u64).saturating_mul(std::mem::size_of::<T>() as u64),
-    })?;
-    v.resize(len, T::default());
-    Ok(v)
-}
-
 /// `dst += src`, element by element.
 fn add(dst: &mut [f64], src: &[f64]) {
     for (t, s) in dst.iter_mut().zip(src) {
@@ -409,7 +398,7 @@ fn run_on_host<T: Element>(
         .iter()
         .map(|g| {
             if g.destination.writes_rows() {
-                rows(batch.saturating_mul(g.size))
+                crate::backend::host_vec(batch.saturating_mul(g.size), "per-sample gradients")
             } else {
                 Ok(Vec::new())
             }

@@ -24,14 +24,12 @@ pub(crate) struct CpuForward {
 impl CpuForward {
     /// Sample `b`'s value of node `id`.
     pub(crate) fn row(&self, id: usize, b: usize) -> &[f64] {
-        let n = self.values[id].len()
-            / if self.varies[id] {
-                self.batch.max(1)
-            } else {
-                1
-            };
-        let b = if self.varies[id] { b } else { 0 };
-        &self.values[id][b * n..(b + 1) * n]
+        let values = &self.values[id];
+        if !self.varies[id] {
+            return values;
+        }
+        let n = values.len() / self.batch.max(1);
+        &values[b * n..(b + 1) * n]
     }
 
     /// Node `id`'s values for the whole batch, B x size (a shared row
@@ -53,13 +51,10 @@ pub(crate) fn forward(program: &Program, variables: &[&[f32]], batch: usize) -> 
     let mut values: Vec<Vec<f64>> = (0..count)
         .map(|id| {
             let rows = if varies[id] { batch } else { 1 };
-            let len = rows.saturating_mul(program.shapes[id].size());
-            let mut v = Vec::new();
-            v.try_reserve_exact(len).map_err(|_| Error::HostMemory {
-                what: "the forward pass's values".into(),
-                needed: (len as u64).saturating_mul(8),
-            })?;
-            Ok(v)
+            crate::backend::reserve_host(
+                rows.saturating_mul(program.shapes[id].size()),
+                "the forward pass's values",
+            )
         })
         .collect::<Result<_>>()?;
     let mut sample_vars: Vec<Vec<f64>> = program

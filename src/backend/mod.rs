@@ -114,19 +114,19 @@ impl Backend {
 }
 
 /// A zero-filled host vector, or an error (not an abort) when memory is short.
-pub(crate) fn host_vec(len: usize, what: &str) -> Result<Vec<f32>> {
+pub(crate) fn host_vec<T: Clone + Default>(len: usize, what: &str) -> Result<Vec<T>> {
     let mut v = reserve_host(len, what)?;
-    v.resize(len, 0.0);
+    v.resize(len, T::default());
     Ok(v)
 }
 
 /// An empty host vector with room for `len` elements, or an error (not an
 /// abort) when memory is short.
-pub(crate) fn reserve_host(len: usize, what: &str) -> Result<Vec<f32>> {
+pub(crate) fn reserve_host<T>(len: usize, what: &str) -> Result<Vec<T>> {
     let mut v = Vec::new();
     v.try_reserve_exact(len).map_err(|_| Error::HostMemory {
         what: what.to_string(),
-        needed: (len as u64).saturating_mul(4),
+        needed: (len as u64).saturating_mul(std::mem::size_of::<T>() as u64),
     })?;
     Ok(v)
 }
