@@ -220,7 +220,7 @@ pub fn explain_plan(program: &Program, plan: &JacobianPlan) -> String {
 /// param, which enters only through products `W @ v` (or `v @ W`), the
 /// plan of the Jacobian with respect to each product, and how W's
 /// Jacobian follows from it (the outer product with v: Parr and Howard's
-/// neuron gradient, section 4.5, one row of W at a time).
+/// neuron gradient, one row of W at a time).
 ///
 /// Errors: no such variable; any error of the planner.
 pub fn explain_variable(program: &Program, wrt: usize, batch: usize) -> Result<String> {
@@ -244,8 +244,7 @@ pub fn explain_variable(program: &Program, wrt: usize, batch: usize) -> Result<S
         };
         let product = wrapped(program, id);
         let v = wrapped(program, v);
-        let mut step = plan_node(program, id, Request::Jacobian, batch)?;
-        step.wrt = usize::MAX;
+        let step = plan_node(program, id, Request::Jacobian, batch)?;
         out.push_str(&plan_text(program, &step, &product));
         let _ = writeln!(
             out,

@@ -50,10 +50,7 @@ pub(crate) fn eval(
     if graph.inputs().is_empty() {
         // No variable, so no samples: say what it is rather than
         // evaluating zero of them.
-        let program = chainrule::program::Program::parse_expression(
-            expression,
-            &InputOrder::Given(Vec::new()),
-        )?;
+        let program = graph.program();
         let value = program
             .forward(&[])
             .ok()
