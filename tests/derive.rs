@@ -175,7 +175,7 @@ const PROGRAMS: [(&str, &str); 8] = [
         "selections",
         "input x[6]
          a = x[1:4] * x[0]
-         output [a, x[5], dot(a, x[2:5]), sum(x) / 6]",
+         output [a, x[5], dot(a, x[2:5]), sum(x) / 6, prod(x[0:4])]",
     ),
     (
         "matrices",
@@ -285,7 +285,7 @@ fn jvp_and_vjp_programs_match_the_oracle() {
 }
 
 /// Scalar losses whose Hessians are not trivial.
-const LOSSES: [(&str, &str); 4] = [
+const LOSSES: [(&str, &str); 5] = [
     (
         "neuron",
         "input x[4]  t
@@ -307,6 +307,11 @@ const LOSSES: [(&str, &str); 4] = [
         "scalar",
         "input s  r
          output exp(s * r) / (1 + s^2) + atan2(s, r) + logsumexp([s, r, s * r])",
+    ),
+    (
+        "product",
+        "input x[5]
+         output prod(x) + prod(x[1:3] * x[0])",
     ),
 ];
 
@@ -504,24 +509,42 @@ fn derived_programs_keep_the_zero_factor_rule() {
     }
 }
 
-/// Many slices of one vector (a product's elements) are placed once: the
-/// gradient program grows with the vector's length, not its square.
+/// Many slices of one vector are placed once: prod's gradient program
+/// holds the products of the others as 3n products of its n elements
+/// (slices), and the JVP of that (a Hessian-vector product) places their
+/// cotangents once, so both grow with the vector's length, not its square.
 #[test]
 fn slices_of_one_vector_are_placed_once() {
     let n = 2000;
     let program = parse(&format!("input x[{n}]\noutput prod(x)"));
     let gradient = program.gradient_program("x").expect("a gradient program");
-    let elements: usize = gradient.shapes.iter().map(|s| s.size()).sum();
-    assert!(
-        elements < 200 * n,
-        "the gradient program of prod(x[{n}]) holds {elements} elements in {} nodes",
-        gradient.nodes.len()
-    );
+    let hvp = gradient.jvp_program("x").expect("its JVP");
+    for (what, derived) in [("gradient", &gradient), ("Hessian-vector", &hvp)] {
+        let elements: usize = derived.shapes.iter().map(|s| s.size()).sum();
+        assert!(
+            elements < 200 * n,
+            "the {what} program of prod(x[{n}]) holds {elements} elements in {} nodes",
+            derived.nodes.len()
+        );
+    }
     let x: Vec<f64> = (0..n).map(|i| 1.0 + 1e-4 * (i % 7) as f64).collect();
     let got = run(&gradient, std::slice::from_ref(&x));
     let refs: Vec<&[f64]> = vec![&x];
     let want = program.jacobian_dense(&refs, 0).expect("the oracle");
     assert_close("d prod / dx", &got, &want, 1e-12);
+    // H v with v = e_0: row 0 of the Hessian, prod(x) / (x_0 x_j) off the
+    // diagonal and 0 on it.
+    let mut direction = vec![0.0; n];
+    direction[0] = 1.0;
+    let got = run(&hvp, &[x.clone(), direction]);
+    let total: f64 = x.iter().product();
+    for (j, &h) in got.iter().enumerate() {
+        let want = if j == 0 { 0.0 } else { total / (x[0] * x[j]) };
+        assert!(
+            (h - want).abs() <= 1e-12 * want.abs().max(1.0),
+            "H[0, {j}] of prod: {h}, not {want}"
+        );
+    }
 }
 
 #[test]

@@ -325,6 +325,26 @@ fn prod_and_norm_at_zero() {
             1e-6,
         );
     }
+    // Zeros, infinities and NaN: the products of the others, as IEEE
+    // arithmetic gives them (0 * Inf is NaN), on every path.
+    let (inf, nan) = (f32::INFINITY, f32::NAN);
+    for (x, value, gradient) in [
+        ([0.0, 0.0, 3.0, 1.0], 0.0, [0.0; 4]),
+        ([inf, 2.0, 0.5, 1.0], inf, [1.0, inf, inf, inf]),
+        ([0.0, inf, 1.0, 1.0], nan, [inf, 0.0, nan, nan]),
+        ([-2.0, nan, 1.0, 1.0], nan, [nan, -2.0, nan, nan]),
+    ] {
+        let same = |a: f64, b: f32| (a.is_nan() && b.is_nan()) || a == f64::from(b);
+        for (path, got, jacobian) in gradients_at(text, &x) {
+            if path != "oracle" {
+                assert!(same(got[0], value), "prod{x:?} on the {path}: {got:?}");
+            }
+            assert!(
+                jacobian.iter().zip(&gradient).all(|(&a, &b)| same(a, b)),
+                "d prod{x:?} on the {path}: {jacobian:?}, not {gradient:?}"
+            );
+        }
+    }
     // norm of tiny and huge vectors: the sum of squares would underflow or
     // overflow f32, the norm does not.
     let text = "input x[3]\ny = norm(x)\noutput y";
@@ -579,5 +599,99 @@ fn matrix_jacobians_on_the_gpu_within_and_past_the_fused_budget() {
             &cpu,
             1e-5,
         );
+    }
+}
+
+/// prod of vectors longer than the fused kernels hold (256 elements) and
+/// than one dispatch of the device's product takes (16,384): each sample's
+/// value and gradient, the products of the others, on every backend beside
+/// the f64 oracle, with one zero in one sample and two in another (exact
+/// zeros and exact products of the others there), and of a param shared
+/// by the batch. Each costs O(n) a sample.
+#[test]
+fn prod_of_long_vectors() {
+    // The products of the others by another route than the library's
+    // (which multiplies those before and after each element): the product
+    // over the element where no element is zero; with one zero, the
+    // product of the rest at the zero and 0 elsewhere; with two, zeros.
+    fn others(x: &[f64]) -> Vec<f64> {
+        let zeros: Vec<usize> = (0..x.len()).filter(|&i| x[i] == 0.0).collect();
+        let rest: f64 = x.iter().filter(|&&e| e != 0.0).product();
+        (0..x.len())
+            .map(|i| match zeros[..] {
+                [] => rest / x[i],
+                [z] if z == i => rest,
+                _ => 0.0,
+            })
+            .collect()
+    }
+    use chainrule::Reduction;
+    let mut rng = rng("prod_of_long_vectors");
+    for n in [300, 20_000] {
+        let program = parse(&format!("input x[{n}]\ny = prod(x)\noutput y"));
+        let batch = 3;
+        // Factors near 1, so that the product stays well inside f32.
+        let mut x: Vec<f32> = common::uniform(&mut rng, batch * n, 0.99, 1.01);
+        x[n + n / 2 + 1] = 0.0;
+        x[2 * n + 3] = 0.0;
+        x[2 * n + n - 2] = 0.0;
+        let mut oracle = Vec::new();
+        let mut values = Vec::new();
+        for b in 0..batch {
+            let at: Vec<f64> = x[b * n..(b + 1) * n]
+                .iter()
+                .map(|&e| f64::from(e))
+                .collect();
+            oracle.extend(others(&at));
+            values.push(at.iter().product::<f64>());
+        }
+        // The sample with one zero: the others' product at the zero only.
+        assert!(oracle[n..2 * n].iter().filter(|&&g| g != 0.0).count() == 1);
+        assert!(oracle[2 * n..].iter().all(|&g| g == 0.0));
+        for (backend, path) in backends() {
+            let out = backend
+                .jacobian(&program, "x", &[("x", &x)])
+                .unwrap_or_else(|e| panic!("prod of {n} on the {path}: {e}"));
+            let got: Vec<f64> = out.values.iter().map(|&v| f64::from(v)).collect();
+            assert_close(&format!("prod of {n} on the {path}"), &got, &values, 1e-6);
+            let jacobian = out.jacobian.try_to_dense(batch).expect("dense");
+            assert_close(
+                &format!("d prod of {n} on the {path}"),
+                &jacobian,
+                &oracle,
+                1e-6,
+            );
+            for b in 1..batch {
+                let zeros = jacobian[b * n..(b + 1) * n]
+                    .iter()
+                    .zip(&oracle[b * n..(b + 1) * n])
+                    .filter(|&(&g, &o)| o == 0.0 && g != 0.0)
+                    .count();
+                assert_eq!(zeros, 0, "d prod of {n} on the {path}, sample {b}");
+            }
+        }
+        // A param's product, shared by the batch, times each sample's s.
+        let program = parse(&format!("input s\nparam w[{n}]\ny = prod(w) * s\noutput y"));
+        let w: Vec<f32> = common::uniform(&mut rng, n, 0.99, 1.01);
+        let s = [0.5f32, -1.0, 2.0];
+        let at: Vec<f64> = w.iter().map(|&e| f64::from(e)).collect();
+        let mean_s = s.iter().map(|&v| f64::from(v)).sum::<f64>() / 3.0;
+        let want: Vec<f64> = others(&at).iter().map(|g| g * mean_s).collect();
+        for (backend, path) in backends() {
+            let out = backend
+                .gradient(&program, &["w"], &[("s", &s), ("w", &w)], Reduction::Mean)
+                .unwrap_or_else(|e| panic!("d prod(w) of {n} on the {path}: {e}"));
+            let got: Vec<f64> = out.gradients[0]
+                .values
+                .iter()
+                .map(|&g| f64::from(g))
+                .collect();
+            assert_close(
+                &format!("d mean(prod(w) s) of {n} on the {path}"),
+                &got,
+                &want,
+                1e-6,
+            );
+        }
     }
 }

@@ -9,7 +9,7 @@ use crate::backend::selection::{CpuJacobian, Selection};
 use crate::error::{Error, Result};
 use crate::jacobian::Jacobian;
 use crate::jacobian::{JacShape, Structure};
-use crate::program::{Entries, Kind, LocalJacobian, Program, softmax};
+use crate::program::{Entries, Kind, LocalJacobian, Op, Program};
 
 /// Every node's value for every sample: B x size for a node that depends
 /// on an input, one row the batch shares for the others (params,
@@ -218,13 +218,15 @@ impl CpuAlgebra<'_> {
                 cols,
                 data: vec![value; rows * cols],
             },
-            Entries::Softmax => {
-                let z = op.operands().next().unwrap_or(node);
+            Entries::KeptRow => {
+                let Op::Reduce(r, z, _) = op else {
+                    return Err(Error::Shape(format!("node {node} keeps no row")));
+                };
                 let data = self
                     .forward
                     .batch_rows(z)
                     .chunks(cols.max(1))
-                    .flat_map(softmax)
+                    .flat_map(|row| r.partials(&[row], 0))
                     .collect();
                 Jacobian::Dense {
                     batch,

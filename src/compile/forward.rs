@@ -21,7 +21,8 @@ pub enum Written {
     /// The node's value.
     Value,
     /// The node's local partial with respect to its operand `slot`
-    /// (element by element; softmax for log-sum-exp).
+    /// (element by element; a reduction's kept row: softmax for log-sum-exp,
+    /// the products of the others for prod).
     Partial(usize),
 }
 
@@ -135,7 +136,7 @@ fn build(
         // Jacobian is the identity (a + b, a - b in a, equal sizes).
         let slots: Vec<(usize, usize)> = match *op {
             Op::Unary(_, a) => vec![(0, a)],
-            Op::Reduce(r, a, _) if r.partial() == RowPartial::Softmax => vec![(0, a)],
+            Op::Reduce(r, a, _) if r.partial().kept() => vec![(0, a)],
             Op::Binary(f, a, b) => [(0, a), (1, b)]
                 .into_iter()
                 .filter(|&(slot, operand)| {

@@ -42,7 +42,7 @@
 
 use std::fmt::Write;
 
-use crate::ops::{BinaryOp, RowPartial, UnaryOp};
+use crate::ops::{BinaryOp, UnaryOp};
 use crate::program::{Kind, NodeId, Op, Program, Shape};
 use crate::shaders;
 
@@ -866,10 +866,11 @@ fn state_floats(program: &Program, needed: &[bool]) -> Result<usize, NotFused> {
         private += size * usize::from(held);
         private += size * usize::from(needed[id]);
         // The partials kept for the derivative passes: an element-wise
-        // function's, and softmax over a log-sum-exp's operand.
+        // function's, and a reduction's kept row (softmax, products of
+        // the others) over its operand.
         let kept = match *op {
             Op::Unary(..) => size,
-            Op::Reduce(r, a, _) if r.partial() == RowPartial::Softmax => program.shapes[a].size(),
+            Op::Reduce(r, a, _) if r.partial().kept() => program.shapes[a].size(),
             _ => 0,
         };
         private += kept * usize::from(needed[id]);
@@ -901,7 +902,7 @@ fn loop_trips(program: &Program, passes: usize, written: usize) -> usize {
             },
             Op::MatVec(_, x) | Op::VecMat(_, x) => 2 * (size(id) * size(x) + size(id)),
             Op::ShiftMax(a) => 4 * size(a),
-            Op::Reduce(r, a, _) if r.partial() == RowPartial::Softmax => 4 * size(a),
+            Op::Reduce(r, a, _) if r.partial().kept() => 4 * size(a),
             Op::Reduce(_, a, _) => 2 * size(a),
             _ => 2 * size(id),
         };

@@ -74,7 +74,7 @@ pub(super) fn forward_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool
             }
             // Linear and bilinear reductions: `weight` times the sum of
             // the operands' products.
-            Op::Reduce(r, a, _) if r.partial() != RowPartial::Softmax => {
+            Op::Reduce(r, a, _) if !r.partial().kept() => {
                 let len = layout.size(a);
                 let product: Vec<String> = op.operands().map(|o| layout.at(o, "i")).collect();
                 let _ = writeln!(
@@ -84,6 +84,42 @@ pub(super) fn forward_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool
                     product.join(" * ")
                 );
                 weigh(src, &format!("v{id}"), r.weight(len));
+            }
+            Op::Reduce(r, a, _) if r.partial() == RowPartial::Others => {
+                // prod: the products of the elements before each (kept as
+                // the partial row), then each times the product of those
+                // after it, as `products_of_others` in src/ops/reduce.rs;
+                // both compensated (`product_step`, shaders/common.wgsl).
+                let len = layout.size(a);
+                let x = layout.at(a, "i");
+                let keep = if keep_partial {
+                    format!("var d{id}: array<f32, {len}>;\n    ")
+                } else {
+                    String::new()
+                };
+                let before = if keep_partial {
+                    format!("d{id}[i] = p{id}.x + p{id}.y;\n        ")
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
+                    src,
+                    "    var p{id} = vec2<f32>(1.0, 0.0);\n    {keep}\
+                     for (var i = 0u; i < {len}u; i = i + 1u) {{\n        \
+                     {before}p{id} = product_step(p{id}, {x});\n    }}\n    \
+                     var v{id} = p{id}.x + p{id}.y;"
+                );
+                if keep_partial {
+                    let _ = writeln!(
+                        src,
+                        "    var after{id} = vec2<f32>(1.0, 0.0);\n    \
+                         for (var k = 0u; k < {len}u; k = k + 1u) {{\n        \
+                         let i = {last}u - k;\n        \
+                         d{id}[i] = d{id}[i] * (after{id}.x + after{id}.y);\n        \
+                         after{id} = product_step(after{id}, {x});\n    }}",
+                        last = len - 1
+                    );
+                }
             }
             Op::Reduce(_, a, _) => {
                 // log-sum-exp: the maximum first, so that no exponential
@@ -498,8 +534,8 @@ fn weigh(src: &mut String, target: &str, weight: f64) {
 /// Element `i` of the local Jacobian row of reduction node `id` with
 /// respect to operand `slot`, before the reduction's weight, as the op
 /// table's structure says: 1 for a linear reduction, the other operand's
-/// element for a bilinear one, the softmax the forward pass kept for
-/// log-sum-exp.
+/// element for a bilinear one, the row the forward pass kept for the
+/// others (softmax for log-sum-exp, the products of the others for prod).
 fn row_partial(layout: &Layout<'_>, id: NodeId, operands: &[NodeId], slot: usize) -> String {
     let Op::Reduce(r, ..) = layout.program.nodes[id] else {
         return "0.0".into();
@@ -507,7 +543,7 @@ fn row_partial(layout: &Layout<'_>, id: NodeId, operands: &[NodeId], slot: usize
     match r.partial() {
         RowPartial::Uniform => "1.0".into(),
         RowPartial::Other => layout.at(operands[1 - slot.min(1)], "i"),
-        RowPartial::Softmax => format!("d{id}[i]"),
+        RowPartial::Softmax | RowPartial::Others => format!("d{id}[i]"),
     }
 }
 

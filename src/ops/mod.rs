@@ -10,8 +10,8 @@ mod trig_f32;
 mod unary;
 
 pub use binary::BinaryOp;
+pub(crate) use reduce::row_max;
 pub use reduce::{ReduceOp, RowPartial};
-pub(crate) use reduce::{row_max, softmax};
 pub use unary::UnaryOp;
 
 /// Every element-wise function of the text language, for suggestions and

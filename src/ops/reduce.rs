@@ -26,6 +26,8 @@ pub enum ReduceOp {
     /// are -Inf, and softmax is one-hot where one element is the maximum
     /// (NaN where several infinite elements tie, which has no limit).
     LogSumExp,
+    /// prod_i a_i, its gradient the product of the other elements.
+    Prod,
 }
 
 /// The structure of a reduction's local Jacobian with respect to one
@@ -47,16 +49,31 @@ pub enum RowPartial {
     /// softmax(z) of the operand, computed with the value and kept per
     /// sample (logsumexp).
     Softmax,
+    /// The product of the operand's other elements, prod_{j != i} a_j,
+    /// computed with the value and kept per sample (prod): the products of
+    /// the elements before and after each, so that it is exact where
+    /// elements are zero (a / a_i is not).
+    Others,
+}
+
+impl RowPartial {
+    /// Whether the row is computed with the value and kept per sample (a
+    /// vector of the operand's length), rather than read from the
+    /// operands or a constant.
+    pub fn kept(self) -> bool {
+        matches!(self, RowPartial::Softmax | RowPartial::Others)
+    }
 }
 
 impl ReduceOp {
     /// Every reduction, in the order tables list them.
-    pub fn catalogue() -> [ReduceOp; 4] {
+    pub fn catalogue() -> [ReduceOp; 5] {
         [
             ReduceOp::Sum,
             ReduceOp::Mean,
             ReduceOp::Dot,
             ReduceOp::LogSumExp,
+            ReduceOp::Prod,
         ]
     }
 
@@ -67,6 +84,7 @@ impl ReduceOp {
             ReduceOp::Mean => "mean",
             ReduceOp::Dot => "dot",
             ReduceOp::LogSumExp => "logsumexp",
+            ReduceOp::Prod => "prod",
         }
     }
 
@@ -89,6 +107,7 @@ impl ReduceOp {
             ReduceOp::Sum | ReduceOp::Mean => RowPartial::Uniform,
             ReduceOp::Dot => RowPartial::Other,
             ReduceOp::LogSumExp => RowPartial::Softmax,
+            ReduceOp::Prod => RowPartial::Others,
         }
     }
 
@@ -113,6 +132,7 @@ impl ReduceOp {
                 a.iter().zip(b).map(|(a, b)| a * b).sum()
             }
             ReduceOp::LogSumExp => log_sum_exp(a),
+            ReduceOp::Prod => a.iter().product(),
         }
     }
 
@@ -127,6 +147,7 @@ impl ReduceOp {
                 operands.get(other).copied().unwrap_or(&[]).to_vec()
             }
             ReduceOp::LogSumExp => softmax(a),
+            ReduceOp::Prod => products_of_others(a),
         }
     }
 
@@ -153,6 +174,7 @@ impl ReduceOp {
                 }
             }
             RowPartial::Softmax => format!("softmax({})^T", name(0)),
+            RowPartial::Others => format!("(prod_(j != i) {}_j)^T", name(0)),
         }
     }
 }
@@ -161,6 +183,24 @@ impl fmt::Display for ReduceOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// prod_{j != i} a_j for each i: the product of the elements before i
+/// times that of the elements after it (no division, so exact at zeros:
+/// the gradient of prod at [2, 0, 3] is [0, 6, 0]).
+pub(crate) fn products_of_others(a: &[f64]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(a.len());
+    let mut before = 1.0;
+    for &x in a {
+        out.push(before);
+        before *= x;
+    }
+    let mut after = 1.0;
+    for (o, &x) in out.iter_mut().zip(a).rev() {
+        *o *= after;
+        after *= x;
+    }
+    out
 }
 
 /// The maximum of a vector (NaN elements aside), how many elements equal
@@ -254,12 +294,13 @@ mod tests {
                     RowPartial::Uniform => vec![r.weight(a.len()); a.len()],
                     RowPartial::Other => operands[1 - slot].to_vec(),
                     RowPartial::Softmax => softmax(operands[0]),
+                    RowPartial::Others => products_of_others(operands[0]),
                 };
                 assert_eq!(partials, expected, "{r} slot {slot}");
             }
             // Linear and bilinear reductions are `weight` times the sum of
             // the operands' products, which the kernels compute.
-            if r.partial() != RowPartial::Softmax {
+            if !r.partial().kept() {
                 let products: f64 = (0..a.len())
                     .map(|i| operands.iter().map(|o| o[i]).product::<f64>())
                     .sum();
@@ -268,6 +309,17 @@ mod tests {
             }
             assert_eq!(ReduceOp::from_name(r.name()), Some(r));
         }
+    }
+
+    #[test]
+    fn products_of_others_are_exact_at_zeros() {
+        assert_eq!(products_of_others(&[2.0, 0.0, 3.0]), vec![0.0, 6.0, 0.0]);
+        assert_eq!(products_of_others(&[0.0, 5.0, 0.0]), vec![0.0; 3]);
+        assert_eq!(products_of_others(&[4.0]), vec![1.0]);
+        assert!(products_of_others(&[]).is_empty());
+        let others = products_of_others(&[0.0, f64::INFINITY]);
+        assert_eq!(others, vec![f64::INFINITY, 0.0]);
+        assert_eq!(ReduceOp::Prod.value(&[&[2.0, -3.0, 0.5]]), -3.0);
     }
 
     #[test]

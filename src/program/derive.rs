@@ -179,6 +179,40 @@ impl Builder {
         Ok(self.add(Op::Unary(UnaryOp::Exp, log_softmax), shape))
     }
 
+    /// prod_{j != i} x_j for each element of the vector `x`, as
+    /// `products_of_others` in src/ops/reduce.rs computes it (the product
+    /// of the elements before each times that of those after it, exact at
+    /// zeros), in scalar multiplications of its elements, which have
+    /// derivatives themselves: 3n products and n slices.
+    fn products_of_others(&mut self, x: NodeId) -> NodeId {
+        let n = self.shape(x).size();
+        let elements: Vec<NodeId> = (0..n)
+            .map(|i| self.add(Op::Slice(x, i, Shape::Scalar), Shape::Scalar))
+            .collect();
+        let one = self.constant(1.0);
+        let mut before = Vec::with_capacity(n);
+        let mut running = one;
+        for &e in &elements {
+            before.push(running);
+            running = self.binary(BinaryOp::Mul, running, e);
+        }
+        let mut after = vec![one; n];
+        let mut running = one;
+        for (i, &e) in elements.iter().enumerate().rev() {
+            after[i] = running;
+            running = self.binary(BinaryOp::Mul, running, e);
+        }
+        let parts: Vec<NodeId> = before
+            .iter()
+            .zip(&after)
+            .map(|(&a, &b)| self.binary(BinaryOp::Mul, a, b))
+            .collect();
+        match parts[..] {
+            [one] => self.add(Op::Slice(one, 0, Shape::Vector(1)), Shape::Vector(1)),
+            _ => self.join(&parts),
+        }
+    }
+
     /// The cotangent of `whole` from the cotangents of slices of it,
     /// `(first element, cotangent)`: each set of non-overlapping slices is
     /// laid out with zeros between them as one balanced concatenation, and
@@ -350,6 +384,14 @@ impl Program {
                         }
                         None => None,
                     },
+                    RowPartial::Others => match t(x) {
+                        Some(tx) => {
+                            let others = b.products_of_others(new(x));
+                            let terms = b.chain(others, tx);
+                            Some(b.add(Op::Reduce(ReduceOp::Sum, terms, None), Shape::Scalar))
+                        }
+                        None => None,
+                    },
                 },
                 // The maximum is held constant under differentiation.
                 Op::ShiftMax(z) => t(z),
@@ -495,6 +537,10 @@ impl Program {
                             RowPartial::Softmax => {
                                 let softmax = b.softmax(new(operand))?;
                                 b.chain(c, softmax)
+                            }
+                            RowPartial::Others => {
+                                let others = b.products_of_others(new(operand));
+                                b.chain(c, others)
                             }
                         };
                         shares.push((operand, share));

@@ -25,9 +25,10 @@ pub enum Entries {
         /// Which operand.
         slot: usize,
     },
-    /// softmax(z) of the operand z, per sample: the row that is
-    /// logsumexp's gradient.
-    Softmax,
+    /// The reduction's row of partials that its forward pass keeps per
+    /// sample, as the op table defines it ([`crate::ops::ReduceOp::partials`]):
+    /// softmax(z) for logsumexp, the products of the others for prod.
+    KeptRow,
     /// The values of this node, as a row: the Jacobian of a dot product
     /// with respect to one side is the other side.
     Values(NodeId),
@@ -138,7 +139,9 @@ impl Program {
                     };
                     local(structure, Entries::Values(other))
                 }
-                RowPartial::Softmax => local(Structure::Dense, Entries::Softmax),
+                RowPartial::Softmax | RowPartial::Others => {
+                    local(Structure::Dense, Entries::KeptRow)
+                }
             },
             Op::Variable(_) | Op::Constant(_) => {
                 return Err(Error::Shape("leaves have no local Jacobian".into()));
@@ -175,7 +178,7 @@ mod tests {
              param W[2,3]  V[3,2]
              h = tanh(W @ x) + s
              z = [h, x[0:1]]
-             output logsumexp(z * 2) + mean(x @ V) + dot(x, x)",
+             output logsumexp(z * 2) + mean(x @ V) + dot(x, x) * prod(x)",
         )?;
         let mut seen = Vec::new();
         for (node, op) in program.nodes.iter().enumerate() {
@@ -222,7 +225,7 @@ mod tests {
             e,
             Entries::Placed { offset: 2 }
         )));
-        assert!(has(Structure::Dense, |e| *e == Entries::Softmax));
+        assert!(has(Structure::Dense, |e| *e == Entries::KeptRow));
         assert!(has(Structure::Dense, |e| matches!(e, Entries::Values(_))));
         Ok(())
     }

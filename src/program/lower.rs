@@ -19,7 +19,7 @@ pub(super) const KEYWORDS: [&str; 3] = ["input", "param", "output"];
 /// The functions of whole vectors that programs lower into the reductions
 /// and selections: each call, and its derivative as `chainrule ops` shows
 /// it (the README's table gives the edges).
-pub const VECTOR_FUNCTIONS: [(&str, &str); 11] = [
+pub const VECTOR_FUNCTIONS: [(&str, &str); 10] = [
     ("softmax(z)", "diag(s) - s s^T, s = softmax(z)"),
     ("log_softmax(z)", "I - 1 s^T, s = softmax(z)"),
     ("mse(y, t)", "2 (y - t) / n in y, -2 (y - t) / n in t"),
@@ -28,7 +28,6 @@ pub const VECTOR_FUNCTIONS: [(&str, &str); 11] = [
         "softmax(z) sum(t) - t in z, -log_softmax(z) in t",
     ),
     ("norm(x)", "x / norm(x) (0 at x = 0)"),
-    ("prod(x)", "the product of the others"),
     ("max(x)", "1/t at each of the t largest, 0 elsewhere"),
     ("min(x)", "1/t at each of the t smallest, 0 elsewhere"),
     ("cross(a, b)", "[b]x^T in a, [a]x in b"),

@@ -579,12 +579,7 @@ impl Lowering<'_> {
             },
             "prod" => match shape {
                 Shape::Scalar => x,
-                _ => {
-                    let n = shape.size();
-                    self.expansion(2 * n, "this product of elements", span)?;
-                    let elements: Vec<NodeId> = (0..n).map(|i| self.element(x, i)).collect();
-                    self.product_tree(&elements)
-                }
+                _ => self.reduce(ReduceOp::Prod, x, None),
             },
             "max" | "min" => match shape {
                 Shape::Scalar => x,
@@ -637,11 +632,6 @@ impl Lowering<'_> {
         let overflows = self.apply(BinaryOp::Gt, squares, huge);
         let upper = self.select_value(overflows, large, plain);
         self.select_value(underflows, small, upper)
-    }
-
-    /// The product of scalars, multiplied as a balanced tree.
-    fn product_tree(&mut self, factors: &[NodeId]) -> NodeId {
-        self.tree(BinaryOp::Mul, 1.0, factors)
     }
 
     /// max(x) of a vector of `n` elements, its gradient split evenly among

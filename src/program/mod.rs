@@ -49,8 +49,6 @@ mod parse;
 mod rules;
 mod select;
 
-pub(crate) use crate::ops::softmax;
-
 use std::fmt;
 
 pub use builder::{Handle, ProgramBuilder};

@@ -44,7 +44,8 @@ impl JacobianAlgebra for GpuAlgebra<'_> {
         let jacobian = match local.entries {
             Entries::Unit => GpuJacobian::Identity { n: rows },
             // The forward pass writes element-wise partials, and
-            // logsumexp's softmax, as the node's partials.
+            // a reduction's kept row (softmax, products of the others), as
+            // the node's partials.
             Entries::Partial { slot } if structure == Structure::Diagonal => {
                 GpuJacobian::Diagonal {
                     n: rows,
@@ -56,7 +57,7 @@ impl JacobianAlgebra for GpuAlgebra<'_> {
                 cols,
                 segments: partial(slot)?,
             },
-            Entries::Softmax => GpuJacobian::Dense {
+            Entries::KeptRow => GpuJacobian::Dense {
                 rows,
                 cols,
                 segments: partial(0)?,

@@ -50,6 +50,27 @@ struct ForwardParams {
     scale: f32,
 }
 
+/// The parameters of [`product_source`]'s kernel.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ProductParams {
+    total: u32,
+    row_stride: u32,
+    n: u32,
+    a_shared: u32,
+    /// The chunk of elements this dispatch takes: `start..start + len`.
+    start: u32,
+    len: u32,
+    /// 0: the products before each element, forward; 1: times those
+    /// after it, backward.
+    backward: u32,
+    pad: u32,
+}
+
+/// The most elements of a row one dispatch of [`product_source`] takes:
+/// software drivers stop an invocation's loops after 65,535 iterations.
+const PRODUCT_CHUNK: usize = 16_384;
+
 /// The parameters of shaders/select.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -138,6 +159,49 @@ fn reduction_source(dot: bool) -> String {
         src.push_str("        sum = sum + a[a_base + i];\n");
     }
     src.push_str("    }\n    out_v[sample] = sum * params.scale;\n}\n");
+    src
+}
+
+/// prod of each sample's vector and its partial row, the products of the
+/// others, as `products_of_others` in src/ops/reduce.rs (exact at zeros):
+/// forward, each element's row entry is the product of the elements
+/// before it, and the value the product of all once the last chunk is
+/// done; backward, each entry is multiplied by the product of the
+/// elements after it. Both products are compensated (`product_step`,
+/// shaders/common.wgsl) and carried between chunks in `carry`, two floats
+/// a sample. One invocation per sample and chunk of at most
+/// [`PRODUCT_CHUNK`] elements, so rows of any length take bounded loops.
+fn product_source() -> String {
+    let mut src = shaders::library();
+    src.push_str(
+        "\nstruct ProductParams {\n    total: u32,\n    row_stride: u32,\n    n: u32,\n    a_shared: u32,\n    \
+         start: u32,\n    len: u32,\n    backward: u32,\n    pad: u32,\n}\n\n\
+         @group(0) @binding(0) var<uniform> params: ProductParams;\n\
+         @group(0) @binding(1) var<storage, read> a: array<f32>;\n\
+         @group(0) @binding(2) var<storage, read_write> out_v: array<f32>;\n\
+         @group(0) @binding(3) var<storage, read_write> out_others: array<f32>;\n\
+         @group(0) @binding(4) var<storage, read_write> carry: array<f32>;\n\n\
+         @compute @workgroup_size(256)\nfn main(@builtin(global_invocation_id) gid: vec3<u32>) {\n    \
+         let sample = gid.y * params.row_stride + gid.x;\n    if (sample >= params.total) {\n        return;\n    }\n    \
+         let n = params.n;\n    let base = select(sample * n, 0u, params.a_shared == 1u);\n    \
+         let row = sample * n;\n    \
+         let carried = vec2<f32>(carry[2u * sample], carry[2u * sample + 1u]);\n    \
+         let one = vec2<f32>(1.0, 0.0);\n    \
+         if (params.backward == 0u) {\n        \
+         var running = select(carried, one, params.start == 0u);\n        \
+         for (var k = 0u; k < params.len; k = k + 1u) {\n            \
+         let i = params.start + k;\n            out_others[row + i] = running.x + running.y;\n            \
+         running = product_step(running, a[base + i]);\n        }\n        \
+         carry[2u * sample] = running.x;\n        carry[2u * sample + 1u] = running.y;\n        \
+         if (params.start + params.len == n) {\n            out_v[sample] = running.x + running.y;\n        }\n    \
+         } else {\n        \
+         var running = select(carried, one, params.start + params.len == n);\n        \
+         for (var k = 0u; k < params.len; k = k + 1u) {\n            \
+         let i = params.start + params.len - 1u - k;\n            \
+         out_others[row + i] = out_others[row + i] * (running.x + running.y);\n            \
+         running = product_step(running, a[base + i]);\n        }\n        \
+         carry[2u * sample] = running.x;\n        carry[2u * sample + 1u] = running.y;\n    }\n}\n",
+    );
     src
 }
 
@@ -616,6 +680,40 @@ impl GpuContext {
                                 )?;
                             }
                             (NodeValue::PerSample(out), vec![softmax])
+                        }
+                        Op::Reduce(r, a, _) if r.partial() == RowPartial::Others => {
+                            let n_a = size(a);
+                            let out = self.new_segments(layout, 1);
+                            let others = self.new_segments(layout, n_a);
+                            let carry = self.new_segments(layout, 2);
+                            for (s, target) in out.iter().enumerate() {
+                                let samples = layout.samples_in(s);
+                                let (xa, a_shared) = segment_of(&values[a], s);
+                                let (gx, gy, _) = self.grid_1d(samples);
+                                let chunks: Vec<usize> = (0..n_a).step_by(PRODUCT_CHUNK).collect();
+                                let forward = chunks.iter().map(|&start| (start, 0));
+                                let backward = chunks.iter().rev().map(|&start| (start, 1));
+                                for (start, direction) in forward.chain(backward) {
+                                    let params = ProductParams {
+                                        total: samples as u32,
+                                        row_stride: gx * WORKGROUP as u32,
+                                        n: n_a as u32,
+                                        a_shared,
+                                        start: start as u32,
+                                        len: PRODUCT_CHUNK.min(n_a - start) as u32,
+                                        backward: direction,
+                                        pad: 0,
+                                    };
+                                    self.run_kernel(
+                                        "forward/prod",
+                                        product_source,
+                                        params,
+                                        &[&xa, target, &others[s], &carry[s]],
+                                        (gx, gy),
+                                    )?;
+                                }
+                            }
+                            (NodeValue::PerSample(out), vec![others])
                         }
                         Op::Slice(a, start, _) => (
                             self.select_node(&values, (a, size(a), start), None, n, layout)?,
