@@ -589,3 +589,51 @@ fn names_are_checked() {
     assert!(program.jvp_program("x").is_err());
     assert!(program.gradient_program("x").is_err());
 }
+
+/// Second derivatives at a pole and at NaN, as JAX gives them (jax.grad
+/// twice): a derivative expression's own derivative must not lose the
+/// pole's infinity to the zero-factor rule or turn NaN into 0; and two
+/// spellings of one function agree. Outside the domain chainrule's first
+/// derivative is NaN (ln'(-1); JAX gives -1), and so is its second. f64
+/// oracle and both backends.
+#[test]
+fn second_derivatives_keep_poles_and_nan() {
+    let (inf, nan) = (f64::INFINITY, f64::NAN);
+    let at = [0.0, f64::NAN, -1.0, -2.0, 4.0];
+    for (text, want) in [
+        ("ln(x)", [-inf, nan, nan, nan, -1.0 / 16.0]),
+        ("sqrt(x)", [-inf, nan, nan, nan, -1.0 / 32.0]),
+        ("x^0.5", [-inf, nan, nan, nan, -1.0 / 32.0]),
+        ("reciprocal(x)", [inf, nan, -2.0, -0.25, 2.0 / 64.0]),
+        ("1 / x", [inf, nan, -2.0, -0.25, 2.0 / 64.0]),
+        ("log1p(x)", [-1.0, nan, -inf, nan, -1.0 / 25.0]),
+    ] {
+        let program = parse(&format!("input x\noutput {text}"));
+        let hvp = program
+            .gradient_program("x")
+            .and_then(|g| g.jvp_program("x"))
+            .expect("an HVP program");
+        let same = |a: f64, b: f64| {
+            a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-6 * b.abs()
+        };
+        for (&x, &w) in at.iter().zip(&want) {
+            let got = run(&hvp, &[vec![x], vec![1.0]])[0];
+            assert!(same(got, w), "{text}'' at {x}: {got}, JAX {w}");
+        }
+        let xs: Vec<f32> = at.iter().map(|&x| x as f32).collect();
+        let ones = vec![1.0f32; xs.len()];
+        let tangent = &hvp.variables[1].name;
+        for (backend, label) in backends() {
+            let got = backend
+                .values(&hvp, &[("x", &xs), (tangent.as_str(), &ones)])
+                .unwrap_or_else(|e| panic!("{text} on the {label}: {e}"));
+            for ((&x, &w), &g) in at.iter().zip(&want).zip(&got) {
+                let g = f64::from(g);
+                assert!(
+                    same(g, w) || (w.is_finite() && (g - w).abs() <= 1e-5 * w.abs()),
+                    "{text}'' at {x} on the {label}: {g}, JAX {w}"
+                );
+            }
+        }
+    }
+}

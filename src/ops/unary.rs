@@ -233,7 +233,13 @@ impl UnaryOp {
     /// checks every operation on its domain and its edges); `where` keeps
     /// the kinks' conventions and NaN outside the domain, and `strong_mul`
     /// (a product whose zero factor wins, available to these expressions
-    /// only) keeps the infinite limits.
+    /// only) keeps the infinite limits. They are written so that their own
+    /// derivatives (second derivatives) are right at poles and NaN too:
+    /// outside the domain `x * (0 / 0)`, whose derivative is NaN, not the
+    /// constant `0 / 0`, whose derivative is 0; `1 / (x + 0)` (+Inf at -0,
+    /// as -0 + 0 is +0), not `1 / abs(x)`, whose derivative abs'(0) = 0
+    /// would cancel the pole's -Inf by the zero-factor rule; `-(1 / x)^2`,
+    /// not `-1 / x^2`, whose derivative meets 2x = 0 at the pole.
     pub fn derivative_expression(&self) -> &'static str {
         match self {
             UnaryOp::Identity => "1",
@@ -251,23 +257,23 @@ impl UnaryOp {
                  * sigmoid(-1.5957691216057308 * (x + 0.044715 * x^3)))"
             }
             UnaryOp::Exp | UnaryOp::Expm1 => "exp(x)",
-            UnaryOp::Ln => "where(x >= 0, 1 / abs(x), 0 / 0)",
+            UnaryOp::Ln => "where(x >= 0, 1 / (x + 0), x * (0 / 0))",
             UnaryOp::Sin => "cos(x)",
             UnaryOp::Cos => "-sin(x)",
             UnaryOp::Tan => "1 / cos(x)^2",
-            UnaryOp::Sqrt => "0.5 / abs(sqrt(x))",
+            UnaryOp::Sqrt => "0.5 / (sqrt(x) + 0)",
             UnaryOp::Abs => "(x > 0) - (x < 0)",
             UnaryOp::Square => "2 * x",
-            UnaryOp::Reciprocal => "-1 / x^2",
+            UnaryOp::Reciprocal => "-(1 / x)^2",
             UnaryOp::Pow { exponent } if *exponent == 0.0 => "0",
             UnaryOp::Pow { .. } => "p * x^(p - 1)",
-            UnaryOp::Log1p => "where(x >= -1, 1 / abs(1 + x), 0 / 0)",
+            UnaryOp::Log1p => "where(x >= -1, 1 / (1 + x), x * (0 / 0))",
             UnaryOp::Atan => "1 / (1 + x^2)",
             UnaryOp::Asinh => "where(abs(x) < 1e18, 1 / sqrt(1 + x^2), 1 / abs(x))",
             UnaryOp::Acosh => {
-                "where(x >= 1, where(x < 1e18, 1 / sqrt((x - 1) * (x + 1)), 1 / x), 0 / 0)"
+                "where(x >= 1, where(x < 1e18, 1 / sqrt((x - 1) * (x + 1)), 1 / x), x * (0 / 0))"
             }
-            UnaryOp::Atanh => "where(abs(x) <= 1, 1 / ((1 - x) * (1 + x)), 0 / 0)",
+            UnaryOp::Atanh => "where(abs(x) <= 1, 1 / ((1 - x) * (1 + x)), x * (0 / 0))",
             UnaryOp::Erf => "1.1283791670955126 * exp(-x^2)",
             UnaryOp::GeluExact => {
                 "0.5 * (1 + erf(0.7071067811865476 * x)) \
