@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use npyz::WriterBuilder;
 
@@ -76,4 +76,93 @@ pub fn write(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
         .extend(data.iter().copied())
         .map_err(|e| file_error(path, e))?;
     writer.finish().map_err(|e| file_error(path, e))
+}
+
+/// One array to write: where, its shape and its data.
+pub type Output<'a> = (&'a Path, &'a [usize], &'a [f32]);
+
+/// Checks, before any work is done, that each of `paths` can be written:
+/// no two the same file, each in a directory that exists. A command calls
+/// this first, so that a mistyped output path costs nothing.
+pub fn check_outputs(paths: &[&Path]) -> Result<()> {
+    for (i, path) in paths.iter().enumerate() {
+        if paths[..i].iter().any(|p| same_file(p, path)) {
+            return Err(file_error(
+                path,
+                "given for two outputs; each output needs a file of its own",
+            ));
+        }
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if !parent.is_dir() {
+            return Err(file_error(
+                path,
+                format!("the directory {} does not exist", parent.display()),
+            ));
+        }
+        if path.is_dir() {
+            return Err(file_error(path, "is a directory, not a file"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether two output paths name one file: the same name in the same
+/// directory, however each was written (`v.npy`, `./v.npy`, a link).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let place = |p: &Path| {
+        let parent = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        (
+            parent.canonicalize().ok(),
+            p.file_name().map(|n| n.to_owned()),
+        )
+    };
+    a == b || {
+        let (pa, pb) = (place(a), place(b));
+        pa.0.is_some() && pa == pb
+    }
+}
+
+/// Writes every array or none: each goes to a temporary file beside its
+/// path first, and only when all are written are they renamed into place;
+/// on an error the temporaries are removed and files already at those
+/// paths are left as they were.
+pub fn write_all(outputs: &[Output<'_>]) -> Result<()> {
+    let paths: Vec<&Path> = outputs.iter().map(|&(path, ..)| path).collect();
+    check_outputs(&paths)?;
+    let temporary = |path: &Path| -> PathBuf {
+        let name = path
+            .file_name()
+            .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
+        path.with_file_name(format!(".{name}.partial"))
+    };
+    let mut written: Vec<PathBuf> = Vec::with_capacity(outputs.len());
+    let result = outputs.iter().try_for_each(|&(path, shape, data)| {
+        let staged = temporary(path);
+        written.push(staged.clone());
+        // An error names the file asked for, not the temporary.
+        write(&staged, shape, data).map_err(|e| match e {
+            Error::File { message, .. } => file_error(path, message),
+            other => other,
+        })
+    });
+    let result = result.and_then(|()| {
+        outputs
+            .iter()
+            .zip(&written)
+            .try_for_each(|(&(path, ..), staged)| {
+                std::fs::rename(staged, path).map_err(|e| file_error(path, e))
+            })
+    });
+    if result.is_err() {
+        for staged in &written {
+            let _ = std::fs::remove_file(staged);
+        }
+    }
+    result
 }

@@ -224,3 +224,86 @@ fn explain_prints_the_four_steps() {
     let (ok, _, stderr) = common::chainrule(&["explain", "ln(sin(x^3)^2"]);
     assert!(!ok && stderr.contains("unclosed"), "{stderr}");
 }
+
+/// Outputs are all written or none: a path in a directory that does not
+/// exist, or one file named for two outputs, is refused before any work,
+/// and no output is left behind; a program where an expression belongs
+/// says so. Also for `jacobian --out/--values`.
+#[test]
+fn outputs_are_checked_before_anything_is_written() {
+    let dir = common::scratch("eval-outputs");
+    let x_path = dir.join("x.npy");
+    npy::write(&x_path, &[3], &[0.5, 1.0, 2.0]).expect("write x");
+    let x_arg = format!("x={}", path(&x_path));
+    let values = dir.join("v.npy");
+    let missing = dir.join("no-such-dir").join("d.npy");
+    let run = |values: &Path, derivatives: &Path| {
+        common::chainrule(&[
+            "eval",
+            "sin(x)",
+            "--input",
+            &x_arg,
+            "--cpu",
+            "--values",
+            path(values),
+            "--derivatives",
+            path(derivatives),
+        ])
+    };
+    common::assert_fails_clearly(
+        "a derivatives path in a missing directory",
+        run(&values, &missing),
+        "does not exist",
+    );
+    assert!(!values.exists(), "the values were written anyway");
+    common::assert_fails_clearly(
+        "one file for both outputs",
+        run(
+            &values,
+            &dir.join("..")
+                .join(dir.file_name().expect("a name"))
+                .join("v.npy"),
+        ),
+        "each output needs a file of its own",
+    );
+    assert!(!values.exists(), "the values were written anyway");
+    let (ok, stdout, stderr) = run(&values, &dir.join("d.npy"));
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(values.exists() && dir.join("d.npy").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .expect("the scratch folder")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+
+    let program = dir.join("p.txt");
+    std::fs::write(&program, "input x[3]\noutput sin(x)\n").expect("write the program");
+    let out = dir.join("j.npy");
+    let program_arg = format!("@{}", path(&program));
+    let x3 = dir.join("x3.npy");
+    npy::write(&x3, &[1, 3], &[0.5, 1.0, 2.0]).expect("write x3");
+    let x3_arg = format!("x={}", path(&x3));
+    common::assert_fails_clearly(
+        "jacobian --values in a missing directory",
+        common::chainrule(&[
+            "jacobian",
+            &program_arg,
+            "--input",
+            &x3_arg,
+            "--cpu",
+            "--out",
+            path(&out),
+            "--values",
+            path(&missing),
+        ]),
+        "does not exist",
+    );
+    assert!(!out.exists(), "the Jacobian was written anyway");
+
+    common::assert_fails_clearly(
+        "a program given to eval",
+        common::chainrule(&["eval", "input x\noutput sin(x)", "--input", &x_arg]),
+        "this is a program",
+    );
+}

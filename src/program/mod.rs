@@ -290,6 +290,22 @@ impl Program {
                 }
             }
         }
+        // A program where an expression belongs would otherwise fail at
+        // its first declaration with a message about multiplication.
+        let declares = text.lines().any(|line| {
+            let mut words = line.split_whitespace();
+            let name = |w: &str| w.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_');
+            matches!(words.next(), Some("input" | "param" | "output"))
+                && words.next().is_some_and(name)
+        });
+        if declares {
+            return Err(Error::InvalidArgument(
+                "this is a program (it has input, param or output lines), not an expression \
+                 of scalars: give a program to `jacobian` or `grad` (Program::parse), or \
+                 write the expression alone, such as `sin(x) * y`"
+                    .into(),
+            ));
+        }
         parse::parse_expression_in(text, order).map_err(Error::Parse)
     }
 

@@ -1,6 +1,6 @@
 //! `chainrule eval`: an expression's values and partial derivatives over .npy inputs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use chainrule::graph::{Graph, InputOrder};
 use chainrule::schedule::Fusion;
@@ -46,6 +46,12 @@ pub(crate) fn eval(
             "--input {name} is given twice"
         )));
     }
+    let outputs: Vec<&Path> = [&values_path, &derivatives_path]
+        .into_iter()
+        .flatten()
+        .map(PathBuf::as_path)
+        .collect();
+    npy::check_outputs(&outputs)?;
     let graph = Graph::parse(expression, InputOrder::Given(names.clone()))?;
     if graph.inputs().is_empty() {
         // No variable, so no samples: say what it is rather than
@@ -103,13 +109,16 @@ pub(crate) fn eval(
     let out = backend.evaluate(&graph, &refs, fusion)?;
     let n = out.values.len();
     let k = out.inputs;
+    let value_shape = [n];
+    let derivative_shape: Vec<usize> = if k == 1 { vec![n] } else { vec![n, k] };
+    let mut files: Vec<npy::Output<'_>> = Vec::new();
     if let Some(path) = &values_path {
-        npy::write(path, &[n], &out.values)?;
+        files.push((path, &value_shape, &out.values));
     }
     if let Some(path) = &derivatives_path {
-        let shape: Vec<usize> = if k == 1 { vec![n] } else { vec![n, k] };
-        npy::write(path, &shape, &out.derivatives)?;
+        files.push((path, &derivative_shape, &out.derivatives));
     }
+    npy::write_all(&files)?;
     if values_path.is_none() && derivatives_path.is_none() {
         // Nothing to write: show the first rows so the call is not wasted.
         let header: Vec<String> = names.iter().map(|name| format!("d/d{name}")).collect();

@@ -2,7 +2,7 @@
 //! another scalar line (`--of`), with respect to named inputs and
 //! parameters, one .npy file per variable.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chainrule::program::Program;
 use chainrule::{Error, Reduction, npy};
@@ -70,9 +70,19 @@ pub(crate) fn run(
         path: out_dir.display().to_string(),
         message: e.to_string(),
     })?;
-    for gradient in &out.gradients {
-        let path = out_dir.join(format!("{}.npy", gradient.name));
-        npy::write(&path, &gradient.shape, &gradient.values)?;
+    let paths: Vec<PathBuf> = out
+        .gradients
+        .iter()
+        .map(|gradient| out_dir.join(format!("{}.npy", gradient.name)))
+        .collect();
+    let files: Vec<npy::Output<'_>> = out
+        .gradients
+        .iter()
+        .zip(&paths)
+        .map(|(gradient, path)| (path.as_path(), &gradient.shape[..], &gradient.values[..]))
+        .collect();
+    npy::write_all(&files)?;
+    for (gradient, path) in out.gradients.iter().zip(&paths) {
         println!(
             "{} {:?} -> {}",
             gradient.name,

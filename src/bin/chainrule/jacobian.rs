@@ -151,6 +151,8 @@ pub(crate) fn run(
     values_path: Option<&Path>,
     cpu: bool,
 ) -> chainrule::Result<()> {
+    let outputs: Vec<&Path> = std::iter::once(out).chain(values_path).collect();
+    npy::check_outputs(&outputs)?;
     let text = program_text(text)?;
     let program = Program::parse(&text)?;
     let wrt = choose_wrt(&program, wrt)?;
@@ -179,14 +181,15 @@ pub(crate) fn run(
         .into_iter()
         .map(|x| x as f32)
         .collect();
-    npy::write(out, &dims, &dense)?;
-    if let Some(path) = values_path {
-        let mut value_dims = vec![batch];
-        if let Shape::Vector(m) = output_shape {
-            value_dims.push(m);
-        }
-        npy::write(path, &value_dims, &result.values)?;
+    let mut value_dims = vec![batch];
+    if let Shape::Vector(m) = output_shape {
+        value_dims.push(m);
     }
+    let mut files: Vec<npy::Output<'_>> = vec![(out, &dims, &dense)];
+    if let Some(path) = values_path {
+        files.push((path, &value_dims, &result.values));
+    }
+    npy::write_all(&files)?;
     eprintln!(
         "d{}/d{wrt_name}: {} for {batch} samples on {} ({:.3e} flops in the chosen order; pure forward {:.3e}, pure reverse {:.3e})",
         program.output_name,
