@@ -52,6 +52,71 @@ fn product_step(acc: vec2<f32>, x: f32) -> vec2<f32> {
     return vec2<f32>(p, e);
 }
 
+// A running product kept as (m.x + m.y) * 2^e: m a compensated product
+// (product_step) brought back into [0.5, 1) after every factor, e the
+// powers of two taken out, so that no intermediate product overflows or
+// underflows f32 where the result would not: the products of the others
+// of [1e30, 1e30, 1e-30, 1e-30] are 1e-30 and 1e30, not Inf and 0, in any
+// order. Mirrored by `ScaledProduct` in src/ops/reduce.rs.
+struct ScaledProduct {
+    m: vec2<f32>,
+    e: i32,
+}
+
+fn scaled_one() -> ScaledProduct {
+    return ScaledProduct(vec2<f32>(1.0, 0.0), 0);
+}
+
+fn scaled_step(s: ScaledProduct, x: f32) -> ScaledProduct {
+    var m = product_step(s.m, x);
+    var e = s.e;
+    if (!is_zero_f32(m.x) && !is_nan_f32(m.x) && !is_inf_f32(m.x)) {
+        let k = exponent_of(m.x);
+        m = vec2<f32>(times_power_of_two(m.x, -k), times_power_of_two(m.y, -k));
+        // Held within 2^29 (a product beyond 2^(2^29) is +-Inf or 0 in any
+        // float), so that two exponents add without overflow.
+        e = clamp(e + k, -536870912, 536870912);
+    }
+    return ScaledProduct(m, e);
+}
+
+// The compensated mantissa as one float, keeping the sign of a zero product.
+fn scaled_mantissa(s: ScaledProduct) -> f32 {
+    return select(s.m.x + s.m.y, s.m.x, is_zero_f32(s.m.y));
+}
+
+fn scaled_value(s: ScaledProduct) -> f32 {
+    return times_power_of_two(scaled_mantissa(s), s.e);
+}
+
+// e with x = f * 2^e and |f| in [0.5, 1), for a finite nonzero x
+// (subnormals too), from the bits.
+fn exponent_of(x: f32) -> i32 {
+    var bits = bitcast<u32>(x) & 0x7fffffffu;
+    var bias = 126;
+    if (bits < 0x00800000u) {
+        // Subnormal: 2^64 x is normal, exactly.
+        bits = bitcast<u32>(x * 18446744073709551616.0) & 0x7fffffffu;
+        bias = 190;
+    }
+    return i32(bits >> 23u) - bias;
+}
+
+// 2^k for k in [-126, 127], from the bits.
+fn power_of_two(k: i32) -> f32 {
+    return bitcast<f32>(u32(k + 127) << 23u);
+}
+
+// x * 2^k for any k: exact unless the result leaves f32's range, where it
+// is the IEEE result (+-Inf, or a rounded subnormal or 0). Three steps of
+// one sign, so no step overflows or underflows unless the result does.
+fn times_power_of_two(x: f32, k: i32) -> f32 {
+    let c = clamp(k, -378, 378);
+    let a = c / 3;
+    let b = (c - a) / 2;
+    return x * power_of_two(a) * power_of_two(b) * power_of_two(c - a - b);
+}
+
 // a * b - p exactly for p = a * b rounded (Dekker's TwoProduct): each
 // factor split into halves of 12 bits, whose products are exact. fma would
 // give it in one step, but WGSL does not promise a fused fma (lavapipe's is

@@ -695,3 +695,78 @@ fn prod_of_long_vectors() {
         }
     }
 }
+
+/// prod where a running product would leave f32's range but no result
+/// does: [1e30, 1e30, 1e-30, 1e-30] (and reversed), alone (the fused
+/// kernels) and among ones up to 300 and 20,000 elements (the structured
+/// plan), its value 1 and its partials 1e-30, 1e30 and 1; with a param in
+/// the same fused kernel; and the sign of a zero product.
+#[test]
+fn prod_keeps_intermediate_products_in_range() {
+    use chainrule::Reduction;
+    let big: f32 = 1e30;
+    let small: f32 = 1e-30;
+    for n in [4, 300, 20_000] {
+        for head in [[big, big, small, small], [small, small, big, big]] {
+            let mut x = vec![1.0f32; n];
+            x[..4].copy_from_slice(&head);
+            let at: Vec<f64> = x.iter().map(|&e| f64::from(e)).collect();
+            let value: f64 = at.iter().product();
+            let gradient: Vec<f64> = at.iter().map(|&e| value / e).collect();
+            let program = parse(&format!("input x[{n}]\ny = prod(x)\noutput y"));
+            for (backend, path) in backends() {
+                let out = backend
+                    .jacobian(&program, "x", &[("x", &x)])
+                    .unwrap_or_else(|e| panic!("prod of {n} on the {path}: {e}"));
+                let label = format!("prod of {n} starting {head:?} on the {path}");
+                let got = f64::from(out.values[0]);
+                assert!((got - value).abs() <= 1e-6 * value, "{label}: {got}");
+                let jacobian = out.jacobian.try_to_dense(1).expect("dense");
+                for (i, (&g, &w)) in jacobian.iter().zip(&gradient).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-6 * w,
+                        "{label}: partial {i} is {g}, not {w}"
+                    );
+                }
+            }
+        }
+    }
+    // A param's product beside an input in one fused kernel, and the
+    // product read before the param: the kernel's names must not collide.
+    let mut rng = rng("prod_keeps_intermediate_products_in_range");
+    let x = common::uniform(&mut rng, 3 * 5, 0.5, 1.5);
+    let w = common::uniform(&mut rng, 5, 0.5, 1.5);
+    for text in [
+        "input x[5]\nparam w[5]\noutput prod(w) * sum(x)",
+        "input x[5]\nparam w[5]\noutput prod(x) * dot(w, x)",
+    ] {
+        let program = parse(text);
+        let mut results = Vec::new();
+        for (backend, path) in backends() {
+            let out = backend
+                .gradient(&program, &["w"], &[("x", &x), ("w", &w)], Reduction::Mean)
+                .unwrap_or_else(|e| panic!("{text} on the {path}: {e}"));
+            let got: Vec<f64> = out.gradients[0]
+                .values
+                .iter()
+                .map(|&g| f64::from(g))
+                .collect();
+            results.push(got);
+        }
+        for got in &results[1..] {
+            assert_close(text, got, &results[0], 1e-6);
+        }
+    }
+    // -0, as IEEE's product: 2 * 0 * 3 * -1.5.
+    let program = parse("input x[4]\ny = prod(x)\noutput y");
+    for (backend, path) in backends() {
+        let out = backend
+            .values(&program, &[("x", &[2.0, 0.0, 3.0, -1.5])])
+            .unwrap_or_else(|e| panic!("prod on the {path}: {e}"));
+        assert!(
+            out[0] == 0.0 && out[0].is_sign_negative(),
+            "prod [2, 0, 3, -1.5] on the {path}: {}",
+            out[0]
+        );
+    }
+}

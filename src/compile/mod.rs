@@ -42,7 +42,7 @@
 
 use std::fmt::Write;
 
-use crate::ops::{BinaryOp, UnaryOp};
+use crate::ops::{BinaryOp, RowPartial, UnaryOp};
 use crate::program::{Kind, NodeId, Op, Program, Shape};
 use crate::shaders;
 
@@ -870,6 +870,10 @@ fn state_floats(program: &Program, needed: &[bool]) -> Result<usize, NotFused> {
         // the others) over its operand.
         let kept = match *op {
             Op::Unary(..) => size,
+            // prod keeps each partial's exponent beside it.
+            Op::Reduce(r, a, _) if r.partial() == RowPartial::Others => {
+                2 * program.shapes[a].size()
+            }
             Op::Reduce(r, a, _) if r.partial().kept() => program.shapes[a].size(),
             _ => 0,
         };

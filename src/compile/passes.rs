@@ -87,36 +87,43 @@ pub(super) fn forward_pass(src: &mut String, layout: &Layout<'_>, needed: &[bool
             }
             Op::Reduce(r, a, _) if r.partial() == RowPartial::Others => {
                 // prod: the products of the elements before each (kept as
-                // the partial row), then each times the product of those
-                // after it, as `products_of_others` in src/ops/reduce.rs;
-                // both compensated (`product_step`, shaders/common.wgsl).
+                // the partial row, mantissa and exponent), then each times
+                // the product of those after it, as `products_of_others` in
+                // src/ops/reduce.rs; both compensated and scaled by powers
+                // of two as they go (`ScaledProduct`, shaders/common.wgsl).
                 let len = layout.size(a);
                 let x = layout.at(a, "i");
                 let keep = if keep_partial {
-                    format!("var d{id}: array<f32, {len}>;\n    ")
+                    format!(
+                        "var d{id}: array<f32, {len}>;\n    var de{id}: array<i32, {len}>;\n    "
+                    )
                 } else {
                     String::new()
                 };
                 let before = if keep_partial {
-                    format!("d{id}[i] = p{id}.x + p{id}.y;\n        ")
+                    format!(
+                        "d{id}[i] = scaled_mantissa(before{id});\n        \
+                         de{id}[i] = before{id}.e;\n        "
+                    )
                 } else {
                     String::new()
                 };
                 let _ = writeln!(
                     src,
-                    "    var p{id} = vec2<f32>(1.0, 0.0);\n    {keep}\
+                    "    var before{id} = scaled_one();\n    {keep}\
                      for (var i = 0u; i < {len}u; i = i + 1u) {{\n        \
-                     {before}p{id} = product_step(p{id}, {x});\n    }}\n    \
-                     var v{id} = p{id}.x + p{id}.y;"
+                     {before}before{id} = scaled_step(before{id}, {x});\n    }}\n    \
+                     var v{id} = scaled_value(before{id});"
                 );
                 if keep_partial {
                     let _ = writeln!(
                         src,
-                        "    var after{id} = vec2<f32>(1.0, 0.0);\n    \
+                        "    var after{id} = scaled_one();\n    \
                          for (var k = 0u; k < {len}u; k = k + 1u) {{\n        \
                          let i = {last}u - k;\n        \
-                         d{id}[i] = d{id}[i] * (after{id}.x + after{id}.y);\n        \
-                         after{id} = product_step(after{id}, {x});\n    }}",
+                         d{id}[i] = times_power_of_two(d{id}[i] * scaled_mantissa(after{id}), \
+                         de{id}[i] + after{id}.e);\n        \
+                         after{id} = scaled_step(after{id}, {x});\n    }}",
                         last = len - 1
                     );
                 }

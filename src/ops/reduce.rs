@@ -132,7 +132,10 @@ impl ReduceOp {
                 a.iter().zip(b).map(|(a, b)| a * b).sum()
             }
             ReduceOp::LogSumExp => log_sum_exp(a),
-            ReduceOp::Prod => a.iter().product(),
+            ReduceOp::Prod => a
+                .iter()
+                .fold(ScaledProduct::ONE, |p, &x| p.times(x))
+                .value(),
         }
     }
 
@@ -187,20 +190,76 @@ impl fmt::Display for ReduceOp {
 
 /// prod_{j != i} a_j for each i: the product of the elements before i
 /// times that of the elements after it (no division, so exact at zeros:
-/// the gradient of prod at [2, 0, 3] is [0, 6, 0]).
+/// the gradient of prod at [2, 0, 3] is [0, 6, 0]), each kept as a
+/// [`ScaledProduct`] so that no intermediate product overflows.
 pub(crate) fn products_of_others(a: &[f64]) -> Vec<f64> {
-    let mut out = Vec::with_capacity(a.len());
-    let mut before = 1.0;
+    let mut before = Vec::with_capacity(a.len());
+    let mut running = ScaledProduct::ONE;
     for &x in a {
-        out.push(before);
-        before *= x;
+        before.push(running);
+        running = running.times(x);
     }
-    let mut after = 1.0;
-    for (o, &x) in out.iter_mut().zip(a).rev() {
-        *o *= after;
-        after *= x;
+    let mut out = vec![0.0; a.len()];
+    let mut after = ScaledProduct::ONE;
+    for (i, &x) in a.iter().enumerate().rev() {
+        out[i] = times_power_of_two(before[i].m * after.m, before[i].e + after.e);
+        after = after.times(x);
     }
     out
+}
+
+/// A running product kept as m 2^e, m brought back into [0.5, 1) after
+/// every factor (while finite and nonzero), so that no intermediate
+/// product leaves the float's range where the result would not: the
+/// products of the others of [1e300, 1e300, 1e-300, 1e-300] are exact.
+/// The mirror of `ScaledProduct` in shaders/common.wgsl.
+#[derive(Debug, Clone, Copy)]
+struct ScaledProduct {
+    m: f64,
+    e: i32,
+}
+
+impl ScaledProduct {
+    const ONE: ScaledProduct = ScaledProduct { m: 1.0, e: 0 };
+
+    fn times(self, x: f64) -> ScaledProduct {
+        let m = self.m * x;
+        if m == 0.0 || !m.is_finite() {
+            return ScaledProduct { m, e: self.e };
+        }
+        let k = exponent_of(m);
+        ScaledProduct {
+            m: times_power_of_two(m, -k),
+            // Held within 2^29, as the kernels hold theirs.
+            e: (self.e + k).clamp(-(1 << 29), 1 << 29),
+        }
+    }
+
+    fn value(self) -> f64 {
+        times_power_of_two(self.m, self.e)
+    }
+}
+
+/// e with x = f 2^e and |f| in [0.5, 1), for a finite nonzero x.
+fn exponent_of(x: f64) -> i32 {
+    let field = ((x.to_bits() >> 52) & 0x7ff) as i32;
+    if field == 0 {
+        // Subnormal: 2^64 x is normal, exactly.
+        return exponent_of(x * 2f64.powi(64)) - 64;
+    }
+    field - 1022
+}
+
+/// x 2^k, exact unless the result leaves f64's range.
+fn times_power_of_two(x: f64, k: i32) -> f64 {
+    let mut x = x;
+    let mut k = k.clamp(-3000, 3000);
+    while k != 0 {
+        let step = k.clamp(-1000, 1000);
+        x *= 2f64.powi(step);
+        k -= step;
+    }
+    x
 }
 
 /// The maximum of a vector (NaN elements aside), how many elements equal
@@ -320,6 +379,18 @@ mod tests {
         let others = products_of_others(&[0.0, f64::INFINITY]);
         assert_eq!(others, vec![f64::INFINITY, 0.0]);
         assert_eq!(ReduceOp::Prod.value(&[&[2.0, -3.0, 0.5]]), -3.0);
+        // No intermediate product overflows or underflows.
+        let a = [1e300, 1e300, 1e-300, 1e-300, 4.0];
+        assert!((ReduceOp::Prod.value(&[&a]) - 4.0).abs() < 1e-14);
+        let others = products_of_others(&a);
+        for (o, want) in others.iter().zip([4e-300, 4e-300, 4e300, 4e300, 1.0]) {
+            assert!((o - want).abs() <= 1e-15 * want, "{others:?}");
+        }
+        assert_eq!(ReduceOp::Prod.value(&[&[1e300, 1e300]]), f64::INFINITY);
+        assert_eq!(ReduceOp::Prod.value(&[&[1e-300, 1e-300]]), 0.0);
+        // Exactly 0, where the plain product overflows first: Inf * 0 = NaN.
+        assert_eq!(ReduceOp::Prod.value(&[&[1e300, 1e300, 0.0]]), 0.0);
+        assert_eq!(products_of_others(&[5e-324, 3.0]), vec![3.0, 5e-324]);
     }
 
     #[test]

@@ -167,9 +167,12 @@ fn reduction_source(dot: bool) -> String {
 /// forward, each element's row entry is the product of the elements
 /// before it, and the value the product of all once the last chunk is
 /// done; backward, each entry is multiplied by the product of the
-/// elements after it. Both products are compensated (`product_step`,
-/// shaders/common.wgsl) and carried between chunks in `carry`, two floats
-/// a sample. One invocation per sample and chunk of at most
+/// elements after it. Both products are compensated and scaled by powers
+/// of two as they go (`ScaledProduct`, shaders/common.wgsl), so no
+/// intermediate product overflows: forward writes each entry's mantissa to
+/// `out_others` and its exponent to `exponents`, and the running product
+/// is carried between chunks in `carry`, three floats a sample (the
+/// exponent's bits). One invocation per sample and chunk of at most
 /// [`PRODUCT_CHUNK`] elements, so rows of any length take bounded loops.
 fn product_source() -> String {
     let mut src = shaders::library();
@@ -180,27 +183,31 @@ fn product_source() -> String {
          @group(0) @binding(1) var<storage, read> a: array<f32>;\n\
          @group(0) @binding(2) var<storage, read_write> out_v: array<f32>;\n\
          @group(0) @binding(3) var<storage, read_write> out_others: array<f32>;\n\
-         @group(0) @binding(4) var<storage, read_write> carry: array<f32>;\n\n\
+         @group(0) @binding(4) var<storage, read_write> carry: array<f32>;\n\
+         @group(0) @binding(5) var<storage, read_write> exponents: array<i32>;\n\n\
          @compute @workgroup_size(256)\nfn main(@builtin(global_invocation_id) gid: vec3<u32>) {\n    \
          let sample = gid.y * params.row_stride + gid.x;\n    if (sample >= params.total) {\n        return;\n    }\n    \
          let n = params.n;\n    let base = select(sample * n, 0u, params.a_shared == 1u);\n    \
          let row = sample * n;\n    \
-         let carried = vec2<f32>(carry[2u * sample], carry[2u * sample + 1u]);\n    \
-         let one = vec2<f32>(1.0, 0.0);\n    \
+         let first = select(params.start == 0u, params.start + params.len == n, params.backward == 1u);\n    \
+         var running = scaled_one();\n    \
+         if (!first) {\n        \
+         running = ScaledProduct(vec2<f32>(carry[3u * sample], carry[3u * sample + 1u]), \
+         bitcast<i32>(carry[3u * sample + 2u]));\n    }\n    \
          if (params.backward == 0u) {\n        \
-         var running = select(carried, one, params.start == 0u);\n        \
          for (var k = 0u; k < params.len; k = k + 1u) {\n            \
-         let i = params.start + k;\n            out_others[row + i] = running.x + running.y;\n            \
-         running = product_step(running, a[base + i]);\n        }\n        \
-         carry[2u * sample] = running.x;\n        carry[2u * sample + 1u] = running.y;\n        \
-         if (params.start + params.len == n) {\n            out_v[sample] = running.x + running.y;\n        }\n    \
+         let i = params.start + k;\n            out_others[row + i] = scaled_mantissa(running);\n            \
+         exponents[row + i] = running.e;\n            \
+         running = scaled_step(running, a[base + i]);\n        }\n        \
+         if (params.start + params.len == n) {\n            out_v[sample] = scaled_value(running);\n        }\n    \
          } else {\n        \
-         var running = select(carried, one, params.start + params.len == n);\n        \
          for (var k = 0u; k < params.len; k = k + 1u) {\n            \
          let i = params.start + params.len - 1u - k;\n            \
-         out_others[row + i] = out_others[row + i] * (running.x + running.y);\n            \
-         running = product_step(running, a[base + i]);\n        }\n        \
-         carry[2u * sample] = running.x;\n        carry[2u * sample + 1u] = running.y;\n    }\n}\n",
+         out_others[row + i] = times_power_of_two(out_others[row + i] * scaled_mantissa(running), \
+         exponents[row + i] + running.e);\n            \
+         running = scaled_step(running, a[base + i]);\n        }\n    }\n    \
+         carry[3u * sample] = running.m.x;\n    carry[3u * sample + 1u] = running.m.y;\n    \
+         carry[3u * sample + 2u] = bitcast<f32>(running.e);\n}\n",
     );
     src
 }
@@ -685,7 +692,8 @@ impl GpuContext {
                             let n_a = size(a);
                             let out = self.new_segments(layout, 1);
                             let others = self.new_segments(layout, n_a);
-                            let carry = self.new_segments(layout, 2);
+                            let carry = self.new_segments(layout, 3);
+                            let exponents = self.new_segments(layout, n_a);
                             for (s, target) in out.iter().enumerate() {
                                 let samples = layout.samples_in(s);
                                 let (xa, a_shared) = segment_of(&values[a], s);
@@ -708,7 +716,7 @@ impl GpuContext {
                                         "forward/prod",
                                         product_source,
                                         params,
-                                        &[&xa, target, &others[s], &carry[s]],
+                                        &[&xa, target, &others[s], &carry[s], &exponents[s]],
                                         (gx, gy),
                                     )?;
                                 }
