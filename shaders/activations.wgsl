@@ -125,7 +125,8 @@ fn ln_vd(x: f32) -> vec2<f32> {
         return nan_pair(x);
     }
     if (x == 0.0) {
-        return vec2<f32>(inf_like(x, true), inf_like(x, false));
+        // 1/x at the pole, signed by the zero: -Inf at -0, as IEEE and JAX.
+        return vec2<f32>(inf_like(x, true), inf_like(x, sign_bit_f32(x)));
     }
     if (is_inf_f32(x)) {
         return vec2<f32>(x, 0.0);
@@ -162,7 +163,8 @@ fn sqrt_vd(x: f32) -> vec2<f32> {
         return nan_pair(x);
     }
     if (x == 0.0) {
-        return vec2<f32>(x, inf_like(x, false));
+        // sqrt(-0) = -0, and 0.5 / sqrt(x) is -Inf there, as JAX's.
+        return vec2<f32>(x, inf_like(x, sign_bit_f32(x)));
     }
     if (is_inf_f32(x)) {
         return vec2<f32>(x, 0.0);

@@ -593,22 +593,31 @@ fn names_are_checked() {
 /// Second derivatives at a pole and at NaN, as JAX gives them (jax.grad
 /// twice): a derivative expression's own derivative must not lose the
 /// pole's infinity to the zero-factor rule or turn NaN into 0; and two
-/// spellings of one function agree. Outside the domain chainrule's first
-/// derivative is NaN (ln'(-1); JAX gives -1), and so is its second. f64
-/// oracle and both backends.
+/// spellings of one function agree, at -0 too. Outside the domain
+/// chainrule's first derivative is NaN (ln'(-1); JAX gives -1), and so is
+/// its second. f64 oracle and both backends.
 #[test]
 fn second_derivatives_keep_poles_and_nan() {
     let (inf, nan) = (f64::INFINITY, f64::NAN);
-    let at = [0.0, f64::NAN, -1.0, -2.0, 4.0];
+    let at = [0.0, f64::NAN, -1.0, -2.0, 4.0, -0.0];
     for (text, want) in [
-        ("ln(x)", [-inf, nan, nan, nan, -1.0 / 16.0]),
-        ("sqrt(x)", [-inf, nan, nan, nan, -1.0 / 32.0]),
-        ("x^0.5", [-inf, nan, nan, nan, -1.0 / 32.0]),
-        ("reciprocal(x)", [inf, nan, -2.0, -0.25, 2.0 / 64.0]),
-        ("1 / x", [inf, nan, -2.0, -0.25, 2.0 / 64.0]),
-        ("log1p(x)", [-1.0, nan, -inf, nan, -1.0 / 25.0]),
+        ("ln(x)", [-inf, nan, nan, nan, -1.0 / 16.0, -inf]),
+        ("sqrt(x)", [-inf, nan, nan, nan, -1.0 / 32.0, inf]),
+        ("x^0.5", [-inf, nan, nan, nan, -1.0 / 32.0, -inf]),
+        ("reciprocal(x)", [inf, nan, -2.0, -0.25, 2.0 / 64.0, -inf]),
+        ("1 / x", [inf, nan, -2.0, -0.25, 2.0 / 64.0, -inf]),
+        ("log1p(x)", [-1.0, nan, -inf, nan, -1.0 / 25.0, -1.0]),
     ] {
         let program = parse(&format!("input x\noutput {text}"));
+        // The first derivative at -0: IEEE's 1/x there (-Inf for ln and
+        // sqrt, as JAX), from the gradient program as from the op table.
+        let gradient = program.gradient_program("x").expect("a gradient program");
+        let first = run(&gradient, &[vec![-0.0]])[0];
+        let table = program.jacobian_dense(&[&[-0.0]], 0).expect("the oracle")[0];
+        assert!(
+            first == table || (first.is_nan() && table.is_nan()),
+            "{text}' at -0: {first} from the gradient program, {table} from the table"
+        );
         let hvp = program
             .gradient_program("x")
             .and_then(|g| g.jvp_program("x"))
@@ -634,6 +643,32 @@ fn second_derivatives_keep_poles_and_nan() {
                     "{text}'' at {x} on the {label}: {g}, JAX {w}"
                 );
             }
+        }
+    }
+}
+
+/// ln and sqrt at -0 on every backend: IEEE's values and 1/x-style
+/// derivatives, -Inf (as JAX's), from the op table's kernels.
+#[test]
+fn ln_and_sqrt_at_negative_zero() {
+    for (op, value, derivative) in [
+        (UnaryOp::Ln, f32::NEG_INFINITY, f32::NEG_INFINITY),
+        (UnaryOp::Sqrt, -0.0, f32::NEG_INFINITY),
+    ] {
+        for (backend, label) in backends() {
+            let out = backend
+                .unary(op, &[-0.0, 0.0])
+                .unwrap_or_else(|e| panic!("{op:?} on the {label}: {e}"));
+            assert_eq!(
+                (out.values[0].to_bits(), out.derivatives[0]),
+                (value.to_bits(), derivative),
+                "{op:?} at -0 on the {label}"
+            );
+            assert_eq!(
+                out.derivatives[1],
+                f32::INFINITY,
+                "{op:?} at +0 on the {label}"
+            );
         }
     }
 }

@@ -236,10 +236,11 @@ impl UnaryOp {
     /// only) keeps the infinite limits. They are written so that their own
     /// derivatives (second derivatives) are right at poles and NaN too:
     /// outside the domain `x * (0 / 0)`, whose derivative is NaN, not the
-    /// constant `0 / 0`, whose derivative is 0; `1 / (x + 0)` (+Inf at -0,
-    /// as -0 + 0 is +0), not `1 / abs(x)`, whose derivative abs'(0) = 0
-    /// would cancel the pole's -Inf by the zero-factor rule; `-(1 / x)^2`,
-    /// not `-1 / x^2`, whose derivative meets 2x = 0 at the pole.
+    /// constant `0 / 0`, whose derivative is 0; `1 / x`, not `1 / abs(x)`,
+    /// whose derivative abs'(0) = 0 would cancel the pole's -Inf by the
+    /// zero-factor rule (so ln'(-0) is -Inf, as IEEE's 1/x and JAX give);
+    /// `-(1 / x)^2`, not `-1 / x^2`, whose derivative meets 2x = 0 at the
+    /// pole.
     pub fn derivative_expression(&self) -> &'static str {
         match self {
             UnaryOp::Identity => "1",
@@ -257,11 +258,11 @@ impl UnaryOp {
                  * sigmoid(-1.5957691216057308 * (x + 0.044715 * x^3)))"
             }
             UnaryOp::Exp | UnaryOp::Expm1 => "exp(x)",
-            UnaryOp::Ln => "where(x >= 0, 1 / (x + 0), x * (0 / 0))",
+            UnaryOp::Ln => "where(x >= 0, 1 / x, x * (0 / 0))",
             UnaryOp::Sin => "cos(x)",
             UnaryOp::Cos => "-sin(x)",
             UnaryOp::Tan => "1 / cos(x)^2",
-            UnaryOp::Sqrt => "0.5 / (sqrt(x) + 0)",
+            UnaryOp::Sqrt => "0.5 / sqrt(x)",
             UnaryOp::Abs => "(x > 0) - (x < 0)",
             UnaryOp::Square => "2 * x",
             UnaryOp::Reciprocal => "-(1 / x)^2",
@@ -480,7 +481,8 @@ fn ln(x: f64) -> (f64, f64) {
     if x < 0.0 {
         (f64::NAN, f64::NAN)
     } else if x == 0.0 {
-        (f64::NEG_INFINITY, f64::INFINITY)
+        // 1/x at the pole: -Inf at -0, as IEEE and JAX.
+        (f64::NEG_INFINITY, 1.0 / x)
     } else {
         (x.ln(), 1.0 / x)
     }
@@ -513,8 +515,8 @@ fn sqrt(x: f64) -> (f64, f64) {
         (f64::NAN, f64::NAN)
     } else {
         let r = x.sqrt();
-        // sqrt(-0) is -0 in IEEE; its derivative is +Inf either way.
-        (r, 0.5 / r.abs())
+        // sqrt(-0) is -0 in IEEE, so its derivative is -Inf there, as JAX's.
+        (r, 0.5 / r)
     }
 }
 
