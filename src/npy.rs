@@ -110,8 +110,12 @@ pub fn check_outputs(paths: &[&Path]) -> Result<()> {
 }
 
 /// Whether two output paths name one file: the same name in the same
-/// directory, however each was written (`v.npy`, `./v.npy`, a link).
+/// directory, however each was written (`v.npy`, `./v.npy`, a linked
+/// directory), or one existing file reached through a link.
 fn same_file(a: &Path, b: &Path) -> bool {
+    if let (Ok(a), Ok(b)) = (a.canonicalize(), b.canonicalize()) {
+        return a == b;
+    }
     let place = |p: &Path| {
         let parent = match p.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
@@ -129,12 +133,17 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// Writes every array or none: each goes to a temporary file beside its
-/// path first, and only when all are written are they renamed into place;
-/// on an error the temporaries are removed and files already at those
-/// paths are left as they were.
+/// path first, and only when all are written are they renamed into place
+/// (through a symbolic link, onto the file it names); on an error the
+/// temporaries are removed and files already at those paths are left as
+/// they were.
 pub fn write_all(outputs: &[Output<'_>]) -> Result<()> {
     let paths: Vec<&Path> = outputs.iter().map(|&(path, ..)| path).collect();
     check_outputs(&paths)?;
+    let targets: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| p.canonicalize().unwrap_or_else(|_| p.to_path_buf()))
+        .collect();
     let temporary = |path: &Path| -> PathBuf {
         let name = path
             .file_name()
@@ -142,21 +151,25 @@ pub fn write_all(outputs: &[Output<'_>]) -> Result<()> {
         path.with_file_name(format!(".{name}.partial"))
     };
     let mut written: Vec<PathBuf> = Vec::with_capacity(outputs.len());
-    let result = outputs.iter().try_for_each(|&(path, shape, data)| {
-        let staged = temporary(path);
-        written.push(staged.clone());
-        // An error names the file asked for, not the temporary.
-        write(&staged, shape, data).map_err(|e| match e {
-            Error::File { message, .. } => file_error(path, message),
-            other => other,
-        })
-    });
+    let result = outputs
+        .iter()
+        .zip(&targets)
+        .try_for_each(|(&(path, shape, data), target)| {
+            let staged = temporary(target);
+            written.push(staged.clone());
+            // An error names the file asked for, not the temporary.
+            write(&staged, shape, data).map_err(|e| match e {
+                Error::File { message, .. } => file_error(path, message),
+                other => other,
+            })
+        });
     let result = result.and_then(|()| {
-        outputs
+        paths
             .iter()
+            .zip(&targets)
             .zip(&written)
-            .try_for_each(|(&(path, ..), staged)| {
-                std::fs::rename(staged, path).map_err(|e| file_error(path, e))
+            .try_for_each(|((path, target), staged)| {
+                std::fs::rename(staged, target).map_err(|e| file_error(path, e))
             })
     });
     if result.is_err() {

@@ -307,3 +307,64 @@ fn outputs_are_checked_before_anything_is_written() {
         "this is a program",
     );
 }
+
+/// An output given as a symbolic link is written through it (the link
+/// stays), a link to another output is the same file and refused, and
+/// `grad --out-dir` naming a file says so.
+#[cfg(unix)]
+#[test]
+fn outputs_through_links_and_out_dir_files() {
+    let dir = common::scratch("eval-links");
+    let x_path = dir.join("x.npy");
+    npy::write(&x_path, &[3], &[0.5, 1.0, 2.0]).expect("write x");
+    let x_arg = format!("x={}", path(&x_path));
+    let real = dir.join("real.npy");
+    std::fs::write(&real, b"old").expect("write real");
+    let link = dir.join("link.npy");
+    std::os::unix::fs::symlink(&real, &link).expect("link");
+    let eval = |values: &Path, derivatives: &Path| {
+        common::chainrule(&[
+            "eval",
+            "sin(x)",
+            "--input",
+            &x_arg,
+            "--cpu",
+            "--values",
+            path(values),
+            "--derivatives",
+            path(derivatives),
+        ])
+    };
+    common::assert_fails_clearly(
+        "a link to the other output",
+        eval(&real, &link),
+        "each output needs a file of its own",
+    );
+    assert_eq!(std::fs::read(&real).expect("real"), b"old");
+    let (ok, stdout, stderr) = eval(&link, &dir.join("d.npy"));
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .expect("the link")
+            .file_type()
+            .is_symlink(),
+        "the link was replaced by a file"
+    );
+    assert_eq!(npy::read(&real).expect("written through").shape, vec![3]);
+
+    common::assert_fails_clearly(
+        "--out-dir naming a file",
+        common::chainrule(&[
+            "grad",
+            "input x\noutput sin(x)",
+            "--input",
+            &x_arg,
+            "--wrt",
+            "x",
+            "--cpu",
+            "--out-dir",
+            path(&real),
+        ]),
+        "--out-dir names a file",
+    );
+}

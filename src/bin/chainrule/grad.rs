@@ -48,6 +48,12 @@ pub(crate) fn run(
             "--wrt names the variables to differentiate, e.g. --wrt w,b".into(),
         ));
     }
+    if out_dir.exists() && !out_dir.is_dir() {
+        return Err(Error::File {
+            path: out_dir.display().to_string(),
+            message: "--out-dir names a file; give a directory (created if missing)".into(),
+        });
+    }
     // Each gradient is written to a file named after its variable.
     if let Some(name) = crate::eval::repeated(&names) {
         return Err(Error::InvalidArgument(format!(
