@@ -1,6 +1,6 @@
 //! Reductions along vectors longer than one loop of a software driver runs
 //! (lavapipe stops a loop after 65,535 iterations without an error): sum,
-//! mean, dot, logsumexp, softmax, log_softmax and cross_entropy of one
+//! mean, dot, prod, logsumexp, softmax, log_softmax and cross_entropy of one
 //! sample of 70,000 and of 1,280,000 elements, and of a batch of three of
 //! 100,003, with their Jacobians, VJPs and gradients, on the GPU against the
 //! CPU path (f64); NaN and infinite logits kept in their own sample; and a
@@ -110,10 +110,20 @@ fn sum_mean_and_dot_of_long_vectors() {
     for (batch, n) in SHAPES {
         let x = inputs(&mut rng, batch * n, 0.5, 1.5);
         let w = inputs(&mut rng, batch * n, 0.5, 1.5);
-        for (name, body) in [("sum", "sum(x)"), ("mean", "mean(x)"), ("dot", "dot(x, w)")] {
+        for (name, body) in [
+            ("sum", "sum(x)"),
+            ("mean", "mean(x)"),
+            ("dot", "dot(x, w)"),
+            // A diagonal factor in the plan: n floats a sample, not n^2.
+            ("sum of sines", "sum(sin(x)) + sum(w)"),
+        ] {
             let text = format!("input x[{n}]\ninput w[{n}]\ny = {body}\noutput y\n");
             compare(&context, name, &text, &[("x", x.clone()), ("w", w.clone())]);
         }
+        // prod, of factors so near 1 that the product stays in range.
+        let near_one = inputs(&mut rng, batch * n, 0.9999, 1.0001);
+        let text = format!("input x[{n}]\ny = prod(x)\noutput y\n");
+        compare(&context, "prod", &text, &[("x", near_one)]);
     }
 }
 

@@ -7,7 +7,7 @@ use crate::backend::chain::run_plan;
 use crate::backend::cpu_program::{CpuAlgebra, forward};
 use crate::backend::gpu::{BatchLayout, GpuContext, GpuJacobian};
 use crate::error::{Error, Result};
-use crate::jacobian::{JacShape, Jacobian, product_shape};
+use crate::jacobian::{JacShape, Jacobian, Structure, product_shape};
 use crate::program::{Kind, Op, Program};
 use crate::schedule::chain::Bracketing;
 use crate::schedule::vector::{Factor, JacobianPlan, Request, local_shape, plan};
@@ -120,7 +120,7 @@ fn largest_per_sample(
     let mut largest = program.shapes.iter().map(|s| s.size()).max().unwrap_or(1);
     let mut shared_shapes: Vec<(usize, JacShape)> = Vec::new();
     for step in plan.shared.iter().chain(std::iter::once(&plan.output)) {
-        largest = largest.max(step.shape.rows * step.shape.cols);
+        largest = largest.max(stored(step.shape));
         for term in &step.terms {
             let shapes: Vec<JacShape> = term
                 .factors
@@ -154,6 +154,19 @@ impl RowsCols for (JacShape, usize) {
     }
 }
 
+/// The floats a Jacobian of this shape keeps in one buffer: a sample's
+/// diagonal or dense block, a selection's indices, or the shared matrix
+/// (which must fit a binding too); none for the identity. A diagonal is
+/// its n elements, not n x n: the gradient of `sum(sin(x))` for x of
+/// 20,000 elements is 20,000 floats a sample, not 400 million.
+fn stored(s: JacShape) -> usize {
+    match s.structure {
+        Structure::Identity => 0,
+        Structure::Diagonal | Structure::Selection => s.rows,
+        Structure::Shared | Structure::Dense => s.rows * s.cols,
+    }
+}
+
 /// The result shape of a bracketing, and the largest product inside it.
 fn walk(tree: &Bracketing, shapes: &[JacShape], batch: usize) -> Result<(JacShape, usize)> {
     match tree {
@@ -162,13 +175,13 @@ fn walk(tree: &Bracketing, shapes: &[JacShape], batch: usize) -> Result<(JacShap
                 .get(*i)
                 .copied()
                 .ok_or_else(|| Error::Shape("factor missing".into()))?;
-            Ok((s, s.rows * s.cols))
+            Ok((s, stored(s)))
         }
         Bracketing::Product(l, r) => {
             let (ls, lmax) = walk(l, shapes, batch)?;
             let (rs, rmax) = walk(r, shapes, batch)?;
             let (s, _) = product_shape(ls, rs, batch)?;
-            Ok((s, lmax.max(rmax).max(s.rows * s.cols)))
+            Ok((s, lmax.max(rmax).max(stored(s))))
         }
     }
 }
