@@ -225,6 +225,21 @@ fn explain_prints_the_four_steps() {
     assert!(!ok && stderr.contains("unclosed"), "{stderr}");
 }
 
+/// `chainrule eval sin(x)` on the CPU path, writing both outputs.
+fn eval_sin(x_arg: &str, values: &Path, derivatives: &Path) -> (bool, String, String) {
+    common::chainrule(&[
+        "eval",
+        "sin(x)",
+        "--input",
+        x_arg,
+        "--cpu",
+        "--values",
+        path(values),
+        "--derivatives",
+        path(derivatives),
+    ])
+}
+
 /// Outputs are all written or none: a path in a directory that does not
 /// exist, or one file named for two outputs, is refused before any work,
 /// and no output is left behind; a program where an expression belongs
@@ -237,19 +252,7 @@ fn outputs_are_checked_before_anything_is_written() {
     let x_arg = format!("x={}", path(&x_path));
     let values = dir.join("v.npy");
     let missing = dir.join("no-such-dir").join("d.npy");
-    let run = |values: &Path, derivatives: &Path| {
-        common::chainrule(&[
-            "eval",
-            "sin(x)",
-            "--input",
-            &x_arg,
-            "--cpu",
-            "--values",
-            path(values),
-            "--derivatives",
-            path(derivatives),
-        ])
-    };
+    let run = |values: &Path, derivatives: &Path| eval_sin(&x_arg, values, derivatives);
     common::assert_fails_clearly(
         "a derivatives path in a missing directory",
         run(&values, &missing),
@@ -322,19 +325,7 @@ fn outputs_through_links_and_out_dir_files() {
     std::fs::write(&real, b"old").expect("write real");
     let link = dir.join("link.npy");
     std::os::unix::fs::symlink(&real, &link).expect("link");
-    let eval = |values: &Path, derivatives: &Path| {
-        common::chainrule(&[
-            "eval",
-            "sin(x)",
-            "--input",
-            &x_arg,
-            "--cpu",
-            "--values",
-            path(values),
-            "--derivatives",
-            path(derivatives),
-        ])
-    };
+    let eval = |values: &Path, derivatives: &Path| eval_sin(&x_arg, values, derivatives);
     common::assert_fails_clearly(
         "a link to the other output",
         eval(&real, &link),
