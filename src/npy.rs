@@ -92,10 +92,7 @@ pub fn check_outputs(paths: &[&Path]) -> Result<()> {
                 "given for two outputs; each output needs a file of its own",
             ));
         }
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
+        let parent = directory_of(path);
         if !parent.is_dir() {
             return Err(file_error(
                 path,
@@ -109,6 +106,14 @@ pub fn check_outputs(paths: &[&Path]) -> Result<()> {
     Ok(())
 }
 
+/// The directory a file path names its file in (`.` for a bare name).
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// Whether two output paths name one file: the same name in the same
 /// directory, however each was written (`v.npy`, `./v.npy`, a linked
 /// directory), or one existing file reached through a link.
@@ -117,12 +122,8 @@ fn same_file(a: &Path, b: &Path) -> bool {
         return a == b;
     }
     let place = |p: &Path| {
-        let parent = match p.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
         (
-            parent.canonicalize().ok(),
+            directory_of(p).canonicalize().ok(),
             p.file_name().map(|n| n.to_owned()),
         )
     };
