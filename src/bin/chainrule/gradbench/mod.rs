@@ -165,7 +165,7 @@ impl Session {
                         MODULES.join(", ")
                     ),
                 ),
-                None => failure(id, "a define message names a \"module\"".into()),
+                None => failure(id, "the define message has no \"module\"".into()),
             },
             Some("evaluate") => match self.evaluate(&message) {
                 Ok((output, timings)) => {
@@ -183,12 +183,12 @@ impl Session {
             message
                 .get(name)
                 .and_then(Value::as_str)
-                .ok_or_else(|| format!("an evaluate message names a \"{name}\""))
+                .ok_or_else(|| format!("the evaluate message has no \"{name}\""))
         };
         let (module, function) = (field("module")?, field("function")?);
         let input = message
             .get("input")
-            .ok_or("an evaluate message carries an \"input\"")?;
+            .ok_or("the evaluate message has no \"input\"")?;
         let runs = Runs::of(input)?;
         let backend = self.backend()?;
         // A panic is a bug, but the eval still deserves an answer, and the
