@@ -40,7 +40,17 @@ fn label(program: &Program, id: usize, depth: usize) -> String {
         }
     };
     match *op {
-        Op::Constant(c) => format!("{}", c as f32),
+        // f32, as programs hold constants; past 1e15 or below 1e-5 in
+        // scientific notation (f32's largest reads 3.4028235e38, not 39
+        // digits).
+        Op::Constant(c) => {
+            let (c, a) = (c as f32, c.abs());
+            if a != 0.0 && !(1e-5..1e15).contains(&a) {
+                format!("{c:e}")
+            } else {
+                format!("{c}")
+            }
+        }
         Op::Unary(f, a) => match f.parameter() {
             Some(p) => format!("{}({}, {p})", f.name(), label(program, a, depth - 1)),
             None => format!("{}({})", f.name(), label(program, a, depth - 1)),
