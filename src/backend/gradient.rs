@@ -326,19 +326,17 @@ impl Backend {
                             )?;
                             for &(product, v, transposed) in uses {
                                 let g = cotangent(product)?;
-                                let values = &forward.batch_rows(v);
-                                // W @ v: g v^T; v @ W: v g^T.
-                                let (left, right) = if transposed {
-                                    (values, &g)
-                                } else {
-                                    (&g, values)
-                                };
+                                let per = g.len() / batch.max(1);
                                 for b in 0..batch {
                                     let at = if summed { 0 } else { b };
+                                    let (gb, vb) = (&g[b * per..(b + 1) * per], forward.row(v, b));
+                                    // W @ v: g v^T; v @ W: v g^T.
+                                    let (left, right) =
+                                        if transposed { (vb, gb) } else { (gb, vb) };
                                     for i in 0..*rows {
                                         for j in 0..*cols {
                                             outer[(at * rows + i) * cols + j] +=
-                                                chain_mul(left[b * rows + i], right[b * cols + j]);
+                                                chain_mul(left[i], right[j]);
                                         }
                                     }
                                 }
