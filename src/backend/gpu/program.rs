@@ -694,14 +694,18 @@ impl GpuContext {
                             let others = self.new_segments(layout, n_a);
                             let carry = self.new_segments(layout, 3);
                             let exponents = self.new_segments(layout, n_a);
+                            // Every chunk forward, then every chunk backward.
+                            let chunks: Vec<usize> = (0..n_a).step_by(PRODUCT_CHUNK).collect();
+                            let passes: Vec<(usize, u32)> = chunks
+                                .iter()
+                                .map(|&start| (start, 0))
+                                .chain(chunks.iter().rev().map(|&start| (start, 1)))
+                                .collect();
                             for (s, target) in out.iter().enumerate() {
                                 let samples = layout.samples_in(s);
                                 let (xa, a_shared) = segment_of(&values[a], s);
                                 let (gx, gy, _) = self.grid_1d(samples);
-                                let chunks: Vec<usize> = (0..n_a).step_by(PRODUCT_CHUNK).collect();
-                                let forward = chunks.iter().map(|&start| (start, 0));
-                                let backward = chunks.iter().rev().map(|&start| (start, 1));
-                                for (start, direction) in forward.chain(backward) {
+                                for &(start, direction) in &passes {
                                     let params = ProductParams {
                                         total: samples as u32,
                                         row_stride: gx * WORKGROUP as u32,
