@@ -179,11 +179,13 @@ impl Builder {
         Ok(self.add(Op::Unary(UnaryOp::Exp, log_softmax), shape))
     }
 
-    /// prod_{j != i} x_j for each element of the vector `x`, as
-    /// `products_of_others` in src/ops/reduce.rs computes it (the product
-    /// of the elements before each times that of those after it, exact at
-    /// zeros), in scalar multiplications of its elements, which have
-    /// derivatives themselves: 3n products and n slices.
+    /// prod_{j != i} x_j for each element of the vector `x`, in the order
+    /// `products_of_others` in src/ops/reduce.rs takes (the product of the
+    /// elements before each times that of those after it, exact at zeros),
+    /// in scalar multiplications of its elements, which have derivatives
+    /// themselves: 3n products and n slices. Plain products, not its
+    /// scaled ones: an intermediate product may overflow here where the
+    /// kernels' would not.
     fn products_of_others(&mut self, x: NodeId) -> NodeId {
         let n = self.shape(x).size();
         let elements: Vec<NodeId> = (0..n)
