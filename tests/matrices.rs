@@ -736,25 +736,28 @@ fn prod_keeps_intermediate_products_in_range() {
     let mut rng = rng("prod_keeps_intermediate_products_in_range");
     let x = common::uniform(&mut rng, 3 * 5, 0.5, 1.5);
     let w = common::uniform(&mut rng, 5, 0.5, 1.5);
-    for text in [
-        "input x[5]\nparam w[5]\noutput prod(w) * sum(x)",
-        "input x[5]\nparam w[5]\noutput prod(x) * dot(w, x)",
+    let f = |v: &[f32]| -> Vec<f64> { v.iter().map(|&e| f64::from(e)).collect() };
+    let samples: Vec<Vec<f64>> = x.chunks(5).map(f).collect();
+    let wf = f(&w);
+    let product = |v: &[f64]| v.iter().product::<f64>();
+    // The batch means of the two gradients in w, written out: prod(w)'s
+    // partials times mean(sum(x)), and mean(prod(x) x).
+    let mean_sum = samples.iter().map(|s| s.iter().sum::<f64>()).sum::<f64>() / 3.0;
+    let first: Vec<f64> = (0..5).map(|j| product(&wf) / wf[j] * mean_sum).collect();
+    let second: Vec<f64> = (0..5)
+        .map(|j| samples.iter().map(|s| product(s) * s[j]).sum::<f64>() / 3.0)
+        .collect();
+    for (text, want) in [
+        ("input x[5]\nparam w[5]\noutput prod(w) * sum(x)", first),
+        ("input x[5]\nparam w[5]\noutput prod(x) * dot(w, x)", second),
     ] {
         let program = parse(text);
-        let mut results = Vec::new();
         for (backend, path) in backends() {
             let out = backend
                 .gradient(&program, &["w"], &[("x", &x), ("w", &w)], Reduction::Mean)
                 .unwrap_or_else(|e| panic!("{text} on the {path}: {e}"));
-            let got: Vec<f64> = out.gradients[0]
-                .values
-                .iter()
-                .map(|&g| f64::from(g))
-                .collect();
-            results.push(got);
-        }
-        for got in &results[1..] {
-            assert_close(text, got, &results[0], 1e-6);
+            let got = f(&out.gradients[0].values);
+            assert_close(&format!("{text} on the {path}"), &got, &want, 1e-6);
         }
     }
     // -0, as IEEE's product: 2 * 0 * 3 * -1.5.
